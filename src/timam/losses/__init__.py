@@ -1,0 +1,23 @@
+"""Training losses: identification (L_I), CMPM/CMPC (L_M), adversarial (L_D), VSE++ triplet."""
+
+from timam.losses.adversarial import (
+    ModalityDiscriminator,
+    discriminator_loss,
+    encoder_adversarial_loss,
+    grad_reverse,
+)
+from timam.losses.identification import IdentificationLoss, NormSoftmaxClassifier
+from timam.losses.projection import cmpc_loss, cmpm_loss
+from timam.losses.triplet import hardest_negative_triplet_loss
+
+__all__ = [
+    "IdentificationLoss",
+    "ModalityDiscriminator",
+    "NormSoftmaxClassifier",
+    "cmpc_loss",
+    "cmpm_loss",
+    "discriminator_loss",
+    "encoder_adversarial_loss",
+    "grad_reverse",
+    "hardest_negative_triplet_loss",
+]

@@ -1,0 +1,52 @@
+"""Checkpoint contents: a model's tensors plus the config that rebuilds it, with no pickled code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from timam.models.config import ModelConfig
+from timam.models.timam import TimamModel
+
+CHECKPOINT_FORMAT = "timam-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    """A trained model with what produced it (training parameters, validation metric, epoch)."""
+
+    model: TimamModel
+    metadata: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+
+
+def checkpoint_tensors(model: TimamModel) -> dict[str, torch.Tensor]:
+    """State dict as contiguous CPU tensors (safetensors refuses shared or strided storage)."""
+    return {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
+
+
+def restore_model(config_values: dict[str, Any], tensors: dict[str, torch.Tensor], source: str) -> TimamModel:
+    """Rebuild the architecture from ``config_values`` and load ``tensors``, naming any mismatch."""
+    try:
+        config = ModelConfig.from_dict(config_values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: checkpoint config is not valid for this version of timam: {error}") from error
+    model = TimamModel(config, pretrained=False)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong_shape = [
+        f"{name}: checkpoint {tuple(tensors[name].shape)} vs model {tuple(expected[name].shape)}"
+        for name in sorted(set(expected) & set(tensors))
+        if tensors[name].shape != expected[name].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        raise ValueError(
+            f"{source} does not match the architecture it declares ({config.image_backbone}, "
+            f"{config.text_encoder}): missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {wrong_shape[:5]}"
+        )
+    model.load_state_dict(tensors)
+    model.eval()
+    return model

@@ -1,0 +1,55 @@
+"""Everything needed to rebuild a TIMAM model, as plain values that travel inside a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+OFFLINE_TEXT_MODEL = "offline:minilm"
+OFFLINE_IMAGE_WEIGHTS = "offline"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a TIMAM model.
+
+    ``image_weights``: "offline" (packaged ImageNet weights, efficientnet_lite0 only), "imagenet"
+    (the library's hub weights, needs a network or cache), a path to a state dict, or None
+    (random init, warned loudly). ``image_size`` is (height, width).
+    """
+
+    num_classes: int
+    image_backbone: str = "efficientnet_lite0"
+    image_library: str = "timm"
+    image_weights: str | None = OFFLINE_IMAGE_WEIGHTS
+    image_size: tuple[int, int] = (160, 80)
+    text_encoder: str = "transformer"
+    text_model: str = OFFLINE_TEXT_MODEL
+    vocab_size: int = 30522
+    word_embedding_dim: int = 300
+    lstm_hidden: int = 512
+    embedding_dim: int = 512
+    transformer_config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.image_library not in {"timm", "torchvision"}:
+            raise ValueError(f"image_library must be 'timm' or 'torchvision', got {self.image_library!r}")
+        if self.text_encoder not in {"transformer", "fc_embed"}:
+            raise ValueError(f"text_encoder must be 'transformer' or 'fc_embed', got {self.text_encoder!r}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+        object.__setattr__(self, "image_size", tuple(self.image_size))
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["image_size"] = list(self.image_size)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Build from parameters or a checkpoint header; unknown keys are an error, not ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown model parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)

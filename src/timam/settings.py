@@ -1,0 +1,5 @@
+"""Kedro project settings."""
+
+from timam.hooks import NodeTimingHook
+
+HOOKS = (NodeTimingHook(),)

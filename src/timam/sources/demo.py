@@ -1,0 +1,461 @@
+"""Built-in demo data shaped like CUHK-PEDES, so the project runs with no data and no network.
+
+CUHK-PEDES needs a manual, licence-gated download.  This module writes a small synthetic
+stand-in with the same on-disk layout, so ``kedro run``, the tests and CI work offline:
+
+* ``root/imgs/<split>/<identity:04d>_<n>.jpg`` -- portrait pedestrian crops (default 80x160);
+* ``root/reid_raw.json`` -- a list of records ``{"split", "captions", "file_path" (relative
+  to ``root/imgs``), "processed_tokens" (lower-cased word tokens per caption), "id"}``,
+  exactly the keys of CUHK-PEDES' ``reid_raw.json``;
+* several images per identity, several captions per image, and train/val/test splits that
+  are disjoint by identity, as in the CUHK-PEDES protocol.
+
+Each identity is a unique combination of attributes (presentation, hair, upper and lower
+garment kind and colour, shoes, optional bag, hat and glasses).  Every image draws the
+person as a simple Pillow figure with its own pose, scale, position, background, lighting
+and noise, so matching a caption to an image needs the attributes rather than the pixels;
+captions come from varied templates with synonyms, attribute order and omitted minor details.
+Everything is drawn from ``random.Random`` seeded by ``seed``: a given seed gives
+byte-identical files (for a given Pillow version).  The JSON is written last and atomically,
+so an interrupted generation never looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageChops, ImageDraw, ImageEnhance
+
+Colour = tuple[int, int, int]
+
+COLOURS: dict[str, Colour] = {
+    "black": (28, 28, 30), "white": (238, 238, 232), "grey": (128, 128, 128),
+    "red": (200, 30, 35), "blue": (35, 75, 200), "green": (40, 145, 60),
+    "yellow": (240, 205, 40), "pink": (245, 150, 190), "purple": (120, 55, 160),
+    "orange": (245, 130, 25),
+}
+HAIR_COLOURS: dict[str, Colour] = {
+    "black": (25, 22, 22), "brown": (105, 65, 30), "blonde": (225, 195, 115),
+    "grey": (170, 170, 165), "red": (170, 60, 25),
+}
+SKIN_TONES: tuple[Colour, ...] = ((245, 215, 190), (230, 190, 160), (200, 150, 115), (160, 110, 80), (110, 75, 55))
+UPPER_KINDS = ("t-shirt", "jacket", "coat", "hoodie", "shirt", "sweater")
+LOWER_KINDS = ("jeans", "trousers", "shorts", "skirt")
+BAG_KINDS = ("backpack", "handbag", "shoulder bag")
+HAT_KINDS = ("cap", "hat")
+JEANS_COLOURS = ("blue", "black", "grey", "white")
+SPLITS = ("train", "val", "test")
+_SS = 2  # draw at twice the size, then downsample: cheap anti-aliasing
+_TOKEN_RE = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class _Person:
+    male: bool
+    skin: Colour
+    hair_colour: str
+    long_hair: bool
+    upper: str
+    upper_colour: str
+    lower: str
+    lower_colour: str
+    shoes_colour: str
+    bag: str | None
+    bag_colour: str
+    bag_side: str  # the person's side; in this frontal view their left is the image's right
+    hat: str | None
+    hat_colour: str
+    glasses: bool
+
+    def key(self) -> tuple:
+        """The salient attributes; kept unique per identity so every identity is describable."""
+        return (self.male, self.hair_colour, self.upper, self.upper_colour, self.lower, self.lower_colour)
+
+
+# ---------------------------------------------------------------- attributes
+def _sample_person(rng: random.Random) -> _Person:
+    male = rng.random() < 0.5
+    names = list(COLOURS)
+    upper = rng.choice(UPPER_KINDS)
+    # a coat would hide shorts or a skirt, and skirts are kept for women
+    lower = rng.choice(LOWER_KINDS[:2] if upper == "coat" else LOWER_KINDS[:3] if male else LOWER_KINDS)
+    return _Person(
+        male=male, skin=rng.choice(SKIN_TONES), hair_colour=rng.choice(list(HAIR_COLOURS)),
+        long_hair=rng.random() < (0.15 if male else 0.75),
+        upper=upper, upper_colour=rng.choice(names),
+        lower=lower, lower_colour=rng.choice(JEANS_COLOURS if lower == "jeans" else names),
+        shoes_colour=rng.choice(names),
+        bag=rng.choice(BAG_KINDS) if rng.random() < 0.55 else None,
+        bag_colour=rng.choice(names), bag_side=rng.choice(("left", "right")),
+        hat=rng.choice(HAT_KINDS) if rng.random() < 0.3 else None, hat_colour=rng.choice(names),
+        glasses=rng.random() < 0.25,
+    )
+
+
+def _sample_people(rng: random.Random, n: int) -> list[_Person]:
+    people: dict[tuple, _Person] = {}
+    for _ in range(1000 * n):
+        if len(people) == n:
+            return list(people.values())
+        person = _sample_person(rng)
+        people.setdefault(person.key(), person)  # a collision is dropped and resampled
+    raise ValueError(f"cannot sample {n} identities with distinct attributes")
+
+
+# ---------------------------------------------------------------- rendering
+Point = tuple[float, float]
+
+
+def _shade(c: Colour, k: float) -> Colour:
+    return tuple(max(0, min(255, round(v * k))) for v in c)  # type: ignore[return-value]
+
+
+def _muted(rng: random.Random) -> Colour:
+    g = rng.randint(60, 200)
+    return tuple(max(0, min(255, g + rng.randint(-35, 35))) for _ in range(3))  # type: ignore[return-value]
+
+
+def _background(rng: random.Random, w: int, h: int) -> Image.Image:
+    if rng.random() < 0.5:  # colour gradient with a few faint blocks
+        mask = Image.linear_gradient("L").resize((w, h))
+        img = Image.composite(Image.new("RGB", (w, h), _muted(rng)), Image.new("RGB", (w, h), _muted(rng)), mask)
+        d = ImageDraw.Draw(img)
+        for _ in range(rng.randint(0, 3)):
+            x, y = rng.uniform(0, w), rng.uniform(0, h)
+            d.rectangle([x, y, x + rng.uniform(10, w / 2), y + rng.uniform(10, h / 3)], fill=_muted(rng))
+        return img
+    horizon = rng.uniform(0.55, 0.8) * h  # "street": wall with windows/signs, ground with stripes
+    img = Image.new("RGB", (w, h), _muted(rng))
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.randint(2, 6)):
+        x, y = rng.uniform(-10, w), rng.uniform(-10, horizon - 20)
+        d.rectangle([x, y, x + rng.uniform(15, w / 2), y + rng.uniform(15, h / 4)], fill=_muted(rng))
+    d.rectangle([0, horizon, w, h], fill=_shade(_muted(rng), 0.8))
+    for _ in range(rng.randint(0, 4)):
+        y = rng.uniform(horizon + 5, h)
+        d.rectangle([0, y, w, y + rng.uniform(3, 12)], fill=_muted(rng))
+    return img
+
+
+class _Pen:
+    """ImageDraw in figure units: x from the body's centre line, y down from the top of the head,
+    both as fractions of the figure height (the feet end near y = 0.975)."""
+
+    def __init__(self, draw: ImageDraw.ImageDraw, cx: float, top: float, fh: float) -> None:
+        self.d, self.cx, self.top, self.fh = draw, cx, top, fh
+
+    def pt(self, x: float, y: float) -> Point:
+        return (self.cx + x * self.fh, self.top + y * self.fh)
+
+    def box(self, x0: float, y0: float, x1: float, y1: float) -> list[Point]:
+        return [self.pt(min(x0, x1), min(y0, y1)), self.pt(max(x0, x1), max(y0, y1))]
+
+    def w(self, k: float) -> int:
+        return max(1, round(k * self.fh))
+
+    def poly(self, pts: list[Point], fill: Colour) -> None:
+        self.d.polygon([self.pt(*q) for q in pts], fill=fill)
+
+    def ellipse(self, x0: float, y0: float, x1: float, y1: float, fill: Colour) -> None:
+        self.d.ellipse(self.box(x0, y0, x1, y1), fill=fill)
+
+    def rect(self, x0: float, y0: float, x1: float, y1: float, fill: Colour, radius: float = 0.0) -> None:
+        self.d.rounded_rectangle(self.box(x0, y0, x1, y1), radius=self.w(radius) if radius else 0, fill=fill)
+
+    def line(self, pts: list[Point], k: float, fill: Colour) -> None:
+        self.d.line([self.pt(*q) for q in pts], fill=fill, width=self.w(k), joint="curve")
+
+    def limb(self, pts: list[Point], k: float, fill: Colour) -> None:
+        self.line(pts, k, fill)
+        for x, y in pts:  # round joints and ends
+            self.ellipse(x - k / 2, y - k / 2, x + k / 2, y + k / 2, fill)
+
+
+def _draw_legs(pen: _Pen, p: _Person, rng: random.Random) -> None:
+    lo = COLOURS[p.lower_colour]
+    for i in (-1, 1):
+        hip, ankle = (i * 0.05, 0.47), (i * (0.045 + rng.uniform(0, 0.05)), 0.935)
+        pen.limb([hip, ankle], 0.062, p.skin)
+        if p.lower in ("jeans", "trousers"):
+            pen.limb([hip, ankle], 0.08 if p.lower == "trousers" else 0.072, lo)
+            if p.lower == "jeans":  # seams
+                pen.line([hip, ankle], 0.01, _shade(lo, 0.7))
+        elif p.lower == "shorts":
+            pen.limb([hip, (hip[0] + (ankle[0] - hip[0]) * 0.33, 0.62)], 0.085, lo)
+        pen.ellipse(ankle[0] - 0.047, 0.915, ankle[0] + 0.047, 0.975, COLOURS[p.shoes_colour])
+    if p.lower == "skirt":
+        pen.poly([(-0.095, 0.44), (0.095, 0.44), (0.15, 0.67), (-0.15, 0.67)], lo)
+    else:
+        pen.poly([(-0.095, 0.44), (0.095, 0.44), (0.1, 0.55), (-0.1, 0.55)], lo)
+
+
+def _draw_torso(pen: _Pen, p: _Person) -> None:
+    up = COLOURS[p.upper_colour]
+    dark = _shade(up, 0.65) if sum(up) > 150 else _shade(up, 2.5)
+    hem, flare = (0.70, 0.14) if p.upper == "coat" else (0.49, 0.1)
+    pen.rect(-0.025, 0.11, 0.025, 0.17, p.skin)  # neck
+    pen.poly([(-0.12, 0.155), (0.12, 0.155), (flare, hem), (-flare, hem)], up)
+    for i in (-1, 1):
+        pen.ellipse(i * 0.137, 0.145, i * 0.075, 0.215, up)  # shoulders
+    if p.upper == "jacket":  # open front over an inner top
+        pen.poly([(-0.03, 0.155), (0.03, 0.155), (0.025, hem), (-0.025, hem)],
+                 (40, 40, 45) if sum(up) > 600 else (235, 235, 230))
+    elif p.upper == "coat":  # buttons and lapels
+        for y in (0.26, 0.36, 0.46, 0.56):
+            for x in (-0.03, 0.03):
+                pen.ellipse(x - 0.009, y - 0.009, x + 0.009, y + 0.009, dark)
+        for i in (-1, 1):
+            pen.line([(0, 0.16), (i * 0.055, 0.3)], 0.012, dark)
+    elif p.upper == "hoodie":  # pocket and drawstrings (the hood is drawn behind the head)
+        pen.poly([(-0.07, 0.36), (0.07, 0.36), (0.085, 0.46), (-0.085, 0.46)], _shade(up, 0.8))
+        for i in (-1, 1):
+            pen.line([(i * 0.02, 0.16), (i * 0.02, 0.27)], 0.009, (235, 235, 235))
+    elif p.upper == "shirt":  # collar and buttons
+        for i in (-1, 1):
+            pen.poly([(i * 0.048, 0.145), (0, 0.2), (i * 0.005, 0.15)], _shade(up, 1.25) if sum(up) < 600 else dark)
+        for y in (0.23, 0.29, 0.35, 0.41):
+            pen.ellipse(-0.007, y - 0.007, 0.007, y + 0.007, dark)
+    elif p.upper == "sweater":  # ribbed hem and crew neck
+        pen.rect(-0.1, hem - 0.035, 0.1, hem, dark)
+        pen.d.chord(pen.box(-0.04, 0.12, 0.04, 0.19), 0, 180, fill=dark)
+
+
+def _draw_arms_and_bag(pen: _Pen, p: _Person, rng: random.Random, s: int) -> None:
+    up, bag = COLOURS[p.upper_colour], COLOURS[p.bag_colour]
+    hands: dict[int, Point] = {}
+    for i in (-1, 1):
+        holds = p.bag == "handbag" and i == s
+        a = math.radians(rng.uniform(8, 14) if holds else rng.uniform(3, 24))  # upper arm from vertical
+        b = a + (0.0 if holds else math.radians(rng.uniform(-25, 10)))  # forearm
+        sh = (i * 0.11, 0.18)
+        el = (sh[0] + i * 0.16 * math.sin(a), sh[1] + 0.16 * math.cos(a))
+        hands[i] = ha = (el[0] + i * 0.15 * math.sin(b), el[1] + 0.15 * math.cos(b))
+        if p.upper == "t-shirt":  # short sleeves
+            pen.limb([sh, el, ha], 0.042, p.skin)
+            pen.limb([sh, (sh[0] + (el[0] - sh[0]) * 0.55, sh[1] + (el[1] - sh[1]) * 0.55)], 0.064, up)
+        else:
+            pen.limb([sh, el, ha], 0.056, up)
+        pen.ellipse(ha[0] - 0.024, ha[1] - 0.02, ha[0] + 0.024, ha[1] + 0.034, p.skin)
+    if p.bag == "backpack":  # straps (the pack itself is drawn behind the body)
+        for i in (-1, 1):
+            pen.line([(i * 0.075, 0.155), (i * 0.085, 0.36)], 0.024, _shade(bag, 0.85))
+    elif p.bag == "shoulder bag":
+        pen.line([(-s * 0.08, 0.16), (s * 0.14, 0.44)], 0.018, _shade(bag, 0.85))
+        pen.rect(s * 0.085, 0.42, s * 0.22, 0.56, bag, radius=0.015)
+    elif p.bag == "handbag":
+        hx, hy = hands[s]
+        pen.line([(hx - 0.035, hy + 0.04), (hx, hy), (hx + 0.035, hy + 0.04)], 0.012, _shade(bag, 0.75))
+        pen.rect(hx - 0.06, hy + 0.035, hx + 0.06, hy + 0.135, bag, radius=0.012)
+
+
+def _draw_head(pen: _Pen, p: _Person, face: float) -> None:
+    hair = HAIR_COLOURS[p.hair_colour]
+    if p.long_hair:
+        pen.poly([(-0.07, 0.03), (0.07, 0.03), (0.085, 0.27), (-0.085, 0.27)], hair)
+    pen.ellipse(-0.052, 0.01, 0.052, 0.135, p.skin)
+    pen.d.chord(pen.box(-0.057 + face, -0.003, 0.057 + face, 0.12), 180, 360, fill=hair)
+    for i in (-1, 1):  # sideburns keep the hair colour visible under a hat
+        pen.ellipse(i * 0.056, 0.025, i * 0.036, 0.09, hair)
+    for i in (-1, 1):
+        ex = face + i * 0.021
+        pen.ellipse(ex - 0.006, 0.068, ex + 0.006, 0.08, (40, 30, 30))
+        if p.glasses:
+            pen.d.rectangle(pen.box(ex - 0.017, 0.061, ex + 0.017, 0.087), outline=(12, 12, 12), width=pen.w(0.009))
+    if p.glasses:
+        pen.line([(face - 0.004, 0.068), (face + 0.004, 0.068)], 0.009, (12, 12, 12))
+    if p.hat == "cap":
+        hc = COLOURS[p.hat_colour]
+        pen.d.chord(pen.box(-0.059, -0.022, 0.059, 0.09), 180, 360, fill=hc)
+        side = (face > 0) - (face < 0)  # the peak points where the face turns
+        brim = (side * 0.015, 0.025, side * 0.11, 0.05) if side else (-0.065, 0.026, 0.065, 0.05)
+        pen.ellipse(*brim, _shade(hc, 0.8))
+    elif p.hat == "hat":
+        hc = COLOURS[p.hat_colour]
+        pen.ellipse(-0.1, 0.018, 0.1, 0.052, hc)
+        pen.rect(-0.052, -0.04, 0.052, 0.04, hc, radius=0.015)
+        pen.rect(-0.052, 0.022, 0.052, 0.034, _shade(hc, 0.6))
+
+
+def _render(p: _Person, rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    """One image of ``p``: pose, scale, position, facing, background, lighting and noise vary."""
+    w, h = size[0] * _SS, size[1] * _SS
+    img = _background(rng, w, h)
+    fh = h * rng.uniform(0.70, 0.95)  # figure height
+    top = rng.uniform(0.035 * fh, max(0.035 * fh, h - fh))
+    pen = _Pen(ImageDraw.Draw(img), rng.uniform(min(0.22 * fh, w / 2), max(w - 0.22 * fh, w / 2)), top, fh)
+    face = rng.choice((-1, 0, 0, 1)) * 0.012  # slight left/right facing
+    s = 1 if p.bag_side == "left" else -1  # image side of the bag
+    if p.bag == "backpack":
+        pen.rect(s * 0.03, 0.13, s * 0.19, 0.43, COLOURS[p.bag_colour], radius=0.03)
+    if p.upper == "hoodie":  # hood behind the head
+        pen.ellipse(-0.088, 0.012, 0.088, 0.19, _shade(COLOURS[p.upper_colour], 0.85))
+    _draw_legs(pen, p, rng)
+    _draw_torso(pen, p)
+    _draw_arms_and_bag(pen, p, rng, s)
+    _draw_head(pen, p, face)
+    img = img.reduce(_SS)
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.85, 1.15))  # lighting
+    noise = Image.frombytes("RGB", img.size, rng.randbytes(img.width * img.height * 3)).point(lambda v: v * 17 // 256)
+    return ImageChops.add(img, noise, 1.0, -8)  # mild noise in [-8, 8]
+
+
+# ---------------------------------------------------------------- captions
+_SUBJECTS = {
+    True: ("A man", "The man", "This man", "A guy", "This guy", "The male", "A young man", "The gentleman"),
+    False: ("A woman", "The woman", "This woman", "A lady", "The lady", "The female", "A young woman", "This girl"),
+}
+_WORDS = {
+    "t-shirt": ("t-shirt", "tee", "short-sleeved t-shirt"), "jacket": ("jacket", "zip-up jacket"),
+    "coat": ("coat", "long coat", "overcoat"), "hoodie": ("hoodie", "hooded sweatshirt"),
+    "shirt": ("shirt", "long-sleeved shirt", "button-up shirt"), "sweater": ("sweater", "jumper", "pullover"),
+    "jeans": ("jeans",), "trousers": ("trousers", "pants", "slacks"), "shorts": ("shorts",), "skirt": ("skirt",),
+    "backpack": ("backpack", "rucksack"), "handbag": ("handbag", "purse"),
+    "shoulder bag": ("shoulder bag", "messenger bag"),
+    "cap": ("cap", "baseball cap"), "hat": ("hat", "wide-brimmed hat"),
+    "shoes": ("shoes", "sneakers", "trainers"),
+}
+_PLURAL = {"jeans", "trousers", "pants", "slacks", "shorts", "shoes", "sneakers", "trainers"}
+_SPELLINGS = {"grey": ("grey", "gray"), "blonde": ("blonde", "blond")}
+_BAG_PLACE = {
+    "backpack": "on {his} back", "handbag": "in {his} {side} hand", "shoulder bag": "over {his} {side} shoulder",
+}
+
+
+def _word(rng: random.Random, colour: str) -> str:
+    return rng.choice(_SPELLINGS.get(colour, (colour,)))
+
+
+def _item(rng: random.Random, colour: str, kind: str) -> str:
+    word, col = rng.choice(_WORDS[kind]), _word(rng, colour)
+    if word in _PLURAL:
+        return f"a pair of {col} {word}" if rng.random() < 0.3 else f"{col} {word}"
+    return f"{'an' if col[0] in 'aeiou' else 'a'} {col} {word}"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _caption(p: _Person, rng: random.Random) -> str:
+    he, his = ("he", "his") if p.male else ("she", "her")
+    subj = rng.choice(_SUBJECTS[p.male])
+    worn = [_item(rng, p.upper_colour, p.upper), _item(rng, p.lower_colour, p.lower)]
+    if rng.random() < 0.3:
+        worn.reverse()
+    if rng.random() < 0.75:  # minor attributes are sometimes left out
+        worn.append(_item(rng, p.shoes_colour, "shoes"))
+    if p.hat and rng.random() < 0.85:
+        worn.insert(rng.choice((0, len(worn))), _item(rng, p.hat_colour, p.hat))
+    length, colour = ("long" if p.long_hair else "short"), _word(rng, p.hair_colour)
+    glasses = rng.choice(("glasses", "a pair of glasses", "spectacles")) if p.glasses and rng.random() < 0.8 else None
+    looks = [f"{length} {colour} hair"] + ([glasses] if glasses else [])
+    bag = None
+    if p.bag and rng.random() < 0.9:
+        bag = _item(rng, p.bag_colour, p.bag)
+        if rng.random() < 0.7:
+            bag += " " + _BAG_PLACE[p.bag].format(his=his, side=p.bag_side)
+    holding = p.bag != "backpack"
+    wear = rng.choice(("is wearing", "wears", "is dressed in", "has on"))
+    carry = rng.choice(("is carrying", "carries", "has") + (("is holding",) if holding else ()))
+    carrying = rng.choice(("carrying", "with") + (("holding",) if holding else ()))
+    t = rng.randrange(5)
+    if t == 0:
+        parts = [f"{subj} with {_join(looks)} {wear} {_join(worn)}"] + ([f"{he} {carry} {bag}"] if bag else [])
+    elif t == 1:
+        dressed = rng.choice(("wearing", "dressed in", "in"))
+        parts = [f"{subj} {dressed} {_join(worn)}" + (f", {carrying} {bag}" if bag else ""), f"{he} has {_join(looks)}"]
+    elif t == 2:
+        parts = [(f"{subj} {carrying} {bag}" if bag else subj) + f" {wear} {_join(worn)}",
+                 f"{his} hair is {length} and {colour}"] + ([f"{he} also wears {glasses}"] if glasses else [])
+    elif t == 3:
+        rest = f"{he} is also wearing {_join(worn[1:])}" + (f" and {carrying} {bag}" if bag else "")
+        parts = [f"{subj} has {_join(looks)} and {wear} {worn[0]}", rest]
+    else:
+        walking = f"{subj} is walking in {_join(worn)}" + (f" {carrying} {bag}" if bag else "")
+        parts = [walking, f"{he} has {_join(looks)}"]
+    return ". ".join(x[0].upper() + x[1:] for x in parts) + "."
+
+
+def _new_caption(p: _Person, rng: random.Random, used: set[str]) -> str:
+    """A caption not yet used for this identity, when one turns up within a few tries."""
+    for _ in range(30):
+        caption = _caption(p, rng)
+        if caption not in used:
+            break
+    used.add(caption)
+    return caption
+
+
+# ---------------------------------------------------------------- public API
+def _write_json_atomic(path: Path, records: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(records, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate_demo_dataset(
+    root: str | Path,
+    *,
+    num_identities: int = 190,
+    images_per_identity: int = 4,
+    captions_per_image: int = 2,
+    split_identities: tuple[int, int, int] = (120, 30, 40),
+    image_size: tuple[int, int] = (80, 160),
+    seed: int = 0,
+) -> Path:
+    """Write a CUHK-PEDES-shaped demo dataset under ``root``; return the path of ``reid_raw.json``.
+
+    ``image_size`` is ``(width, height)``.  Identities are split, after a seeded shuffle, into
+    ``split_identities`` = (train, val, test) counts, which must sum to ``num_identities``.
+    """
+    for name, value in (("num_identities", num_identities), ("images_per_identity", images_per_identity),
+                        ("captions_per_image", captions_per_image)):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if len(split_identities) != 3 or any(n <= 0 for n in split_identities):
+        raise ValueError(f"split_identities must be three positive counts, got {split_identities}")
+    if sum(split_identities) != num_identities:
+        raise ValueError(f"split_identities {split_identities} must sum to num_identities={num_identities}")
+    if len(image_size) != 2 or any(n <= 0 for n in image_size):
+        raise ValueError(f"image_size must be a positive (width, height), got {image_size}")
+    root = Path(root)
+    out = root / "reid_raw.json"
+    root.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)  # a stale JSON must not make a half-rewritten dataset look complete
+
+    rng = random.Random(f"timam-demo/{seed}")
+    people = _sample_people(rng, num_identities)
+    order = list(range(1, num_identities + 1))
+    rng.shuffle(order)
+    n_train, n_val, _ = split_identities
+    split_of = {pid: SPLITS[(k >= n_train) + (k >= n_train + n_val)] for k, pid in enumerate(order)}
+
+    records = []
+    for pid, person in enumerate(people, start=1):
+        split = split_of[pid]
+        (root / "imgs" / split).mkdir(parents=True, exist_ok=True)
+        used: set[str] = set()
+        for n in range(1, images_per_identity + 1):
+            irng = random.Random(f"timam-demo/{seed}/{pid}/{n}")
+            file_path = f"{split}/{pid:04d}_{n}.jpg"
+            _render(person, irng, tuple(image_size)).save(root / "imgs" / file_path, "JPEG", quality=90)
+            captions = [_new_caption(person, irng, used) for _ in range(captions_per_image)]
+            records.append({
+                "split": split, "captions": captions, "file_path": file_path,
+                "processed_tokens": [_TOKEN_RE.findall(c.lower()) for c in captions], "id": pid,
+            })
+    _write_json_atomic(out, records)
+    return out

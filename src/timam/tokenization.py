@@ -1,0 +1,73 @@
+"""Tokenise every caption once and reuse the ids while captions and tokenizer settings are unchanged.
+
+Kedro re-runs a node whenever it is in the selected pipeline; it has no "skip if inputs unchanged".
+Its own mechanism is selection (``kedro run --pipelines train --from-nodes train_model`` reuses the
+saved ``caption_tokens``). On top of that, the node keys a cache file by a hash of the tokenizer,
+its vocabulary, the maximum length and the captions, so a plain ``kedro run`` loads instead of
+tokenising again, and any change to those inputs gives a new key and a fresh tokenisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from timam.io.tensor_bundle import TensorBundle, load_bundle, save_bundle
+from timam.models.text_encoder import resolve_text_model
+
+logger = logging.getLogger(__name__)
+
+
+def load_tokenizer(name: str):
+    """Tokenizer by hub name, directory, or the offline alias (always via ``from_pretrained``)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_text_model(name))
+
+
+def tokenization_key(tokenizer, max_length: int, captions: list[str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(type(tokenizer).__name__.encode())
+    digest.update(str(max_length).encode())
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    for caption in captions:
+        digest.update(caption.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:20]
+
+
+def cached_tokenize(
+    caption_ids: list[str], captions: list[str], *, tokenizer_name: str, max_length: int, cache_dir: str | Path
+) -> TensorBundle:
+    """Token ids and attention masks for ``captions``, from ``cache_dir`` when already computed."""
+    tokenizer = load_tokenizer(tokenizer_name)
+    key = tokenization_key(tokenizer, max_length, captions)
+    cache_file = Path(cache_dir) / f"{key}.safetensors"
+    if cache_file.exists():
+        bundle = load_bundle(str(cache_file))
+        if bundle.metadata.get("caption_ids") == list(caption_ids):
+            logger.info("Tokens for %d captions loaded from cache %s", len(captions), cache_file)
+            return bundle
+    logger.info("Tokenising %d captions with %s (max_length %d)", len(captions), tokenizer_name, max_length)
+    encoded = tokenizer(
+        list(captions), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    bundle = TensorBundle(
+        tensors={
+            "input_ids": encoded["input_ids"].to(torch.int32),
+            "attention_mask": encoded["attention_mask"].to(torch.int8),
+        },
+        metadata={
+            "caption_ids": list(caption_ids),
+            "tokenizer": tokenizer_name,
+            "max_length": max_length,
+            "vocab_size": len(tokenizer),
+            "key": key,
+        },
+    )
+    save_bundle(bundle, str(cache_file))
+    return bundle

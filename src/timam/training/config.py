@@ -1,0 +1,93 @@
+"""Training settings as a typed tree built from ``params:training`` (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """One branch's optimiser: "sgd" (momentum) or "adam"."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 4e-4
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each loss term; 0 switches a term off."""
+
+    identification: float = 1.0
+    cmpm: float = 1.0
+    cmpc: float = 0.0
+    adversarial: float = 0.0
+    triplet: float = 0.0
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """How the encoders fool the modality discriminator, and GAN balancing knobs."""
+
+    mode: str = "flip"
+    label_smoothing: float = 0.1
+    discriminator_steps: int = 1
+    warmup_epochs: int = 1
+    hidden_dim: int = 256
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Divide every learning rate by 1/factor when validation R@1 stops improving, down to min_lr."""
+
+    factor: float = 0.1
+    patience: int = 2
+    min_lr: float = 2e-6
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    seed: int = 0
+    device: str = "auto"
+    epochs: int = 15
+    batch_size: int = 64
+    sampler: str = "random"
+    samples_per_identity: int = 4
+    shared_classifier: bool = True
+    triplet_margin: float = 0.2
+    grad_clip: float = 0.0
+    embed_batch_size: int = 64
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    image_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    text_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    discriminator_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in {"random", "identity"}:
+            raise ValueError(f"training.sampler must be 'random' or 'identity', got {self.sampler!r}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("training.epochs must be >= 1 and training.batch_size >= 2")
+        for name in ("image_optimizer", "text_optimizer", "discriminator_optimizer"):
+            if getattr(self, name).name not in {"sgd", "adam"}:
+                raise ValueError(f"training.{name}.name must be 'sgd' or 'adam'")
+
+
+def _build(cls: type, values: dict[str, Any], path: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown parameter(s) {[f'{path}.{k}' for k in unknown]}; known: {sorted(known)}")
+    built = {}
+    for name, value in values.items():
+        default = known[name].default_factory() if callable(known[name].default_factory) else None
+        built[name] = _build(type(default), value, f"{path}.{name}") if is_dataclass(default) else value
+    return cls(**built)
+
+
+def training_config(values: dict[str, Any]) -> TrainingConfig:
+    """Build from ``params:training``, naming any misspelt key with its full path."""
+    return _build(TrainingConfig, dict(values or {}), "training")

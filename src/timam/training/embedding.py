@@ -1,0 +1,73 @@
+"""Batched, progress-reported forward passes over images and captions (no gradients)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from timam.models.timam import TimamModel
+from timam.training.device import autocast, to_device_images
+from timam.training.images import ImageFileDataset, eval_transform
+
+
+def default_workers() -> int:
+    """Decoding workers: all but one core, at most 8; none on a 1-2 core machine where forking costs more."""
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores - 1)
+
+
+def image_loader(paths: Sequence[str], image_size: Sequence[int], *, batch_size: int, device: torch.device):
+    workers = default_workers()
+    return DataLoader(
+        ImageFileDataset(paths, eval_transform(image_size)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+@torch.no_grad()
+def image_outputs(
+    model: TimamModel, paths: Sequence[str], *, project: bool, batch_size: int, device: torch.device, desc: str
+) -> torch.Tensor:
+    """Backbone features (``project=False``) or embeddings of ``paths``, float32 on the CPU, in order."""
+    model.eval()
+    encoder = model.image_encoder
+    outputs = []
+    for images, _ in tqdm(image_loader(paths, model.config.image_size, batch_size=batch_size, device=device), desc=desc):
+        with autocast(device):
+            features = encoder.features(to_device_images(images, device))
+            result = encoder.projection(features) if project else features
+        outputs.append(result.float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0, encoder.projection.out_features if project else encoder.feature_dim)
+
+
+@torch.no_grad()
+def text_outputs(
+    model: TimamModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    project: bool,
+    batch_size: int,
+    device: torch.device,
+    desc: str,
+) -> torch.Tensor:
+    """Token states (``project=False``, float16 to halve the cache) or caption embeddings, in order."""
+    model.eval()
+    encoder = model.text_encoder
+    outputs = []
+    for start in tqdm(range(0, len(input_ids), batch_size), desc=desc):
+        ids = input_ids[start : start + batch_size].to(device)
+        mask = attention_mask[start : start + batch_size].to(device)
+        with autocast(device):
+            states = encoder.word_states(ids, mask)
+        result = encoder.encode_states(states, mask).float() if project else states.to(torch.float16)
+        outputs.append(result.cpu())
+    return torch.cat(outputs)

@@ -1,0 +1,11 @@
+"""Test-wide setup: offline hubs, no telemetry, and torchvision importable before anything else."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+from timam._torchvision_compat import ensure_torchvision_importable  # noqa: E402
+
+ensure_torchvision_importable()

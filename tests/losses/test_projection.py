@@ -1,0 +1,132 @@
+"""Tests for CMPM and CMPC against naive loop references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from timam.losses import NormSoftmaxClassifier, cmpc_loss, cmpm_loss
+
+
+def _naive_cmpm(queries: list[list[float]], keys: list[list[float]], ids: list[int], eps: float = 1e-8) -> float:
+    n = len(ids)
+    total = 0.0
+    for i in range(n):
+        logits = []
+        for j in range(n):
+            norm = math.sqrt(sum(v * v for v in keys[j]))
+            logits.append(sum(a * b / norm for a, b in zip(queries[i], keys[j])))
+        z = sum(math.exp(v) for v in logits)
+        p = [math.exp(v) / z for v in logits]
+        matches = sum(1 for j in range(n) if ids[i] == ids[j])
+        q = [(1.0 / matches if ids[i] == ids[j] else 0.0) for j in range(n)]
+        total += sum(p[j] * (math.log(p[j]) - math.log(q[j] + eps)) for j in range(n))
+    return total / n
+
+
+@pytest.mark.parametrize("ids", [[7, 7, -2, 100], [0, 1, 2, 3], [5, 5, 5, 5], [3, 1, 3, 1]])
+def test_cmpm_matches_naive_reference(ids: list[int]) -> None:
+    torch.manual_seed(0)
+    image = torch.randn(4, 3, dtype=torch.float64)
+    text = torch.randn(4, 3, dtype=torch.float64)
+    i2t, t2i = cmpm_loss(image, text, torch.tensor(ids))
+    assert i2t.item() == pytest.approx(_naive_cmpm(image.tolist(), text.tolist(), ids), rel=1e-9)
+    assert t2i.item() == pytest.approx(_naive_cmpm(text.tolist(), image.tolist(), ids), rel=1e-9)
+
+
+def test_cmpm_is_non_negative_on_random_data() -> None:
+    gen = torch.Generator().manual_seed(123)
+    for _ in range(300):
+        batch = int(torch.randint(2, 9, (1,), generator=gen))
+        n_ids = int(torch.randint(1, batch + 1, (1,), generator=gen))
+        ids = torch.randint(0, n_ids, (batch,), generator=gen) * 17 - 5  # arbitrary id values
+        scale = float(torch.rand(1, generator=gen)) * 5.0
+        image = torch.randn(batch, 6, generator=gen) * scale
+        text = torch.randn(batch, 6, generator=gen) * scale
+        i2t, t2i = cmpm_loss(image, text, ids)
+        assert i2t.item() >= 0.0 and t2i.item() >= 0.0, (ids, i2t, t2i)
+
+
+def test_cmpm_uses_sum_normalisation_not_l2() -> None:
+    # One identity: q is uniform (0.25). Zero images give a uniform p, so KL is 0;
+    # an L2-normalised q (0.5 each) would give log(0.25 / 0.5) < 0 instead.
+    image = torch.zeros(4, 3)
+    text = torch.randn(4, 3)
+    i2t, _ = cmpm_loss(image, text, torch.zeros(4, dtype=torch.long))
+    assert abs(i2t.item()) < 1e-6
+
+
+@pytest.mark.parametrize("ids", [[0, 1, 2, 3], [4, 4, 9, 9]])
+def test_cmpm_is_zero_when_perfectly_matched(ids: list[int]) -> None:
+    ids_t = torch.tensor(ids)
+    basis = torch.eye(4)[torch.unique(ids_t, return_inverse=True)[1]]  # one direction per identity
+    image, text = 60.0 * basis, 60.0 * basis
+    i2t, t2i = cmpm_loss(image, text, ids_t)
+    assert i2t.item() == pytest.approx(0.0, abs=1e-6)
+    assert t2i.item() == pytest.approx(0.0, abs=1e-6)
+    # and clearly positive when the pairing is wrong
+    i2t_wrong, _ = cmpm_loss(image, text.flip(0), torch.tensor([0, 1, 2, 3]))
+    assert i2t_wrong.item() > 1.0
+
+
+def test_cmpm_gradcheck() -> None:
+    torch.manual_seed(3)
+    image = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    text = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([1, 1, 2])
+    assert torch.autograd.gradcheck(lambda a, b: sum(cmpm_loss(a, b, ids)), (image, text))
+
+
+def test_cmpm_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError):
+        cmpm_loss(torch.randn(3, 4), torch.randn(2, 4), torch.arange(3))
+    with pytest.raises(ValueError):
+        cmpm_loss(torch.randn(3, 4), torch.randn(3, 4), torch.arange(2))
+
+
+def test_cmpc_projection_by_hand() -> None:
+    seen: list[torch.Tensor] = []
+
+    def recorder(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z.detach().clone())
+        return torch.zeros(z.shape[0], 2)
+
+    image = torch.tensor([[2.0, 0.0]])
+    text = torch.tensor([[1.0, 1.0]])
+    image_loss, text_loss = cmpc_loss(image, text, torch.tensor([0]), recorder)
+    # image on unit text (1,1)/sqrt2: (2/sqrt2) * (1,1)/sqrt2 = (1, 1)
+    torch.testing.assert_close(seen[0], torch.tensor([[1.0, 1.0]]))
+    # text on unit image (1,0): (1, 0)
+    torch.testing.assert_close(seen[1], torch.tensor([[1.0, 0.0]]))
+    assert image_loss.item() == pytest.approx(math.log(2.0))
+    assert text_loss.item() == pytest.approx(math.log(2.0))
+
+
+def test_cmpc_matches_naive_reference() -> None:
+    torch.manual_seed(4)
+    clf = NormSoftmaxClassifier(3, 4).double()
+    with torch.no_grad():
+        clf.bias.uniform_(-1.0, 1.0)
+    image = torch.randn(3, 3, dtype=torch.float64)
+    text = torch.randn(3, 3, dtype=torch.float64)
+    labels = torch.tensor([3, 0, 3])
+    image_loss, text_loss = cmpc_loss(image, text, labels, clf)
+
+    w = clf.normalized_weight().tolist()
+    b = clf.bias.tolist()
+
+    def naive(a: list[list[float]], c: list[list[float]]) -> float:
+        total = 0.0
+        for row_a, row_c, label in zip(a, c, labels.tolist()):
+            norm_c = math.sqrt(sum(v * v for v in row_c))
+            unit = [v / norm_c for v in row_c]
+            coef = sum(x * u for x, u in zip(row_a, unit))
+            proj = [coef * u for u in unit]
+            logits = [sum(p * wk for p, wk in zip(proj, w[k])) + b[k] for k in range(len(w))]
+            total += math.log(sum(math.exp(v) for v in logits)) - logits[label]
+        return total / len(a)
+
+    assert image_loss.item() == pytest.approx(naive(image.tolist(), text.tolist()), rel=1e-9)
+    assert text_loss.item() == pytest.approx(naive(text.tolist(), image.tolist()), rel=1e-9)
