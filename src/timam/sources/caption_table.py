@@ -45,7 +45,7 @@ def check_image_files(table: pd.DataFrame, source: str) -> None:
         if not path.is_file():
             raise BadInputError(
                 f"{source}: image file {path} (caption {caption_id!r}) does not exist. "
-                "Check the data_root parameter or restore the file."
+                "Check params source.image_root or restore the file."
             )
         if path.stat().st_size == 0:
             raise BadInputError(f"{source}: image file {path} (caption {caption_id!r}) is empty (0 bytes).")

@@ -16,7 +16,7 @@ def read_cuhk_pedes(records: list[dict[str, Any]], image_root: str | Path) -> pd
     """One row per caption; ``image_root`` is the folder that ``file_path`` entries are relative to."""
     image_root = Path(image_root)
     if not image_root.is_dir():
-        raise BadInputError(f"Image folder {image_root} does not exist; set the data_root parameter to it.")
+        raise BadInputError(f"Image folder {image_root} does not exist; set params source.image_root to it.")
     rows = []
     for position, record in enumerate(records):
         missing = [key for key in _REQUIRED_KEYS if key not in record]
