@@ -49,11 +49,11 @@ def project(tmp_path_factory) -> Path:
 
 
 def checkpoint_versions(project: Path) -> list[str]:
-    return sorted(p.name for p in (project / "data/06_models/model_checkpoint.safetensors").iterdir())
+    return sorted(p.name for p in (project / "data/06_models/demo/model_checkpoint.safetensors").iterdir())
 
 
 def latest_metrics(project: Path) -> dict:
-    folder = project / "data/08_reporting/retrieval_metrics.json"
+    folder = project / "data/08_reporting/demo/retrieval_metrics.json"
     latest = sorted(p.name for p in folder.iterdir())[-1]
     return json.loads((folder / latest / "retrieval_metrics.json").read_text())
 
@@ -66,12 +66,12 @@ def trained(project) -> Path:
 
 def test_train_pipeline_writes_versioned_checkpoint_and_history(trained):
     assert len(checkpoint_versions(trained)) == 1
-    history_dir = trained / "data/08_reporting/training_history.csv"
+    history_dir = trained / "data/08_reporting/demo/training_history.csv"
     history = next(history_dir.glob("*/training_history.csv")).read_text().splitlines()
     assert history[0].startswith("epoch,lr,")
     assert len(history) == 3  # header + 2 epochs
     assert (trained / "data/01_raw/demo/reid_raw.json").exists()
-    assert (trained / "data/02_intermediate/captions.parquet").exists()
+    assert (trained / "data/02_intermediate/demo/captions.parquet").exists()
 
 
 def test_evaluate_pipeline_names_the_checkpoint_it_scored(trained):
@@ -84,7 +84,7 @@ def test_evaluate_pipeline_names_the_checkpoint_it_scored(trained):
         values = metrics["results"][direction]["expected"]
         assert set(values) >= {"R@1", "R@5", "R@10", "mAP"}
         assert 0 <= values["R@1"] <= values["R@5"] <= values["R@10"] <= 100
-    report_dir = trained / "data/08_reporting/retrieval_report.md"
+    report_dir = trained / "data/08_reporting/demo/retrieval_report.md"
     report = next(report_dir.glob("*/retrieval_report.md")).read_text()
     assert metrics["checkpoint_version"] in report
 

@@ -71,12 +71,14 @@ def _assert_close(ours: dict[str, float], ref: dict[str, float], tol: float = 1e
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["dense", "candidates"])
+@pytest.fixture(params=["cache-blocked", "tiny-blocks", "per-threshold"])
 def count_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test through both counting paths (dense comparison passes / candidate extraction)."""
-    dense = request.param == "dense"
-    monkeypatch.setattr(ranking, "_CANDIDATE_FRACTION", 10**12 if dense else 1)
-    monkeypatch.setattr(ranking, "_CANDIDATE_MIN_SLOTS", 10**12 if dense else 1)
+    """Run a test through each counting path (CPU cache blocks of default / one-row size, and
+    the full-chunk pass per threshold used on GPUs)."""
+    if request.param == "tiny-blocks":
+        monkeypatch.setattr(ranking, "_CACHE_BLOCK_FLOATS", 1)
+    if request.param == "per-threshold":
+        monkeypatch.setattr(ranking, "_CPU_CACHE_BLOCKING", False)
     return request.param
 
 
@@ -179,6 +181,8 @@ def test_bad_arguments_raise() -> None:
         ranking_metrics(q, g, ql.float(), gl)
     with pytest.raises(ValueError):
         ranking_metrics(q, g, ql[:2], gl)
+    with pytest.raises(ValueError, match="NaN"):
+        ranking_metrics(q * float("nan"), g, ql, gl)
 
 
 def test_normalize_on_and_off() -> None:
@@ -263,7 +267,9 @@ def _paired_tied_case(seed: int, n_images: int, per_image: int, n_classes: int |
     ("seed", "n_images", "per_image", "n_classes", "chunk"),
     [(0, 40, 5, None, 7), (1, 40, 5, None, 1024), (2, 30, 3, 6, 4), (3, 6, 2, None, 1), (4, 50, 2, 10, 16)],
 )
-def test_bidirectional_recall_single_pass_matches_two_calls(seed, n_images, per_image, n_classes, chunk) -> None:
+def test_bidirectional_recall_single_pass_matches_two_calls(
+    seed: int, n_images: int, per_image: int, n_classes: int | None, chunk: int, count_path: str
+) -> None:
     images, texts, il, tl = _paired_tied_case(seed, n_images, per_image, n_classes)
     ks = (1, 2, 5, 10)
     kwargs = {"ks": ks, "tie_rules": RULES, "normalize": False, "metrics": ("R@K",), "chunk_size": chunk}

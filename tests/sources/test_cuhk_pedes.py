@@ -29,7 +29,8 @@ RECORDS = [
 
 def test_table_has_one_row_per_caption_and_contiguous_train_labels(tmp_path):
     records = _write_dataset(tmp_path, RECORDS)
-    table = build_caption_table(records, {"format": "cuhk_pedes", "image_root": str(tmp_path / "imgs")})
+    table, quarantine = build_caption_table(records, {"format": "cuhk_pedes", "image_root": str(tmp_path / "imgs")})
+    assert quarantine.empty
     assert list(table.columns) == COLUMNS
     assert len(table) == 10
     train = table[table["split"] == "train"]
@@ -43,14 +44,14 @@ def test_table_has_one_row_per_caption_and_contiguous_train_labels(tmp_path):
 def test_missing_image_names_the_file_and_caption(tmp_path):
     records = _write_dataset(tmp_path, RECORDS)
     (tmp_path / "imgs" / "val" / "p9.jpg").unlink()
-    with pytest.raises(BadInputError, match=r"p9\.jpg \(caption 'val/p9\.jpg#0'\) does not exist"):
+    with pytest.raises(BadInputError, match=r"caption 'val/p9\.jpg#0', image .*p9\.jpg.* image missing"):
         build_caption_table(records, {"format": "cuhk_pedes", "image_root": str(tmp_path / "imgs")})
 
 
 def test_empty_caption_names_the_row(tmp_path):
     records = _write_dataset(tmp_path, RECORDS)
     records[2]["captions"][1] = "   "
-    with pytest.raises(BadInputError, match=r"caption 'CUHK01/0005001\.png#1' of image .*0005001\.png is empty"):
+    with pytest.raises(BadInputError, match=r"caption 'CUHK01/0005001\.png#1', image .*0005001\.png.* empty caption"):
         build_caption_table(records, {"format": "cuhk_pedes", "image_root": str(tmp_path / "imgs")})
 
 
@@ -63,3 +64,13 @@ def test_wrong_image_root_says_which_parameter_to_fix(tmp_path):
 def test_unknown_format_lists_supported_ones(tmp_path):
     with pytest.raises(BadInputError, match="cuhk_pedes"):
         build_caption_table([], {"format": "pascal", "image_root": str(tmp_path)})
+
+
+def test_skip_policy_quarantines_bad_rows_with_reasons(tmp_path):
+    records = _write_dataset(tmp_path, RECORDS)
+    (tmp_path / "imgs" / "val" / "p9.jpg").unlink()
+    source = {"format": "cuhk_pedes", "image_root": str(tmp_path / "imgs"), "on_bad_input": "skip"}
+    table, quarantine = build_caption_table(records, source)
+    assert len(table) == 8 and "val" not in set(table["split"])
+    assert sorted(quarantine["caption_id"]) == ["val/p9.jpg#0", "val/p9.jpg#1"]
+    assert quarantine["reason"].str.contains("missing").all()

@@ -141,7 +141,7 @@ def test_clean_rows_pass_both_policies(clean: pd.DataFrame) -> None:
 
 
 def test_unknown_policy_is_refused(clean: pd.DataFrame) -> None:
-    with pytest.raises(ValueError, match="bad_input_policy"):
+    with pytest.raises(ValueError, match="on_bad_input"):
         apply_bad_input_policy(clean, policy="ignore", source="s")
 
 

@@ -60,11 +60,11 @@ MISSING_CAPTION_POLICIES = ("error", "skip")
 
 _FIXES = {
     "image missing": "Check the data_root / image_root parameter, or restore the file",
-    "image zero-byte": "Re-download the image, or run with bad_input_policy='skip' to quarantine it",
-    "image unreadable/corrupt": "Re-download the image, or run with bad_input_policy='skip' to quarantine it",
+    "image zero-byte": "Re-download the image, or run with params source.on_bad_input: skip to quarantine it",
+    "image unreadable/corrupt": "Re-download the image, or run with params source.on_bad_input: skip to quarantine it",
     "image not a file": "Point image_root at the folder the annotation paths are relative to",
-    "empty caption": "Fix or remove the caption in the annotation file, or run with bad_input_policy='skip'",
-    "duplicate row": "Remove the repeated entry from the annotation file, or run with bad_input_policy='skip'",
+    "empty caption": "Fix or remove the caption in the annotation file, or run with params source.on_bad_input: skip",
+    "duplicate row": "Remove the repeated entry from the annotation file, or run with params source.on_bad_input: skip",
     "duplicate caption_id": "Give every caption its own id in the annotation file",
     "identity also in": "Fix the split assignment so that train identities are disjoint from val/test",
 }
@@ -173,7 +173,7 @@ def apply_bad_input_policy(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every row; raise on the first bad one (``"error"``) or split off a quarantine (``"skip"``)."""
     if policy not in POLICIES:
-        raise ValueError(f"bad_input_policy is {policy!r}; expected one of {list(POLICIES)}")
+        raise ValueError(f"source.on_bad_input is {policy!r}; expected one of {list(POLICIES)}")
     reasons = find_bad_rows(table, identities_disjoint=identities_disjoint)
     bad = reasons != ""
     counts = Counter(_reason_kind(part) for reason in reasons[bad] for part in reason.split("; "))

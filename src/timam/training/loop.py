@@ -139,8 +139,8 @@ class TimamTrainer:
             if self.config.loss_weights.adversarial:
                 terms["discriminator"] = self.discriminator_steps(image_emb.detach(), text_emb.detach())
             for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            sums["total"] = sums.get("total", 0.0) + float(total)
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            sums["total"] = sums.get("total", 0.0) + float(total.detach())
         return {f"loss_{name}": value / max(1, len(batches)) for name, value in sums.items()}
 
     def discriminator_steps(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:

@@ -7,20 +7,30 @@ from typing import Any
 import pandas as pd
 
 from timam.io.tensor_bundle import TensorBundle
-from timam.sources.caption_table import BadInputError, finalise_caption_table
-from timam.sources.cuhk_pedes import read_cuhk_pedes
+from timam.sources.caption_table import finalise_caption_table
+from timam.sources.image_checks import apply_bad_input_policy
+from timam.sources.karpathy import check_split_sizes
+from timam.sources.registry import describe_source, published_split_sizes, read_source
 from timam.tokenization import cached_tokenize
 
-READERS = {"cuhk_pedes": read_cuhk_pedes}
 
+def build_caption_table(raw_annotations: Any, source: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read with the reader named by ``source.format``; check every row; label; check split sizes.
 
-def build_caption_table(raw_annotations: Any, source: dict[str, Any]) -> pd.DataFrame:
-    """Read ``raw_annotations`` with the reader named by ``source.format``; check and label the rows."""
-    name = source.get("format")
-    if name not in READERS:
-        raise BadInputError(f"params source.format is {name!r}; supported formats: {sorted(READERS)}")
-    rows = READERS[name](raw_annotations, source["image_root"])
-    return finalise_caption_table(rows, source=f"{name} data at {source['image_root']}")
+    ``source.on_bad_input``: "error" (default) stops at the first bad row naming it and the fix;
+    "skip" drops bad rows into the returned quarantine table with the reason for each.
+    """
+    label = describe_source(source)
+    rows = read_source(raw_annotations, source)
+    kept, quarantine = apply_bad_input_policy(
+        rows, policy=source.get("on_bad_input", "error"), source=label,
+        identities_disjoint=bool(source.get("identities_disjoint", False)),
+    )
+    table = finalise_caption_table(kept, source=label)
+    expected = published_split_sizes(source)
+    if expected is not None:
+        check_split_sizes(table, expected, source=label, allow_mismatch=bool(source.get("allow_split_mismatch", False)))
+    return table, quarantine
 
 
 def tokenize_captions(captions: pd.DataFrame, tokenization: dict[str, Any]) -> TensorBundle:

@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 build_caption_table,
                 inputs=["raw_annotations", "params:source"],
-                outputs="captions",
+                outputs=["captions", "quarantined_captions"],
                 name="ingest_captions",
             ),
             Node(
