@@ -59,6 +59,8 @@ class TrainingConfig:
     triplet_margin: float = 0.2
     grad_clip: float = 0.0
     embed_batch_size: int = 64
+    # Where the full training state is saved after every epoch (resume after a crash); None: off.
+    state_path: str | None = None
     loss_weights: LossWeights = field(default_factory=LossWeights)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     image_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

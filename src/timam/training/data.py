@@ -50,16 +50,16 @@ def split_data(captions: pd.DataFrame, caption_tokens: TensorBundle, split: str)
     image_index = {image_id: position for position, image_id in enumerate(images["image_id"])}
     identity_codes, identities = pd.factorize(rows["identity"], sort=True)
     identity_index = {identity: code for code, identity in enumerate(identities)}
-    selector = torch.from_numpy(mask)
+    selector = torch.from_numpy(mask.copy())
     return SplitData(
         split=split,
         caption_ids=rows["caption_id"].tolist(),
         image_ids=images["image_id"].tolist(),
         image_paths=images["image_path"].tolist(),
         caption_image=torch.tensor([image_index[i] for i in rows["image_id"]], dtype=torch.long),
-        caption_identity=torch.as_tensor(identity_codes, dtype=torch.long),
+        caption_identity=torch.tensor(identity_codes, dtype=torch.long),
         image_identity=torch.tensor([identity_index[i] for i in images["identity"]], dtype=torch.long),
-        caption_labels=torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long),
+        caption_labels=torch.tensor(rows["label"].to_numpy(), dtype=torch.long),
         input_ids=caption_tokens.tensors["input_ids"][selector],
         attention_mask=caption_tokens.tensors["attention_mask"][selector],
     )

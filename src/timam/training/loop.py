@@ -8,11 +8,11 @@ CPU training practical: an epoch costs a BiLSTM pass, not a backbone pass.
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from timam.training.data import SplitData
 from timam.training.device import pick_device
 from timam.training.embedding import image_outputs, text_outputs
 from timam.training.objective import TimamObjective
+from timam.training.resume import load_state, restore_rng, rng_state, run_fingerprint, save_state, trainable_state
 
 logger = logging.getLogger(__name__)
 
@@ -168,10 +169,40 @@ class TimamTrainer:
         return self.encoder_optimizers[1].param_groups[0]["lr"]
 
 
+def _state_dict(trainer: TimamTrainer, progress: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
+    return {
+        **progress,
+        "model": trainable_state(trainer.model),
+        "objective": {k: v.detach().cpu() for k, v in trainer.objective.state_dict().items()},
+        "optimizers": [o.state_dict() for o in (*trainer.encoder_optimizers, trainer.discriminator_optimizer)],
+        "schedulers": [s.state_dict() for s in trainer.schedulers],
+        "rng": rng_state(generator),
+    }
+
+
+def _restore(trainer: TimamTrainer, state: dict[str, Any], generator: torch.Generator) -> None:
+    trainer.model.load_state_dict(state["model"], strict=False)
+    trainer.objective.load_state_dict(state["objective"])
+    for optimizer, saved in zip((*trainer.encoder_optimizers, trainer.discriminator_optimizer), state["optimizers"], strict=True):
+        optimizer.load_state_dict(saved)
+    for scheduler, saved in zip(trainer.schedulers, state["schedulers"], strict=True):
+        scheduler.load_state_dict(saved)
+    restore_rng(state["rng"], generator)
+
+
 def train_timam(
-    train: SplitData, val: SplitData, model_config: ModelConfig, config: TrainingConfig
+    train: SplitData,
+    val: SplitData,
+    model_config: ModelConfig,
+    config: TrainingConfig,
+    *,
+    state_path: str | Path | None = None,
 ) -> tuple[Checkpoint, pd.DataFrame]:
-    """Train with frozen pretrained encoders and return the best-on-validation checkpoint and history."""
+    """Train with frozen pretrained encoders and return the best-on-validation checkpoint and history.
+
+    With ``state_path``, the full training state is saved there after every epoch; a rerun with the
+    same inputs resumes from it, and it is deleted once training completes.
+    """
     generator = seed_everything(config.seed)
     device = pick_device(config.device)
     logger.info("Training on %s: %d train captions, %d val captions", device, train.num_captions, val.num_captions)
@@ -180,31 +211,46 @@ def train_timam(
     cached_train = CachedSplit(model, train, batch_size=config.embed_batch_size, device=device)
     cached_val = CachedSplit(model, val, batch_size=config.embed_batch_size, device=device)
     trainer = TimamTrainer(model, cached_train, cached_val, config, device)
-    history, best_score, best_state, best_epoch = [], -1.0, None, 0
-    progress = tqdm(range(1, config.epochs + 1), desc="training epochs")
-    for epoch in progress:
+    fingerprint = run_fingerprint(model_config.to_dict(), asdict(config), train.caption_ids, val.caption_ids)
+    progress: dict[str, Any] = {
+        "fingerprint": fingerprint, "epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [],
+        "best_model": trainable_state(model),
+    }
+    saved = load_state(state_path, fingerprint) if state_path else None
+    if saved is not None:
+        _restore(trainer, saved, generator)
+        progress = {key: saved[key] for key in progress}
+    bar = tqdm(range(progress["epoch"] + 1, config.epochs + 1), desc="training epochs", initial=progress["epoch"], total=config.epochs)
+    for epoch in bar:
         started = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": trainer.learning_rate()}
         row.update(trainer.train_epoch(epoch, generator))
         row.update(trainer.validate())
         row["seconds"] = time.perf_counter() - started
-        history.append(row)
+        progress["history"].append(row)
         score = row["val_t2i_R@1"]
         for scheduler in trainer.schedulers:
             scheduler.step(score)
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        progress.set_postfix(loss=f"{row['loss_total']:.3f}", val_r1=f"{score:.1f}", best=f"{best_score:.1f}")
-        logger.info("epoch %d: loss %.4f, val t2i R@1 %.2f (best %.2f at epoch %d)", epoch, row["loss_total"], score, best_score, best_epoch)
+        if score > progress["best_score"]:
+            progress.update(best_score=score, best_epoch=epoch, best_model=trainable_state(model))
+        progress["epoch"] = epoch
+        if state_path:
+            save_state(state_path, _state_dict(trainer, progress, generator))
+        bar.set_postfix(loss=f"{row['loss_total']:.3f}", val_r1=f"{score:.1f}", best=f"{progress['best_score']:.1f}")
+        logger.info(
+            "epoch %d: loss %.4f, val t2i R@1 %.2f (best %.2f at epoch %d)",
+            epoch, row["loss_total"], score, progress["best_score"], progress["best_epoch"],
+        )
     model = model.cpu()
-    model.load_state_dict(best_state)
+    model.load_state_dict(progress["best_model"], strict=False)
     model.eval()
     metadata = {
-        "best_epoch": best_epoch,
-        "val_t2i_R@1": best_score,
+        "best_epoch": progress["best_epoch"],
+        "val_t2i_R@1": progress["best_score"],
         "training": asdict(config),
         "train_captions": train.num_captions,
         "train_images": len(train.image_paths),
     }
-    return Checkpoint(model=model, metadata=metadata), pd.DataFrame(history)
+    if state_path:
+        Path(state_path).unlink(missing_ok=True)
+    return Checkpoint(model=model, metadata=metadata), pd.DataFrame(progress["history"])

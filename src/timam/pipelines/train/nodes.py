@@ -28,7 +28,11 @@ def train_model(
         )
     config = training_config(training)
     checkpoint, history = train_timam(
-        split_data(captions, caption_tokens, "train"), split_data(captions, caption_tokens, "val"), model_config, config
+        split_data(captions, caption_tokens, "train"),
+        split_data(captions, caption_tokens, "val"),
+        model_config,
+        config,
+        state_path=config.state_path,
     )
     checkpoint.metadata["model_parameters"] = model
     return checkpoint, history

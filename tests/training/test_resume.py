@@ -1,0 +1,59 @@
+"""Crash safety and determinism of training: SIGKILL and resume gives the uninterrupted result."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training.tiny_run import run
+
+SCRIPT = Path(__file__).with_name("tiny_run.py")
+EPOCHS = 6
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    return run(tmp_path_factory.mktemp("reference"), EPOCHS, state_path=None)
+
+
+def test_same_seed_gives_identical_training(tmp_path, uninterrupted):
+    again = run(tmp_path, EPOCHS, state_path=None)
+    assert again == uninterrupted
+
+
+def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path, uninterrupted):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    state = tmp_path / "state.pt"
+    process = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), str(EPOCHS)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not state.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state.exists(), "the run finished or failed before an epoch state was saved"
+    killed_at = torch.load(state, weights_only=True)["epoch"]
+    assert 1 <= killed_at < EPOCHS
+    assert not (tmp_path / "result.json").exists()
+
+    resumed = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), str(EPOCHS)], env=env,
+                             capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"after epoch {killed_at}" in resumed.stderr
+    assert json.loads((tmp_path / "result.json").read_text()) == uninterrupted
+    assert not state.exists(), "a completed run leaves no state behind"
+
+
+def test_state_of_another_configuration_is_not_resumed(tmp_path, caplog):
+    run(tmp_path, 2, state_path=None)
+    state = tmp_path / "state.pt"
+    torch.save({"fingerprint": "someone-else", "epoch": 1}, state)
+    result = run(tmp_path, 2, state_path=state)
+    assert len(result["history"]) == 2
+    assert "different run configuration" in caplog.text

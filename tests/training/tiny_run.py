@@ -1,0 +1,59 @@
+"""A tiny, complete training run on a generated demo, used by the resume and determinism tests.
+
+Run as a script (``python tiny_run.py WORKDIR [EPOCHS]``) it writes WORKDIR/result.json; the tests
+kill it part-way and run it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import timam  # noqa: F401  (torchvision guard before transformers)
+from timam.io.demo_dataset import DemoReidRawDataset
+from timam.models.config import ModelConfig
+from timam.pipelines.prepare.nodes import build_caption_table, tokenize_captions
+from timam.training.config import training_config
+from timam.training.data import split_data
+from timam.training.loop import train_timam
+
+
+def tiny_inputs(workdir: Path):
+    raw = DemoReidRawDataset(
+        filepath=str(workdir / "raw" / "reid_raw.json"),
+        generator={"num_identities": 12, "split_identities": [6, 3, 3], "seed": 3, "image_size": [16, 32]},
+    ).load()
+    captions, _ = build_caption_table(raw, {"format": "cuhk_pedes", "image_root": str(workdir / "raw" / "imgs")})
+    tokens = tokenize_captions(captions, {"tokenizer": "offline:minilm", "max_length": 24, "cache_dir": str(workdir / "tok")})
+    config = ModelConfig(
+        num_classes=6, image_backbone="resnet18", image_library="torchvision", image_weights=None,
+        image_size=(32, 16), text_encoder="fc_embed", word_embedding_dim=16, lstm_hidden=16, embedding_dim=16,
+    )
+    return split_data(captions, tokens, "train"), split_data(captions, tokens, "val"), config
+
+
+def run(workdir: Path, epochs: int, state_path: Path | None) -> dict:
+    train, val, model_config = tiny_inputs(workdir)
+    config = training_config({"epochs": epochs, "batch_size": 8, "embed_batch_size": 8, "device": "cpu",
+                              "loss_weights": {"adversarial": 0.5, "cmpc": 0.5}, "adversarial": {"warmup_epochs": 1}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checkpoint, history = train_timam(train, val, model_config, config, state_path=state_path)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(checkpoint.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+    records = json.loads(history.drop(columns="seconds").to_json(orient="records", double_precision=15))
+    return {"history": records, "weights": digest.hexdigest(),
+            "best_epoch": checkpoint.metadata["best_epoch"]}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    directory = Path(sys.argv[1])
+    result = run(directory, int(sys.argv[2]), directory / "state.pt")
+    (directory / "result.json").write_text(json.dumps(result))
