@@ -48,6 +48,28 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class FreezeConfig:
+    """When the pretrained parts start training: None keeps them frozen (and cached) throughout,
+    0 trains them from the first epoch, N unfreezes them after epoch N (the paper's BERT schedule)."""
+
+    image_backbone_epochs: int | None = None
+    text_model_epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """Training image augmentation; any of it means image features are computed every step."""
+
+    flip: bool = False
+    crop_padding: int = 0
+    colour_jitter: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.flip or self.crop_padding > 0 or self.colour_jitter > 0
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     seed: int = 0
     device: str = "auto"
@@ -62,6 +84,8 @@ class TrainingConfig:
     # Where the full training state is saved after every epoch (resume after a crash); None: off.
     state_path: str | None = None
     loss_weights: LossWeights = field(default_factory=LossWeights)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     image_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     text_optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

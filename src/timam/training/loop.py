@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from timam.models.checkpoint import Checkpoint
@@ -28,8 +31,9 @@ from timam.retrieval.ranking import ranking_metrics
 from timam.training.batches import identity_batches, random_batches
 from timam.training.config import OptimizerConfig, TrainingConfig
 from timam.training.data import SplitData
-from timam.training.device import pick_device
-from timam.training.embedding import image_outputs, text_outputs
+from timam.training.device import autocast, pick_device, to_device_images
+from timam.training.embedding import default_workers, image_outputs, text_outputs
+from timam.training.images import load_rgb, train_transform
 from timam.training.objective import TimamObjective
 from timam.training.resume import load_state, restore_rng, rng_state, run_fingerprint, save_state, trainable_state
 
@@ -45,29 +49,60 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 class CachedSplit:
-    """Frozen outputs for one split: pooled image features and trimmed float16 token states."""
+    """One split with its frozen outputs, computed on first use and then reused every epoch:
+    pooled image features and float16 token states trimmed to the longest caption."""
 
     def __init__(self, model: TimamModel, data: SplitData, *, batch_size: int, device: torch.device) -> None:
-        self.data = data
-        self.image_features = image_outputs(
-            model, data.image_paths, project=False, batch_size=batch_size, device=device,
-            desc=f"{data.split} image features",
-        )
+        self.model, self.data, self.batch_size, self.device = model, data, batch_size, device
         longest = int(data.attention_mask.sum(dim=1).max())
+        self.input_ids = data.input_ids[:, :longest]
         self.attention_mask = data.attention_mask[:, :longest]
-        self.token_states = text_outputs(
-            model, data.input_ids[:, :longest], self.attention_mask, project=False, batch_size=batch_size,
-            device=device, desc=f"{data.split} token states",
+
+    @cached_property
+    def image_features(self) -> torch.Tensor:
+        return image_outputs(
+            self.model, self.data.image_paths, project=False, batch_size=self.batch_size, device=self.device,
+            desc=f"{self.data.split} image features",
         )
+
+    @cached_property
+    def token_states(self) -> torch.Tensor:
+        return text_outputs(
+            self.model, self.input_ids, self.attention_mask, project=False, batch_size=self.batch_size,
+            device=self.device, desc=f"{self.data.split} token states",
+        )
+
+
+class CaptionImageDataset(Dataset):
+    """The image of each caption, transformed; the caption index comes back with it."""
+
+    def __init__(self, data: SplitData, transform) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return self.data.num_captions
+
+    def __getitem__(self, caption: int) -> tuple[torch.Tensor, int]:
+        path = self.data.image_paths[int(self.data.caption_image[caption])]
+        return self.transform(load_rgb(path)), caption
+
+
+def pretrained_parts(model: TimamModel) -> dict[str, nn.Module]:
+    """The parts that start from pretrained weights and may be frozen (and then cached)."""
+    parts = {"image": model.image_encoder.backbone}
+    if model.config.text_encoder == "transformer":
+        parts["text"] = model.text_encoder.transformer
+    return parts
+
+
+def is_trainable(part: nn.Module) -> bool:
+    return any(parameter.requires_grad for parameter in part.parameters())
 
 
 def freeze_pretrained(model: TimamModel) -> None:
-    """Freeze the image backbone and the transformer (cached); the heads stay trainable."""
-    for parameter in model.image_encoder.backbone.parameters():
-        parameter.requires_grad_(False)
-    if model.config.text_encoder == "transformer":
-        for parameter in model.text_encoder.transformer.parameters():
-            parameter.requires_grad_(False)
+    """Freeze the image backbone and the transformer; the heads stay trainable."""
+    for part in pretrained_parts(model).values():
+        part.requires_grad_(False)
 
 
 def make_optimizer(parameters: list[nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
@@ -81,7 +116,11 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
 
 
 class TimamTrainer:
-    """Holds the model, objective, optimisers and caches; one method per stage of an epoch."""
+    """Holds the model, objective, optimisers and caches; one method per stage of an epoch.
+
+    Frozen parts sit in the optimisers from the start with no gradient (optimisers skip them), so
+    unfreezing is only ``requires_grad_(True)`` and the optimiser and scheduler states stay valid.
+    """
 
     def __init__(
         self, model: TimamModel, train: CachedSplit, val: CachedSplit, config: TrainingConfig, device: torch.device
@@ -90,8 +129,11 @@ class TimamTrainer:
         self.objective = TimamObjective(model.config.embedding_dim, model.config.num_classes, config).to(device)
         # Image branch and discriminator: the paper's SGD; text branch and classifiers: Adam.
         self.encoder_optimizers = [
-            make_optimizer(trainable(model.image_encoder), config.image_optimizer),
-            make_optimizer(trainable(model.text_encoder) + trainable(self.objective.identification), config.text_optimizer),
+            make_optimizer(list(model.image_encoder.parameters()), config.image_optimizer),
+            make_optimizer(
+                list(model.text_encoder.parameters()) + list(self.objective.identification.parameters()),
+                config.text_optimizer,
+            ),
         ]
         self.discriminator_optimizer = make_optimizer(
             list(self.objective.discriminator.parameters()), config.discriminator_optimizer
@@ -103,12 +145,46 @@ class TimamTrainer:
             )
             for optimizer in (*self.encoder_optimizers, self.discriminator_optimizer)
         ]
+        self.train_transform = train_transform(
+            model.config.image_size, flip=config.augmentation.flip,
+            crop_padding=config.augmentation.crop_padding, colour_jitter=config.augmentation.colour_jitter,
+        )
 
-    def embed_batch(self, split: CachedSplit, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images = split.image_features[split.data.caption_image[captions]].to(self.device)
-        image_emb = self.model.image_encoder.projection(images)
-        states = split.token_states[captions].to(self.device)
-        mask = split.attention_mask[captions].to(self.device)
+    def set_epoch(self, epoch: int) -> None:
+        """Freeze the pretrained parts before their unfreeze epoch, and let them train after it."""
+        schedule = {"image": self.config.freeze.image_backbone_epochs, "text": self.config.freeze.text_model_epochs}
+        for name, part in pretrained_parts(self.model).items():
+            frozen_until = schedule[name]
+            trainable_now = frozen_until is not None and epoch > frozen_until
+            if trainable_now and not is_trainable(part):
+                logger.info("Epoch %d: %s encoder unfrozen", epoch, name)
+            part.requires_grad_(trainable_now)
+
+    @property
+    def image_cached(self) -> bool:
+        return not is_trainable(self.model.image_encoder.backbone) and not self.config.augmentation.active
+
+    @property
+    def text_cached(self) -> bool:
+        parts = pretrained_parts(self.model)
+        return "text" in parts and not is_trainable(parts["text"])
+
+    def embed_batch(
+        self, split: CachedSplit, captions: torch.Tensor, images: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of a batch of captions and their images, from the caches where frozen."""
+        encoder = self.model.image_encoder
+        with autocast(self.device):
+            if images is not None:
+                features = encoder.features(to_device_images(images, self.device))
+            else:
+                features = split.image_features[split.data.caption_image[captions]].to(self.device)
+            image_emb = encoder.projection(features.float())
+            mask = split.attention_mask[captions].to(self.device)
+            if self.text_cached:
+                states = split.token_states[captions].to(self.device)
+            else:
+                states = self.model.text_encoder.word_states(split.input_ids[captions].to(self.device), mask)
         return image_emb, self.model.text_encoder.encode_states(states, mask)
 
     def batches(self, generator: torch.Generator) -> list[torch.Tensor]:
@@ -117,13 +193,31 @@ class TimamTrainer:
             return identity_batches(labels, self.config.batch_size, self.config.samples_per_identity, generator)
         return random_batches(len(labels), self.config.batch_size, generator)
 
-    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
+    def batch_stream(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(captions, images): images are None while cached features stand in for them."""
+        if self.image_cached:
+            yield from ((captions, None) for captions in batches)
+            return
+        loader = DataLoader(
+            CaptionImageDataset(self.train.data, self.train_transform), batch_sampler=[b.tolist() for b in batches],
+            num_workers=default_workers(), pin_memory=self.device.type == "cuda",
+        )
+        yield from ((captions, images) for images, captions in loader)
+
+    def set_train_mode(self) -> None:
+        """Heads train; frozen pretrained parts stay in eval mode (no BatchNorm drift, no dropout)."""
         self.model.train()
+        for part in pretrained_parts(self.model).values():
+            if not is_trainable(part):
+                part.eval()
+
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
+        self.set_train_mode()
         adversarial_on = epoch > self.config.adversarial.warmup_epochs
         sums: dict[str, float] = {}
         batches = self.batches(generator)
-        for step, captions in enumerate(batches):
-            image_emb, text_emb = self.embed_batch(self.train, captions)
+        for step, (captions, images) in enumerate(self.batch_stream(batches)):
+            image_emb, text_emb = self.embed_batch(self.train, captions, images)
             labels = self.train.data.caption_labels[captions].to(self.device)
             terms = self.objective.terms(image_emb, text_emb, labels, adversarial_on=adversarial_on)
             for name, value in terms.items():
@@ -153,16 +247,27 @@ class TimamTrainer:
         return loss.detach()
 
     @torch.no_grad()
+    def validation_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation images and captions embedded with the current weights (caches where frozen)."""
+        self.model.eval()
+        data, batch_size = self.val.data, self.config.embed_batch_size
+        if self.image_cached:
+            image_emb = self.model.image_encoder.projection(self.val.image_features.to(self.device))
+        else:
+            image_emb = image_outputs(self.model, data.image_paths, project=True, batch_size=batch_size,
+                                      device=self.device, desc="val images").to(self.device)
+        text_emb = torch.cat(
+            [self.embed_batch(self.val, chunk)[1].float() for chunk in torch.arange(data.num_captions).split(256)]
+        )
+        return image_emb.float(), text_emb
+
     def validate(self) -> dict[str, float]:
         """Text->image and image->text R@1 on the validation split (identity relevance, expected ties)."""
-        self.model.eval()
+        image_emb, text_emb = self.validation_embeddings()
         data = self.val.data
-        image_emb = self.model.image_encoder.projection(self.val.image_features.to(self.device))
-        text_emb = torch.cat(
-            [self.embed_batch(self.val, chunk)[1] for chunk in torch.arange(data.num_captions).split(256)]
-        )
-        t2i = ranking_metrics(text_emb, image_emb, data.caption_identity.to(self.device), data.image_identity.to(self.device), ks=(1,))
-        i2t = ranking_metrics(image_emb, text_emb, data.image_identity.to(self.device), data.caption_identity.to(self.device), ks=(1,))
+        image_labels, text_labels = data.image_identity.to(self.device), data.caption_identity.to(self.device)
+        t2i = ranking_metrics(text_emb, image_emb, text_labels, image_labels, ks=(1,))
+        i2t = ranking_metrics(image_emb, text_emb, image_labels, text_labels, ks=(1,))
         return {"val_t2i_R@1": t2i["expected"]["R@1"], "val_i2t_R@1": i2t["expected"]["R@1"]}
 
     def learning_rate(self) -> float:
@@ -207,10 +312,10 @@ def train_timam(
     device = pick_device(config.device)
     logger.info("Training on %s: %d train captions, %d val captions", device, train.num_captions, val.num_captions)
     model = TimamModel(model_config).to(device)
-    freeze_pretrained(model)
     cached_train = CachedSplit(model, train, batch_size=config.embed_batch_size, device=device)
     cached_val = CachedSplit(model, val, batch_size=config.embed_batch_size, device=device)
     trainer = TimamTrainer(model, cached_train, cached_val, config, device)
+    trainer.set_epoch(1)
     fingerprint = run_fingerprint(model_config.to_dict(), asdict(config), train.caption_ids, val.caption_ids)
     progress: dict[str, Any] = {
         "fingerprint": fingerprint, "epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [],
@@ -218,10 +323,12 @@ def train_timam(
     }
     saved = load_state(state_path, fingerprint) if state_path else None
     if saved is not None:
+        trainer.set_epoch(saved["epoch"])
         _restore(trainer, saved, generator)
         progress = {key: saved[key] for key in progress}
     bar = tqdm(range(progress["epoch"] + 1, config.epochs + 1), desc="training epochs", initial=progress["epoch"], total=config.epochs)
     for epoch in bar:
+        trainer.set_epoch(epoch)
         started = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": trainer.learning_rate()}
         row.update(trainer.train_epoch(epoch, generator))

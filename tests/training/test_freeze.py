@@ -1,0 +1,41 @@
+"""Freeze schedules: frozen parts keep their pretrained weights; unfrozen ones and FC-Embed train."""
+
+import warnings
+
+import pytest
+import torch
+
+from tests.training.tiny_run import tiny_inputs
+from timam.models.timam import TimamModel
+from timam.training.config import training_config
+from timam.training.loop import seed_everything, train_timam
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return tiny_inputs(tmp_path_factory.mktemp("freeze"))
+
+
+def _train(inputs, **overrides):
+    train, val, model_config = inputs
+    config = training_config({"epochs": 1, "batch_size": 8, "embed_batch_size": 8, "device": "cpu", **overrides})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seed_everything(config.seed)
+        initial = {k: v.clone() for k, v in TimamModel(model_config).state_dict().items()}
+        checkpoint, history = train_timam(train, val, model_config, config)
+    return initial, checkpoint.model.state_dict(), history
+
+
+def test_frozen_backbone_keeps_weights_while_fc_embed_words_train(inputs):
+    initial, trained, _ = _train(inputs)
+    assert torch.equal(trained["image_encoder.backbone.conv1.weight"], initial["image_encoder.backbone.conv1.weight"])
+    assert torch.equal(trained["image_encoder.backbone.bn1.running_mean"], initial["image_encoder.backbone.bn1.running_mean"])
+    assert not torch.equal(trained["text_encoder.word_embedding.weight"], initial["text_encoder.word_embedding.weight"])
+    assert not torch.equal(trained["image_encoder.projection.weight"], initial["image_encoder.projection.weight"])
+
+
+def test_unfrozen_backbone_with_augmentation_trains(inputs):
+    initial, trained, history = _train(inputs, freeze={"image_backbone_epochs": 0}, augmentation={"flip": True, "crop_padding": 2})
+    assert not torch.equal(trained["image_encoder.backbone.conv1.weight"], initial["image_encoder.backbone.conv1.weight"])
+    assert len(history) == 1 and history["loss_total"].notna().all()
