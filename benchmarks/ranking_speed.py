@@ -18,7 +18,7 @@ tests the ranking logic; whether NumPy's own matmul reproduces those scores bit 
 printed separately. The reference implements the "index" tie rule, so "identical" compares it
 with ours under ``tie_rules=("index",)`` at an absolute tolerance of 1e-9 (percent units).
 
-Timings are the best of ``--repeats`` runs (the shared 2-core machine is noisy). Peak memory is
+Timings are the best of ``--repeats`` interleaved runs (the shared 2-core machine is noisy). Peak memory is
 the growth of the process's resident set (VmHWM after resetting it through /proc/self/clear_refs,
 minus VmRSS before; falls back to ``resource.getrusage`` ru_maxrss) while our metrics run.
 """
@@ -77,16 +77,18 @@ def reference_one_direction(scores: np.ndarray, q_labels: np.ndarray, g_labels: 
     return out
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object, float]:
-    """Best wall time over ``repeats`` runs, the result, and the CPU time of that run."""
-    best, result, cpu = float("inf"), None, 0.0
+def best_times(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float, object]]:
+    """Best wall time per named run, with its CPU time and result; the runs are interleaved
+    (round robin) so that a burst of load from other processes does not hit only one of them."""
+    best: dict[str, tuple[float, float, object]] = {}
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        result = fn()
-        wall = time.perf_counter() - start
-        if wall < best:
-            best, cpu = wall, time.process_time() - start_cpu
-    return best, result, cpu
+        for name, fn in runs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            result = fn()
+            wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            if name not in best or wall < best[name][0]:
+                best[name] = (wall, cpu, result)
+    return best
 
 
 def _status_kb(field: str) -> int | None:
@@ -155,23 +157,22 @@ def main() -> None:
     kw = {"ks": KS, "chunk_size": args.chunk_size}
 
     bidirectional_metrics(images, captions, image_labels, caption_labels, metrics=("R@K",), **kw)  # warm-up
+    runs = {
+        "recall": lambda: bidirectional_metrics(
+            images, captions, image_labels, caption_labels, metrics=("R@K",), **kw
+        ),
+        "expected": lambda: bidirectional_metrics(
+            images, captions, image_labels, caption_labels, tie_rules=("expected",), **kw
+        ),
+        "index": lambda: bidirectional_metrics(
+            images, captions, image_labels, caption_labels, tie_rules=("index",), **kw
+        ),
+    }
     with PeakRss() as peak:
-        recall_s, recall, recall_cpu = best_time(
-            lambda: bidirectional_metrics(images, captions, image_labels, caption_labels, metrics=("R@K",), **kw),
-            args.repeats,
-        )
-        expected_s, expected, expected_cpu = best_time(
-            lambda: bidirectional_metrics(
-                images, captions, image_labels, caption_labels, tie_rules=("expected",), **kw
-            ),
-            args.repeats,
-        )
-        ours_s, ours, ours_cpu = best_time(
-            lambda: bidirectional_metrics(
-                images, captions, image_labels, caption_labels, tie_rules=("index",), **kw
-            ),
-            args.repeats,
-        )
+        timed = best_times(runs, args.repeats)
+    recall_s, recall_cpu, recall = timed["recall"]
+    expected_s, expected_cpu, expected = timed["expected"]
+    ours_s, ours_cpu, ours = timed["index"]
     bounds = bidirectional_metrics(
         images, captions, image_labels, caption_labels, tie_rules=("optimistic", "pessimistic"), **kw
     )
@@ -215,7 +216,7 @@ def main() -> None:
     print(f"numpy matmul differs from ours in {n_differ} of {scores.size} float32 scores (reference ranks ours)")
     print(f"max |ours - reference| = {max_diff:.3g} (tolerance {TOLERANCE:g}, percent units); reference: {note}")
     print(
-        f"timings (best of {args.repeats}, wall; process CPU time in brackets): "
+        f"timings (best of {args.repeats} interleaved runs, wall; process CPU time in brackets): "
         f"R@K only both directions {recall_s:.3f} s [{recall_cpu:.2f}]; all metrics both directions "
         f"expected rule {expected_s:.3f} s [{expected_cpu:.2f}], index rule {ours_s:.3f} s [{ours_cpu:.2f}]; "
         f"reference {reference_s:.3f} s (numpy matmul {numpy_matmul_s:.3f} s + loop {reference_loop_s:.3f} s)"

@@ -15,9 +15,13 @@ from timam.training.images import ImageFileDataset, eval_transform
 
 
 def default_workers() -> int:
-    """Decoding workers: all but one core, at most 8; none on a 1-2 core machine where forking costs more."""
+    """Decoding workers: all but one core, at most 8, and at least one where there are two cores.
+
+    Measured on 2 cores (benchmarks/data_loading.py): one worker process decoded 4-5x faster than
+    decoding in the main process, whose torch threads compete with the decoder.
+    """
     cores = os.cpu_count() or 1
-    return 0 if cores <= 2 else min(8, cores - 1)
+    return 0 if cores < 2 else max(1, min(8, cores - 1))
 
 
 def image_loader(paths: Sequence[str], image_size: Sequence[int], *, batch_size: int, device: torch.device):
