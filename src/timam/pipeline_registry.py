@@ -2,9 +2,13 @@
 
 from kedro.pipeline import Pipeline
 
+from timam.pipelines.ablation.pipeline import create_pipeline as create_ablation_pipeline
+from timam.pipelines.compare.pipeline import create_pipeline as create_compare_pipeline
 from timam.pipelines.evaluate.pipeline import create_pipeline as create_evaluate_pipeline
 from timam.pipelines.prepare.pipeline import create_pipeline as create_prepare_pipeline
+from timam.pipelines.search.pipeline import create_pipeline as create_search_pipeline
 from timam.pipelines.train.pipeline import create_pipeline as create_train_pipeline
+from timam.pipelines.tune.pipeline import create_pipeline as create_tune_pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -14,5 +18,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         "prepare": create_prepare_pipeline(),
         "train": train,
         "evaluate": evaluate,
+        "compare": create_compare_pipeline(),
+        "search": create_search_pipeline(),
+        "ablation": create_ablation_pipeline(),
+        "tune": create_tune_pipeline(),
         "__default__": train + evaluate,
     }

@@ -87,6 +87,24 @@ def test_evaluate_pipeline_names_the_checkpoint_it_scored(trained):
     report_dir = trained / "data/08_reporting/demo/retrieval_report.md"
     report = next(report_dir.glob("*/retrieval_report.md")).read_text()
     assert metrics["checkpoint_version"] in report
+    assert "No published numbers for this dataset." in report
+    assert "mR" in metrics
+    for figure in ("recall_curve", "example_grid", "example_grid_image_to_text", "training_curves"):
+        png = next((trained / f"data/08_reporting/demo/{figure}.png").glob(f"*/{figure}.png"))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, figure
+
+
+def test_search_and_compare_read_the_saved_evaluation(trained):
+    # the checkpoint the latest embeddings were made with (later tests may add newer checkpoints)
+    scored = latest_metrics(trained)["checkpoint_version"]
+    kedro(trained, "run", "--pipelines", "search,compare", "--params", "query=a man in a red shirt",
+          "--load-versions", f"model_checkpoint:{scored}")
+    results = next((trained / "data/08_reporting/demo/search_results.csv").glob("*/search_results.csv"))
+    lines = results.read_text().splitlines()
+    assert lines[0] == "rank,path,image_id,score" and len(lines) == 11  # top_k 10
+    assert next((trained / "data/08_reporting/demo/search_grid.png").glob("*/search_grid.png")).stat().st_size > 10_000
+    comparison = next((trained / "data/08_reporting/demo/metrics_comparison.md").glob("*/metrics_comparison.md"))
+    assert scored in comparison.read_text()
 
 
 def test_evaluate_a_chosen_checkpoint_version(trained):
@@ -104,5 +122,6 @@ def test_rerun_reuses_cached_tokens(trained):
 def test_viz_build_lists_pipelines_and_nodes(trained):
     kedro(trained, "viz", "build")
     text = "".join(p.read_text() for p in (trained / "build").rglob("*") if p.is_file() and p.suffix in {"", ".json"})
-    for name in ("train", "evaluate", "ingest_captions", "tokenize_captions", "train_model", "embed_test_split", "rank_test_split"):
+    for name in ("train", "evaluate", "compare", "search", "ingest_captions", "tokenize_captions", "train_model",
+                 "embed_test_split", "rank_test_split", "plot_recall_curve", "compare_metrics"):
         assert name in text, name

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _DIRECTIONS = {"text_to_image": "text -> image", "image_to_text": "image -> text"}
+_SHORT = {"text_to_image": "t2i", "image_to_text": "i2t"}
+MR_KS = (1, 5, 10)
 
 
 def metrics_table(results: dict[str, dict[str, dict[str, float]]], rule: str) -> list[str]:
@@ -17,11 +21,77 @@ def metrics_table(results: dict[str, dict[str, dict[str, float]]], rule: str) ->
     return lines
 
 
-def markdown_report(metrics: dict[str, Any]) -> str:
-    """Title, provenance (checkpoint version, protocol, counts) and one table per tie rule."""
+def mean_recall(results: Mapping[str, Mapping[str, Mapping[str, float]]], rule: str) -> float | None:
+    """mR: the mean of R@1, R@5 and R@10 in both directions (remote-sensing tables); None if one is missing."""
+    values = [results.get(direction, {}).get(rule, {}).get(f"R@{k}") for direction in _DIRECTIONS for k in MR_KS]
+    if any(value is None for value in values):
+        return None
+    return sum(values) / len(values)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):.2f}"
+
+
+def paper_comparison(metrics: Mapping[str, Any], paper: Mapping[str, Any] | None) -> list[str]:
+    """Our numbers beside published ones, only where those use this dataset's protocol.
+
+    ``paper``: ``{source, relevance, counts: {images, captions}, tie_rule, rows: [{method,
+    text_to_image: {R@1..}, image_to_text: {..}, mR}]}`` -- the entry of
+    ``evaluation.paper_results`` for this dataset. A different relevance rule or a different test
+    gallery/query count means a different protocol: the section says so instead of a table.
+    """
+    lines = ["## Published results", ""]
+    if not paper or not paper.get("rows"):
+        return lines + ["No published numbers for this dataset.", ""]
     protocol = metrics["protocol"]
+    problems = []
+    if paper.get("relevance") and paper["relevance"] != protocol["relevance"]:
+        problems.append(f"they use {paper['relevance']} relevance, this run {protocol['relevance']}")
+    for name, expected in (paper.get("counts") or {}).items():
+        ours = metrics.get("counts", {}).get(name)
+        if ours is not None and int(ours) != int(expected):
+            problems.append(f"their test split has {expected} {name}, this run {ours}")
+    source = paper.get("source", "published tables")
+    if problems:
+        return lines + [
+            f"Published numbers ({source}) are not comparable with this run: " + "; ".join(problems) + ".",
+            "",
+        ]
+    columns = [(direction, f"R@{k}") for direction in _DIRECTIONS for k in MR_KS]
+    header = "| method | " + " | ".join(f"{_SHORT[d]} {m}" for d, m in columns) + " | mR |"
+    lines += [f"Source: {source}.", "", header, "|---|" + "---|" * (len(columns) + 1)]
+    results = metrics["results"]
+    for rule in protocol["tie_rules"]:
+        if rule not in ("expected", "index"):
+            continue
+        cells = [results.get(d, {}).get(rule, {}).get(m) for d, m in columns]
+        lines.append(f"| **this run** ({rule} ties) | " + " | ".join(_cell(c) for c in cells)
+                     + f" | {_cell(mean_recall(results, rule))} |")
+    for row in paper["rows"]:
+        cells = [(row.get(d) or {}).get(m) for d, m in columns]
+        mr = row.get("mR")
+        if mr is None and all(c is not None for c in cells):
+            mr = sum(cells) / len(cells)
+        lines.append(f"| {row.get('method', '?')} | " + " | ".join(_cell(c) for c in cells) + f" | {_cell(mr)} |")
+    tie_note = paper.get("tie_rule", "index")
+    lines += [
+        "",
+        f"Published numbers break ties by an arbitrary order ({tie_note}); compare them with the `index` row, "
+        "and read the `expected` row as the tie-independent value. – = not published.",
+        "",
+    ]
+    return lines
+
+
+def markdown_report(metrics: dict[str, Any], paper: Mapping[str, Any] | None = None) -> str:
+    """Title, provenance, one table per tie rule, mR, and published numbers for the same protocol."""
+    protocol = metrics["protocol"]
+    dataset = protocol.get("dataset")
     lines = [
-        f"# Retrieval on the {protocol['split']} split",
+        f"# Retrieval on the {protocol['split']} split" + (f" of {dataset}" if dataset else ""),
         "",
         f"- checkpoint version: `{metrics['checkpoint_version']}` (best epoch {metrics['checkpoint'].get('best_epoch')},"
         f" val text->image R@1 {metrics['checkpoint'].get('val_t2i_R@1', float('nan')):.2f})",
@@ -32,8 +102,35 @@ def markdown_report(metrics: dict[str, Any]) -> str:
     ]
     for rule in protocol["tie_rules"]:
         lines += [f"## Tie rule: {rule}", "", *metrics_table(metrics["results"], rule), ""]
+    mr = metrics.get("mR") or {}
+    if mr:
+        lines += [
+            "mR (mean of R@1/5/10 in both directions): "
+            + ", ".join(f"{_cell(value)} ({rule})" for rule, value in mr.items()),
+            "",
+        ]
+    lines += paper_comparison(metrics, paper)
     lines.append(
         "Metrics in percent. R@K is the hit rate (any relevant item in the top K). "
-        "`expected` is the exact expected value under random order of tied scores."
+        "`expected` is the exact expected value under random order of tied scores. "
+        "The figures of this run (recall_curve.png, example_grid.png, example_grid_image_to_text.png, "
+        "training_curves.png) are saved beside this report, in version folders of the same name."
     )
     return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(table: Sequence[Mapping[str, Any]], columns: Sequence[str], *, title: str, notes: Sequence[str] = ()) -> str:
+    """A Markdown table of ``table`` rows restricted to ``columns`` (numbers with two decimals)."""
+    lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in table:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if isinstance(value, float):
+                cells.append(_cell(value))
+            elif value is None:
+                cells.append("–")
+            else:
+                cells.append(str(value).replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", *notes]) + ("\n" if notes else "")

@@ -1,26 +1,50 @@
-"""Embed the test split with a checkpoint, then rank and report."""
+"""Embed the test split with a checkpoint, then rank, report and draw the figures of the report."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from timam.io.tensor_bundle import TensorBundle
 from timam.models.checkpoint import Checkpoint
-from timam.retrieval.ranking import bidirectional_metrics
-from timam.retrieval.report import markdown_report
+from timam.retrieval.curves import bidirectional_recall_curves, chance_recall_curve
+from timam.retrieval.plots import (
+    ImageQueryExample,
+    RankedCaption,
+    RankedImage,
+    TextQueryExample,
+    image_query_figure,
+    message_figure,
+    recall_curve_figure,
+    text_query_figure,
+    training_curves_figure,
+)
+from timam.retrieval.ranking import bidirectional_metrics, topk_indices
+from timam.retrieval.report import markdown_report, mean_recall
 from timam.training.data import split_data
 from timam.training.device import pick_device
 from timam.training.embedding import image_outputs, text_outputs
+
+logger = logging.getLogger(__name__)
 
 
 def embed_test_split(
     model_checkpoint: Checkpoint, captions: pd.DataFrame, caption_tokens: TensorBundle, evaluation: dict[str, Any]
 ) -> tuple[TensorBundle, TensorBundle]:
-    """Embeddings of the split's unique images and of its captions, each naming the checkpoint version."""
+    """Embeddings of the split's unique images and of its captions, each naming the checkpoint version.
+
+    The metadata also carries the image paths and caption texts, so figures and ``search`` can show
+    what they rank without the caption table.
+    """
     data = split_data(captions, caption_tokens, evaluation["split"])
+    rows = captions[captions["split"] == data.split]
+    if rows["caption_id"].tolist() != data.caption_ids:  # split_data's row order, checked not assumed
+        raise ValueError("caption rows of the split are not in the order of their tokens; re-run the prepare pipeline")
     device = pick_device(evaluation.get("device", "auto"))
     model = model_checkpoint.model.to(device)
     batch_size = int(evaluation["batch_size"])
@@ -36,28 +60,36 @@ def embed_test_split(
     }
     image_bundle = TensorBundle(
         tensors={"embeddings": images, "identity": data.image_identity},
-        metadata={**provenance, "image_ids": data.image_ids},
+        metadata={**provenance, "image_ids": data.image_ids, "image_paths": [str(p) for p in data.image_paths]},
     )
     text_bundle = TensorBundle(
         tensors={"embeddings": texts, "identity": data.caption_identity, "image_index": data.caption_image},
-        metadata={**provenance, "caption_ids": data.caption_ids},
+        metadata={**provenance, "caption_ids": data.caption_ids, "captions": rows["caption"].astype(str).tolist()},
     )
     return image_bundle, text_bundle
+
+
+def relevance_labels(
+    image_embeddings: TensorBundle, text_embeddings: TensorBundle, relevance: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer labels of images and captions; a caption and an image match when their labels are equal."""
+    if relevance == "identity":
+        return image_embeddings.tensors["identity"], text_embeddings.tensors["identity"]
+    if relevance == "instance":
+        return torch.arange(len(image_embeddings.tensors["embeddings"])), text_embeddings.tensors["image_index"]
+    raise ValueError(f"params evaluation.relevance must be 'identity' or 'instance', got {relevance!r}")
 
 
 def rank_test_split(
     image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]
 ) -> tuple[dict[str, Any], str]:
-    """R@K, mAP and mINP in both directions over a gallery of unique images, plus a Markdown report."""
+    """R@K, mAP and mINP in both directions over a gallery of unique images, plus a Markdown report.
+
+    The report sets the numbers beside ``evaluation.paper_results[evaluation.dataset]`` where
+    those use the same protocol.
+    """
     relevance = evaluation["relevance"]
-    if relevance == "identity":
-        image_labels = image_embeddings.tensors["identity"]
-        text_labels = text_embeddings.tensors["identity"]
-    elif relevance == "instance":
-        image_labels = torch.arange(len(image_embeddings.tensors["embeddings"]))
-        text_labels = text_embeddings.tensors["image_index"]
-    else:
-        raise ValueError(f"params evaluation.relevance must be 'identity' or 'instance', got {relevance!r}")
+    image_labels, text_labels = relevance_labels(image_embeddings, text_embeddings, relevance)
     tie_rules = tuple(evaluation["tie_rules"])
     results = bidirectional_metrics(
         image_embeddings.tensors["embeddings"],
@@ -68,11 +100,13 @@ def rank_test_split(
         tie_rules=tie_rules,
     )
     relevant_per_caption = (image_labels[None, :] == text_labels[:, None]).sum(dim=1).float()
+    dataset = evaluation.get("dataset")
     metrics = {
         "checkpoint_version": image_embeddings.metadata.get("checkpoint_version"),
         "checkpoint": image_embeddings.metadata.get("checkpoint", {}),
         "training": image_embeddings.metadata.get("training", {}),
         "protocol": {
+            "dataset": dataset,
             "split": image_embeddings.metadata.get("split"),
             "relevance": relevance,
             "gallery": "unique images",
@@ -86,4 +120,115 @@ def rank_test_split(
         "chance_t2i_R@1": float(100 * (relevant_per_caption / len(image_labels)).mean()),
         "results": results,
     }
-    return metrics, markdown_report(metrics)
+    mr = {rule: mean_recall(results, rule) for rule in tie_rules}
+    if all(value is not None for value in mr.values()):
+        metrics["mR"] = mr
+    paper = (evaluation.get("paper_results") or {}).get(dataset) if dataset else None
+    return metrics, markdown_report(metrics, paper)
+
+
+def _title(image_embeddings: TensorBundle, evaluation: dict[str, Any], what: str) -> str:
+    dataset = evaluation.get("dataset") or "?"
+    split = image_embeddings.metadata.get("split", evaluation.get("split"))
+    return (f"{what} -- {dataset} {split} split, {evaluation['relevance']} relevance, "
+            f"checkpoint {image_embeddings.metadata.get('checkpoint_version')}")
+
+
+def plot_recall_curve(image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]) -> Figure:
+    """R@K for K = 1..``evaluation.curve_max_k`` (default 50) both ways, expected tie rule, with chance."""
+    image_labels, text_labels = relevance_labels(image_embeddings, text_embeddings, evaluation["relevance"])
+    max_k = int(evaluation.get("curve_max_k", 50))
+    curves = bidirectional_recall_curves(
+        image_embeddings.tensors["embeddings"], text_embeddings.tensors["embeddings"], image_labels, text_labels,
+        max_k=max_k, tie_rule="expected",
+    )
+    chance = {
+        "text_to_image": chance_recall_curve(text_labels, image_labels, max_k=max_k),
+        "image_to_text": chance_recall_curve(image_labels, text_labels, max_k=max_k),
+    }
+    logger.info("Recall curve: text->image R@1 %.2f, image->text R@1 %.2f", curves["text_to_image"][0], curves["image_to_text"][0])
+    return recall_curve_figure(curves, chance=chance, title=_title(image_embeddings, evaluation, "R@K (expected over ties)"))
+
+
+def _sample(n: int, count: int, seed: int) -> list[int]:
+    """``count`` distinct indices of ``range(n)``, reproducible, in ascending order."""
+    return sorted(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False).tolist())
+
+
+def _metadata_list(bundle: TensorBundle, key: str, what: str) -> list[str]:
+    values = bundle.metadata.get(key)
+    if values is None:
+        raise ValueError(
+            f"{what} have no {key!r} in their metadata (made by an older timam); "
+            "re-run `kedro run --pipelines evaluate` to embed the split again"
+        )
+    return list(values)
+
+
+def plot_retrieval_examples(
+    image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]
+) -> tuple[Figure, Figure]:
+    """Ranked examples both ways: sample caption queries with their top images, image queries with their top captions.
+
+    ``evaluation.examples``: ``queries`` (default 6), ``top_k`` (5), ``seed`` (0). Hits follow the
+    evaluation's relevance rule; ties are broken by gallery index (as in ``topk_indices``).
+    """
+    options = evaluation.get("examples") or {}
+    count, k, seed = int(options.get("queries", 6)), int(options.get("top_k", 5)), int(options.get("seed", 0))
+    image_labels, text_labels = relevance_labels(image_embeddings, text_embeddings, evaluation["relevance"])
+    paths = _metadata_list(image_embeddings, "image_paths", "image_embeddings")
+    captions = _metadata_list(text_embeddings, "captions", "text_embeddings")
+    images, texts = image_embeddings.tensors["embeddings"], text_embeddings.tensors["embeddings"]
+    caption_image = text_embeddings.tensors["image_index"]
+
+    queries = _sample(len(texts), count, seed)
+    scores, found = topk_indices(texts[queries], images, min(k, len(images)))
+    text_examples = [
+        TextQueryExample(
+            caption=captions[q],
+            target_path=paths[int(caption_image[q])],
+            results=[RankedImage(paths[int(j)], float(s), bool(image_labels[j] == text_labels[q]))
+                     for s, j in zip(scores[row], found[row], strict=True)],
+        )
+        for row, q in enumerate(queries)
+    ]
+    queries = _sample(len(images), count, seed)
+    scores, found = topk_indices(images[queries], texts, min(k, len(texts)))
+    image_examples = [
+        ImageQueryExample(
+            path=paths[q],
+            results=[RankedCaption(captions[int(j)], float(s), bool(text_labels[j] == image_labels[q]))
+                     for s, j in zip(scores[row], found[row], strict=True)],
+        )
+        for row, q in enumerate(queries)
+    ]
+    legend = "green = relevant, red = not"
+    return (
+        text_query_figure(text_examples, title=_title(image_embeddings, evaluation, f"Text -> image top-{k} ({legend}; blue = described image)")),
+        image_query_figure(image_examples, title=_title(image_embeddings, evaluation, f"Image -> text top-{k} ({legend})")),
+    )
+
+
+def plot_training_curves(training_history_versions: dict[str, pd.DataFrame], image_embeddings: TensorBundle) -> Figure:
+    """Loss terms, validation R@1 and learning rate of the run that trained the evaluated checkpoint.
+
+    A training run saves its checkpoint and its history under one version, so the history of
+    checkpoint version V is version V of ``training_history``. When that one is missing (a
+    checkpoint from elsewhere, a deleted history), the latest history is drawn and the title says so.
+    """
+    checkpoint_version = image_embeddings.metadata.get("checkpoint_version")
+    if checkpoint_version in training_history_versions:
+        return training_curves_figure(
+            training_history_versions[checkpoint_version],
+            title=f"Training history of checkpoint {checkpoint_version}",
+        )
+    if not training_history_versions:
+        return message_figure(
+            f"No training history saved (checkpoint {checkpoint_version}).", title="Training history"
+        )
+    latest = max(training_history_versions)
+    logger.warning("No training history of checkpoint %s; plotting the latest one (%s)", checkpoint_version, latest)
+    return training_curves_figure(
+        training_history_versions[latest],
+        title=f"LATEST training history ({latest}) -- none saved with the evaluated checkpoint {checkpoint_version}",
+    )

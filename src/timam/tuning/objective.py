@@ -1,0 +1,170 @@
+"""The objective: train the heads on cached frozen features, report validation R@1 every epoch.
+
+A :class:`TuningWorker` pays once for what no tuned knob changes -- building the model and caching
+the frozen encoders' outputs for the train and val splits -- and then trains any number of trials
+on that cache. Each trial starts from the state :func:`timam.training.loop.train_timam` starts
+from with the same seed: the heads' initial weights and every RNG are snapshotted right after the
+model is built and restored before each trial, and the epochs run the same trainer steps
+(``set_epoch``, ``train_epoch``, ``validate``, plateau schedulers). So a trial is the first
+``epochs`` epochs of the ``train`` run its parameters would give (bit for bit on the CPU while no
+augmentation is on: cached features spare a trial the RNG draws that building them costs the
+training run). A trial that unfreezes a pretrained encoder (``training.freeze``) changes its
+weights; they are put back before the next trial.
+
+The score is text->image R@1 on the **validation** split (the test split is never read), the best
+over the trial's epochs, as the training run keeps its best-on-validation checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+import torch
+
+from timam.models.config import ModelConfig
+from timam.models.timam import TimamModel
+from timam.training.config import TrainingConfig, training_config
+from timam.training.data import SplitData
+from timam.training.device import pick_device
+from timam.training.loop import CachedSplit, TimamTrainer, freeze_pretrained, pretrained_parts, seed_everything
+from timam.training.resume import restore_rng, rng_state, trainable_state
+from timam.tuning.space import Knob, deep_merge, suggest_overrides
+from timam.tuning.study import worker_label
+
+logger = logging.getLogger(__name__)
+
+SCORE = "val_t2i_R@1"
+
+# Called after every epoch with (epoch, validation score); may raise optuna.TrialPruned.
+EpochCallback = Callable[[int, float], None]
+
+
+def _may_unfreeze(config: TrainingConfig) -> bool:
+    return config.freeze.image_backbone_epochs is not None or config.freeze.text_model_epochs is not None
+
+
+class TuningWorker:
+    """Frozen caches built once; :meth:`train` runs one configuration of the heads on them."""
+
+    def __init__(self, train: SplitData, val: SplitData, model_config: ModelConfig, base_training: Mapping[str, Any]) -> None:
+        if val.split != "val":
+            raise ValueError(f"Tuning scores on the validation split only, got the {val.split!r} split")
+        self.base_training = dict(base_training)
+        base = training_config(self.base_training)  # a bad base configuration fails here, not per trial
+        started = time.perf_counter()
+        generator = seed_everything(base.seed)
+        self.device = pick_device(base.device)
+        self.model = TimamModel(model_config).to(self.device)
+        freeze_pretrained(self.model)
+        self.initial_heads = trainable_state(self.model)
+        self.rng = rng_state(generator)
+        self.pristine: dict[str, dict[str, torch.Tensor]] | None = None  # pretrained weights, once needed
+        self.dirty = False
+        self.seed, self.embed_batch_size = base.seed, base.embed_batch_size
+        self.train_cache = CachedSplit(self.model, train, batch_size=base.embed_batch_size, device=self.device)
+        self.val_cache = CachedSplit(self.model, val, batch_size=base.embed_batch_size, device=self.device)
+        for cache in (self.train_cache, self.val_cache):  # now, once, rather than inside the first trial
+            if base.freeze.image_backbone_epochs != 0:
+                cache.image_features  # noqa: B018
+            if "text" in pretrained_parts(self.model) and base.freeze.text_model_epochs != 0:
+                cache.token_states  # noqa: B018
+        self.cache_seconds = time.perf_counter() - started
+        logger.info(
+            "Tuning worker ready on %s in %.1f s: %d train / %d val captions cached",
+            self.device, self.cache_seconds, train.num_captions, val.num_captions,
+        )
+
+    def config(self, overrides: Mapping[str, Any]) -> TrainingConfig:
+        """The base training parameters with a trial's overrides merged in, checked."""
+        config = training_config(deep_merge(self.base_training, overrides))
+        # The caches were made with these; a trial that changed them would not be what it claims.
+        if config.seed != self.seed or config.embed_batch_size != self.embed_batch_size:
+            raise ValueError("seed and embed_batch_size are fixed per worker and cannot be tuned")
+        if pick_device(config.device) != self.device:
+            raise ValueError("device is fixed per worker and cannot be tuned")
+        return config
+
+    def reset(self) -> torch.Generator:
+        """Heads back to their seeded initial weights, pretrained parts frozen and (if a trial
+        trained them) pristine again, every RNG back to its post-build state."""
+        if self.dirty and self.pristine is not None:
+            for name, part in pretrained_parts(self.model).items():
+                part.load_state_dict(self.pristine[name])
+            self.dirty = False
+        freeze_pretrained(self.model)
+        self.model.load_state_dict(self.initial_heads, strict=False)
+        for parameter in self.model.parameters():
+            parameter.grad = None
+        generator = torch.Generator()
+        restore_rng(self.rng, generator)
+        return generator
+
+    def train(self, config: TrainingConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+        """Train ``config.epochs`` epochs from the initial state; the best validation R@1 and history."""
+        if _may_unfreeze(config) and self.pristine is None:  # no trial has trained them yet
+            self.pristine = {
+                name: {k: v.detach().cpu().clone() for k, v in part.state_dict().items()}
+                for name, part in pretrained_parts(self.model).items()
+            }
+        generator = self.reset()
+        trainer = TimamTrainer(self.model, self.train_cache, self.val_cache, config, self.device)
+        trainer.set_epoch(1)
+        self.dirty = _may_unfreeze(config)
+        best, best_epoch, history = -1.0, 0, []
+        for epoch in range(1, config.epochs + 1):
+            trainer.set_epoch(epoch)
+            started = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch, "lr": trainer.learning_rate()}
+            row.update(trainer.train_epoch(epoch, generator))
+            row.update(trainer.validate())
+            row["seconds"] = time.perf_counter() - started
+            history.append(row)
+            score = row[SCORE]
+            for scheduler in trainer.schedulers:
+                scheduler.step(score)
+            if score > best:
+                best, best_epoch = score, epoch
+            if on_epoch is not None:
+                on_epoch(epoch, score)
+        return {"score": best, "best_epoch": best_epoch, "history": history}
+
+    def objective(
+        self, knobs: list[Knob], *, worker: str | None = None, epochs: int | None = None
+    ) -> Callable[[optuna.Trial], float]:
+        """An Optuna objective: suggest overrides, train, report R@1 per epoch, prune when told.
+
+        ``epochs`` (the tuning budget) replaces ``training.epochs`` in every trial; it is not one of
+        the trial's ``training_overrides``, which are what the best-parameters file holds.
+        """
+        label = worker or worker_label()
+
+        def run(trial: optuna.Trial) -> float:
+            overrides = suggest_overrides(trial, knobs, self.base_training)
+            trial.set_user_attr("worker", label)
+            trial.set_user_attr("pid", os.getpid())
+            trial.set_user_attr("training_overrides", overrides)
+            config = self.config(deep_merge(overrides, {"epochs": epochs}) if epochs else overrides)
+            scores: list[float] = []
+
+            def on_epoch(epoch: int, score: float) -> None:
+                scores.append(score)
+                trial.report(score, step=epoch)
+                if trial.should_prune():
+                    trial.set_user_attr("val_history", scores)
+                    logger.info("Trial %d pruned after epoch %d (val t2i R@1 %.2f)", trial.number, epoch, score)
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+            started = time.perf_counter()
+            result = self.train(config, on_epoch)
+            trial.set_user_attr("val_history", scores)
+            trial.set_user_attr("best_epoch", result["best_epoch"])
+            trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 3))
+            logger.info("Trial %d (%s): best val t2i R@1 %.2f at epoch %d", trial.number, label, result["score"], result["best_epoch"])
+            return result["score"]
+
+        return run

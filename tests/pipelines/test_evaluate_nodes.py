@@ -1,0 +1,116 @@
+"""Evaluation nodes on fake embeddings: mR, paper rows, recall curve, example grids, training curves."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from timam.io.tensor_bundle import TensorBundle
+from timam.pipelines.evaluate.nodes import (
+    plot_recall_curve,
+    plot_retrieval_examples,
+    plot_training_curves,
+    rank_test_split,
+    relevance_labels,
+)
+from timam.retrieval.ranking import bidirectional_metrics
+
+EVALUATION = {
+    "dataset": "demo", "split": "test", "relevance": "identity", "ks": [1, 5, 10], "tie_rules": ["expected", "index"],
+    "curve_max_k": 50, "examples": {"queries": 3, "top_k": 4, "seed": 0},
+    "paper_results": {"cuhk_pedes": {"rows": [{"method": "TIMAM", "text_to_image": {"R@1": 54.51}}]}},
+}
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> tuple[TensorBundle, TensorBundle]:
+    """12 images of 6 identities, 2 captions each; embeddings close to their identity's prototype."""
+    folder = tmp_path_factory.mktemp("imgs")
+    g = torch.Generator().manual_seed(0)
+    identity = torch.arange(12) // 2
+    prototypes = torch.randn(6, 8, generator=g)
+    images = prototypes[identity] + 0.5 * torch.randn(12, 8, generator=g)
+    image_index = torch.arange(24) // 2
+    texts = prototypes[identity[image_index]] + 0.5 * torch.randn(24, 8, generator=g)
+    paths = []
+    for i in range(12):
+        path = folder / f"{i}.png"
+        Image.new("RGB", (20, 40), (20 * i, 100, 200)).save(path)
+        paths.append(str(path))
+    provenance = {"checkpoint_version": "2026-01-01T00.00.00.000Z", "checkpoint": {"best_epoch": 2, "val_t2i_R@1": 30.0},
+                  "training": {"epochs": 2}, "split": "test"}
+    image_bundle = TensorBundle({"embeddings": images, "identity": identity},
+                                {**provenance, "image_ids": [f"i{i}" for i in range(12)], "image_paths": paths})
+    text_bundle = TensorBundle({"embeddings": texts, "identity": identity[image_index], "image_index": image_index},
+                               {**provenance, "caption_ids": [f"c{i}" for i in range(24)],
+                                "captions": [f"caption {i} of person {int(identity[i // 2])}" for i in range(24)]})
+    return image_bundle, text_bundle
+
+
+def test_rank_adds_mr_dataset_and_says_when_no_paper_numbers(bundles):
+    metrics, report = rank_test_split(*bundles, EVALUATION)
+    results = metrics["results"]
+    expected = [results[d]["expected"][f"R@{k}"] for d in ("text_to_image", "image_to_text") for k in (1, 5, 10)]
+    assert metrics["mR"]["expected"] == pytest.approx(sum(expected) / 6)
+    assert metrics["protocol"]["dataset"] == "demo"
+    assert "No published numbers for this dataset." in report
+
+
+def test_rank_sets_paper_numbers_beside_ours(bundles):
+    _, report = rank_test_split(*bundles, {**EVALUATION, "dataset": "cuhk_pedes"})
+    assert "| TIMAM | 54.51 |" in report
+
+
+def test_recall_curve_node_matches_metrics(bundles):
+    figure = plot_recall_curve(*bundles, EVALUATION)
+    assert isinstance(figure, Figure)
+    image_labels, text_labels = relevance_labels(*bundles, "identity")
+    reference = bidirectional_metrics(bundles[0].tensors["embeddings"], bundles[1].tensors["embeddings"],
+                                      image_labels, text_labels, ks=(1, 5, 10), metrics=("R@K",))
+    lines = {line.get_label().split(" (")[0]: line.get_ydata() for line in figure.axes[0].lines
+             if not line.get_label().startswith("_") and "chance" not in line.get_label()}
+    for label, direction in (("text \u2192 image", "text_to_image"), ("image \u2192 text", "image_to_text")):
+        for k in (1, 5, 10):
+            assert lines[label][k - 1] == pytest.approx(reference[direction]["expected"][f"R@{k}"])
+    assert len(lines["text \u2192 image"]) == 12 and len(lines["image \u2192 text"]) == 24  # K clipped to the gallery
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert f"R@1 {reference['text_to_image']['expected']['R@1']:.1f}" in legend[0]
+
+
+def test_example_grids_show_top_k_with_hits(bundles):
+    t2i, i2t = plot_retrieval_examples(*bundles, EVALUATION)
+    assert len(t2i.subfigs) == 3 and len(i2t.subfigs) == 3
+    first = t2i.subfigs[0]
+    assert first.get_suptitle().startswith("caption")
+    labelled = [ax.get_xlabel() for ax in first.axes if ax.get_xlabel()]
+    assert labelled[0] == "described image" and len(labelled) == 5  # target + top 4
+    assert all(label.startswith(("\u2713", "\u2717")) for label in labelled[1:])
+
+
+def test_example_grids_need_paths_from_a_current_evaluation(bundles):
+    images, texts = bundles
+    old = TensorBundle(images.tensors, {k: v for k, v in images.metadata.items() if k != "image_paths"})
+    with pytest.raises(ValueError, match="re-run `kedro run --pipelines evaluate`"):
+        plot_retrieval_examples(old, texts, EVALUATION)
+
+
+def _history(value: float) -> pd.DataFrame:
+    return pd.DataFrame({"epoch": [1, 2], "lr": [1e-3, 1e-4], "loss_total": [value, value / 2],
+                         "val_t2i_R@1": [1.0, 2.0], "val_i2t_R@1": [1.5, 2.5], "seconds": [1.0, 1.0]})
+
+
+def test_training_curves_of_the_evaluated_checkpoint(bundles):
+    images = bundles[0]
+    versions = {"2026-01-01T00.00.00.000Z": _history(4.0), "2026-02-01T00.00.00.000Z": _history(9.0)}
+    figure = plot_training_curves(versions, images)
+    assert figure.get_suptitle() == "Training history of checkpoint 2026-01-01T00.00.00.000Z"
+    assert figure.axes[0].lines[0].get_ydata()[0] == 4.0
+
+
+def test_training_curves_fall_back_to_the_latest_and_say_so(bundles):
+    figure = plot_training_curves({"2026-02-01T00.00.00.000Z": _history(9.0)}, bundles[0])
+    assert figure.get_suptitle().startswith("LATEST training history (2026-02-01T00.00.00.000Z)")
+    assert "No training history" in plot_training_curves({}, bundles[0]).axes[0].texts[0].get_text()
