@@ -19,7 +19,7 @@ def test_every_variant_has_parameters_and_a_namespaced_train_node():
     for variant in VARIANTS:
         assert f"ablation.{variant}.train_model" in names
         assert f"ablation.{variant}.rank_test_split" in names
-    assert "summarise_ablation" in names
+    assert "ablation.summarise_ablation" in names
 
 
 def test_variant_parameters_override_only_what_they_name():

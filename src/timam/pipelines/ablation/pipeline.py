@@ -7,7 +7,7 @@ Variant overrides are in ``params:ablation.variants``; the names below must matc
 
 from functools import partial, update_wrapper
 
-from kedro.pipeline import Node, Pipeline
+from kedro.pipeline import Node, Pipeline, pipeline
 
 from timam.pipelines.ablation.nodes import summarise_ablation, variant_parameters
 from timam.pipelines.evaluate.nodes import embed_test_split, rank_test_split
@@ -25,18 +25,21 @@ VARIANTS = (
 
 def _variant_pipeline(variant: str) -> Pipeline:
     select = update_wrapper(partial(variant_parameters, variant=variant), variant_parameters)
-    space = f"ablation.{variant}"
-    return Pipeline(
+    template = Pipeline(
         [
             Node(select, ["params:model", "params:training", "params:ablation"],
-                 [f"{space}.model_parameters", f"{space}.training_parameters"], name=f"{space}.select_parameters"),
-            Node(train_model, ["captions", "caption_tokens", f"{space}.model_parameters", f"{space}.training_parameters"],
-                 [f"{space}.model_checkpoint", f"{space}.training_history"], name=f"{space}.train_model"),
-            Node(embed_test_split, [f"{space}.model_checkpoint", "captions", "caption_tokens", "params:evaluation"],
-                 [f"{space}.image_embeddings", f"{space}.text_embeddings"], name=f"{space}.embed_test_split"),
-            Node(rank_test_split, [f"{space}.image_embeddings", f"{space}.text_embeddings", "params:evaluation"],
-                 [f"{space}.retrieval_metrics", f"{space}.retrieval_report"], name=f"{space}.rank_test_split"),
-        ],
+                 ["model_parameters", "training_parameters"], name="select_parameters"),
+            Node(train_model, ["captions", "caption_tokens", "model_parameters", "training_parameters"],
+                 ["model_checkpoint", "training_history"], name="train_model"),
+            Node(embed_test_split, ["model_checkpoint", "captions", "caption_tokens", "params:evaluation"],
+                 ["image_embeddings", "text_embeddings"], name="embed_test_split"),
+            Node(rank_test_split, ["image_embeddings", "text_embeddings", "params:evaluation"],
+                 ["retrieval_metrics", "retrieval_report"], name="rank_test_split"),
+        ]
+    )
+    shared_parameters = {"params:model", "params:training", "params:ablation", "params:evaluation"}
+    return pipeline(
+        template, namespace=f"ablation.{variant}", inputs={"captions", "caption_tokens"}, parameters=shared_parameters
     )
 
 
@@ -45,7 +48,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     summary = Pipeline(
         [
             Node(summarise_ablation, ["params:ablation", *(f"ablation.{v}.retrieval_metrics" for v in VARIANTS)],
-                 ["ablation_summary", "ablation_report"], name="summarise_ablation")
+                 ["ablation_summary", "ablation_report"], name="summarise_ablation", namespace="ablation")
         ]
     )
     return create_prepare_pipeline() + variants + summary
