@@ -6,7 +6,7 @@ import pandas as pd
 import yaml
 
 from timam.pipelines.ablation.nodes import deep_merge, summarise_ablation, variant_parameters
-from timam.pipelines.ablation.pipeline import VARIANTS, create_pipeline
+from timam.pipelines.ablation.pipeline import SEEDS, VARIANTS, create_pipeline
 from timam.training.config import training_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
@@ -17,8 +17,9 @@ def test_every_variant_has_parameters_and_a_namespaced_train_node():
     assert list(ablation["variants"]) == list(VARIANTS)
     names = {node.name for node in create_pipeline().nodes}
     for variant in VARIANTS:
-        assert f"ablation.{variant}.train_model" in names
-        assert f"ablation.{variant}.rank_test_split" in names
+        for seed in SEEDS:
+            assert f"ablation.{variant}_seed{seed}.train_model" in names
+            assert f"ablation.{variant}_seed{seed}.rank_test_split" in names
     assert "ablation.summarise_ablation" in names
 
 
@@ -26,11 +27,12 @@ def test_variant_parameters_override_only_what_they_name():
     base = yaml.safe_load((CONF / "parameters_train.yml").read_text())
     ablation = yaml.safe_load((CONF / "parameters_ablation.yml").read_text())["ablation"]
     base["training"]["state_path"] = "data/06_models/demo/training_state.pt"
-    model, training = variant_parameters(base["model"], base["training"], ablation, "triplet_baseline")
+    model, training = variant_parameters(base["model"], base["training"], ablation, "triplet_baseline", 2)
     assert model == base["model"]
     assert training["loss_weights"] == {"identification": 0.0, "cmpm": 0.0, "cmpc": 0.0, "adversarial": 0.0, "triplet": 1.0}
     assert training["epochs"] == base["training"]["epochs"]
-    assert training["state_path"].endswith("training_state_triplet_baseline.pt")
+    assert training["seed"] == 2
+    assert training["state_path"].endswith("training_state_triplet_baseline_seed2.pt")
     training_config(training)  # a valid configuration
 
 
@@ -40,13 +42,22 @@ def test_deep_merge_keeps_inputs_unchanged():
     assert base == {"a": {"b": 1, "c": 2}, "d": 3}
 
 
-def test_summary_has_one_row_per_variant():
+def test_summary_gives_mean_and_spread_over_seeds():
     def metrics(value):
         rule = {"R@1": value, "R@5": value + 1, "R@10": value + 2, "mAP": value}
-        return {"checkpoint_version": f"v{value}", "results": {"text_to_image": {"expected": rule}, "image_to_text": {"expected": rule}}}
+        return {"checkpoint_version": "v", "results": {"text_to_image": {"expected": rule}, "image_to_text": {"expected": rule}}}
 
-    table, report = summarise_ablation({"variants": {"x": {}, "y": {}}}, metrics(10.0), metrics(20.0))
+    table, report = summarise_ablation({"variants": {"x": {}, "y": {}}}, metrics(10.0), metrics(20.0), metrics(30.0), metrics(30.0))
     assert isinstance(table, pd.DataFrame)
     assert table["variant"].tolist() == ["x", "y"]
-    assert table["t2i R@1"].tolist() == [10.0, 20.0]
-    assert "| y | v20.0 |" in report
+    assert table["seeds"].tolist() == [2, 2]
+    assert table["t2i R@1 mean"].tolist() == [15.0, 30.0]
+    assert table["t2i R@1 std"].tolist() == [5.0, 0.0]
+    assert "| x | 15.00 ± 5.00 |" in report
+
+
+def test_fc_embed_variant_switches_the_text_encoder():
+    base = yaml.safe_load((CONF / "parameters_train.yml").read_text())
+    ablation = yaml.safe_load((CONF / "parameters_ablation.yml").read_text())["ablation"]
+    model, _ = variant_parameters(base["model"], base["training"], ablation, "identification_cmpm_adversarial_fc_embed", 0)
+    assert model["text_encoder"] == "fc_embed"

@@ -21,35 +21,46 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 def variant_parameters(
-    model: dict[str, Any], training: dict[str, Any], ablation: dict[str, Any], variant: str
+    model: dict[str, Any], training: dict[str, Any], ablation: dict[str, Any], variant: str, seed: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model and training parameters of one variant: the base ones with its overrides."""
+    """The model and training parameters of one variant and seed: the base ones with its overrides."""
     overrides = ablation["variants"][variant]
-    variant_training = deep_merge(training, overrides.get("training", {}))
+    variant_training = deep_merge(training, {**overrides.get("training", {}), "seed": seed})
     if variant_training.get("state_path"):
         # Each variant resumes from its own state file, never from another variant's.
         state = Path(variant_training["state_path"])
-        variant_training["state_path"] = str(state.with_name(f"{state.stem}_{variant}{state.suffix}"))
+        variant_training["state_path"] = str(state.with_name(f"{state.stem}_{variant}_seed{seed}{state.suffix}"))
     return deep_merge(model, overrides.get("model", {})), variant_training
 
 
-def summarise_ablation(ablation: dict[str, Any], *variant_metrics: dict[str, Any]) -> tuple[pd.DataFrame, str]:
-    """One row per variant (R@1/5/10 and mAP in both directions, expected tie rule) as CSV and Markdown."""
+def summarise_ablation(ablation: dict[str, Any], *run_metrics: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+    """Mean and spread over seeds of R@1/5/10 and mAP both ways (expected tie rule), per variant.
+
+    ``run_metrics`` come in pipeline order: every seed of the first variant, then the next variant.
+    """
+    variants = list(ablation["variants"])
+    seeds_per_variant = len(run_metrics) // len(variants)
     rows = []
-    for name, metrics in zip(ablation["variants"], variant_metrics, strict=True):
-        row: dict[str, Any] = {"variant": name, "checkpoint_version": metrics["checkpoint_version"]}
+    for index, metrics in enumerate(run_metrics):
+        row: dict[str, Any] = {"variant": variants[index // seeds_per_variant]}
         for direction, short in (("text_to_image", "t2i"), ("image_to_text", "i2t")):
-            for metric, value in metrics["results"][direction]["expected"].items():
-                row[f"{short} {metric}"] = round(value, 2)
+            for metric in ("R@1", "R@5", "R@10", "mAP"):
+                row[f"{short} {metric}"] = metrics["results"][direction]["expected"][metric]
         rows.append(row)
-    table = pd.DataFrame(rows)
-    header = "| " + " | ".join(table.columns) + " |"
+    runs = pd.DataFrame(rows)
+    grouped = runs.groupby("variant", sort=False)
+    table = grouped.mean().round(2).add_suffix(" mean").join(grouped.std(ddof=0).round(2).add_suffix(" std"))
+    table.insert(0, "seeds", grouped.size())
+    table = table.reset_index()
+    metric_columns = [c for c in runs.columns if c != "variant"]
     lines = [
-        "# Ablation (test split, expected value under random tie order)",
+        f"# Ablation (test split, expected value under random tie order; mean ± std over {seeds_per_variant} seeds)",
         "",
-        header,
-        "|" + "---|" * len(table.columns),
-        *("| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)),
-        "",
+        "| variant | " + " | ".join(metric_columns) + " |",
+        "|---|" + "---|" * len(metric_columns),
     ]
+    for _, row in table.iterrows():
+        cells = [f"{row[f'{column} mean']:.2f} ± {row[f'{column} std']:.2f}" for column in metric_columns]
+        lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+    lines.append("")
     return table, "\n".join(lines)

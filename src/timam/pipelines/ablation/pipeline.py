@@ -1,8 +1,10 @@
 """`kedro run --pipelines ablation`: TIMAM's loss ablation as namespaced train -> embed -> rank variants.
 
-Each variant lives in its own namespace (``ablation.<variant>``), so kedro-viz shows them side by
-side; they share the ingested captions and tokens, and a last node tabulates their test metrics.
-Variant overrides are in ``params:ablation.variants``; the names below must match its keys.
+Each variant and seed lives in its own namespace (``ablation.<variant>_seed<k>``), so kedro-viz shows
+them side by side; they share the ingested captions and tokens, and a last node tabulates the mean
+and spread of their test metrics over the seeds. Variant overrides are in
+``params:ablation.variants``; the names below must match its keys. Seeds are fixed here because a
+pipeline's shape cannot depend on parameters.
 """
 
 from functools import partial, update_wrapper
@@ -19,12 +21,18 @@ VARIANTS = (
     "cmpm",
     "identification_cmpm",
     "identification_cmpm_adversarial",
+    "identification_cmpm_adversarial_fc_embed",
     "triplet_baseline",
 )
+SEEDS = (0, 1, 2)
 
 
-def _variant_pipeline(variant: str) -> Pipeline:
-    select = update_wrapper(partial(variant_parameters, variant=variant), variant_parameters)
+def run_name(variant: str, seed: int) -> str:
+    return f"{variant}_seed{seed}"
+
+
+def _variant_pipeline(variant: str, seed: int) -> Pipeline:
+    select = update_wrapper(partial(variant_parameters, variant=variant, seed=seed), variant_parameters)
     template = Pipeline(
         [
             Node(select, ["params:model", "params:training", "params:ablation"],
@@ -39,15 +47,16 @@ def _variant_pipeline(variant: str) -> Pipeline:
     )
     shared_parameters = {"params:model", "params:training", "params:ablation", "params:evaluation"}
     return pipeline(
-        template, namespace=f"ablation.{variant}", inputs={"captions", "caption_tokens"}, parameters=shared_parameters
+        template, namespace=f"ablation.{run_name(variant, seed)}", inputs={"captions", "caption_tokens"}, parameters=shared_parameters
     )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    variants = sum((_variant_pipeline(v) for v in VARIANTS), Pipeline([]))
+    runs = [(variant, seed) for variant in VARIANTS for seed in SEEDS]
+    variants = sum((_variant_pipeline(variant, seed) for variant, seed in runs), Pipeline([]))
     summary = Pipeline(
         [
-            Node(summarise_ablation, ["params:ablation", *(f"ablation.{v}.retrieval_metrics" for v in VARIANTS)],
+            Node(summarise_ablation, ["params:ablation", *(f"ablation.{run_name(*run)}.retrieval_metrics" for run in runs)],
                  ["ablation_summary", "ablation_report"], name="summarise_ablation", namespace="ablation")
         ]
     )

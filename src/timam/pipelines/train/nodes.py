@@ -19,7 +19,9 @@ def train_model(
 ) -> tuple[Checkpoint, pd.DataFrame]:
     """Train TIMAM on the train split, selecting the checkpoint on the val split only."""
     num_classes = int(captions.loc[captions["split"] == "train", "label"].max()) + 1
-    model_config = ModelConfig.from_dict({**model, "num_classes": num_classes})
+    # FC-Embed learns one vector per tokenizer entry, so its table follows the tokenizer used.
+    vocab_size = int(caption_tokens.metadata.get("vocab_size", model.get("vocab_size", 30522)))
+    model_config = ModelConfig.from_dict({"vocab_size": vocab_size, **model, "num_classes": num_classes})
     tokenizer = caption_tokens.metadata.get("tokenizer")
     if model_config.text_encoder == "transformer" and tokenizer != model_config.text_model:
         raise ValueError(
