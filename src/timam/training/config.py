@@ -81,6 +81,12 @@ class TrainingConfig:
     triplet_margin: float = 0.2
     grad_clip: float = 0.0
     embed_batch_size: int = 64
+    # Relevance for the validation R@1 that selects the checkpoint: "identity" (same person or
+    # class) or "instance" (a caption's own image); match evaluation.relevance.
+    validation_relevance: str = "identity"
+    # Positives of the matching losses (CMPM, triplet): "identity" (every same-identity pair in a
+    # batch, as TIMAM) or "instance" (only a caption and its own image; for instance retrieval).
+    matching: str = "identity"
     # Where the full training state is saved after every epoch (resume after a crash); None: off.
     state_path: str | None = None
     loss_weights: LossWeights = field(default_factory=LossWeights)
@@ -95,6 +101,10 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.sampler not in {"random", "identity"}:
             raise ValueError(f"training.sampler must be 'random' or 'identity', got {self.sampler!r}")
+        if self.matching not in {"identity", "instance"}:
+            raise ValueError(f"training.matching must be 'identity' or 'instance', got {self.matching!r}")
+        if self.validation_relevance not in {"identity", "instance"}:
+            raise ValueError(f"training.validation_relevance must be 'identity' or 'instance', got {self.validation_relevance!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("training.epochs must be >= 1 and training.batch_size >= 2")
         for name in ("image_optimizer", "text_optimizer", "discriminator_optimizer"):

@@ -219,7 +219,8 @@ class TimamTrainer:
         for step, (captions, images) in enumerate(self.batch_stream(batches)):
             image_emb, text_emb = self.embed_batch(self.train, captions, images)
             labels = self.train.data.caption_labels[captions].to(self.device)
-            terms = self.objective.terms(image_emb, text_emb, labels, adversarial_on=adversarial_on)
+            match_ids = self.train.data.caption_image[captions].to(self.device) if self.config.matching == "instance" else labels
+            terms = self.objective.terms(image_emb, text_emb, labels, adversarial_on=adversarial_on, match_ids=match_ids)
             for name, value in terms.items():
                 if not torch.isfinite(value):
                     raise FloatingPointError(f"Loss term {name!r} is {value.item()} at epoch {epoch}, step {step}")
@@ -262,10 +263,14 @@ class TimamTrainer:
         return image_emb.float(), text_emb
 
     def validate(self) -> dict[str, float]:
-        """Text->image and image->text R@1 on the validation split (identity relevance, expected ties)."""
+        """Text->image and image->text R@1 on the validation split (expected value under random ties)."""
         image_emb, text_emb = self.validation_embeddings()
         data = self.val.data
-        image_labels, text_labels = data.image_identity.to(self.device), data.caption_identity.to(self.device)
+        if self.config.validation_relevance == "instance":
+            image_labels, text_labels = torch.arange(len(data.image_paths)), data.caption_image
+        else:
+            image_labels, text_labels = data.image_identity, data.caption_identity
+        image_labels, text_labels = image_labels.to(self.device), text_labels.to(self.device)
         t2i = ranking_metrics(text_emb, image_emb, text_labels, image_labels, ks=(1,))
         i2t = ranking_metrics(image_emb, text_emb, image_labels, text_labels, ks=(1,))
         return {"val_t2i_R@1": t2i["expected"]["R@1"], "val_i2t_R@1": i2t["expected"]["R@1"]}

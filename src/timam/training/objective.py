@@ -34,23 +34,34 @@ class TimamObjective(nn.Module):
         self.discriminator = ModalityDiscriminator(embedding_dim, config.adversarial.hidden_dim)
 
     def terms(
-        self, image_emb: torch.Tensor, text_emb: torch.Tensor, labels: torch.Tensor, *, adversarial_on: bool
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        adversarial_on: bool,
+        match_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Each active loss term (unweighted), keyed by its name in ``loss_weights``."""
+        """Each active loss term (unweighted), keyed by its name in ``loss_weights``.
+
+        ``labels`` feed the classifiers; ``match_ids`` (default: the labels) say which pairs the
+        matching losses (CMPM, triplet) count as positives, e.g. image ids for instance retrieval.
+        """
+        match_ids = labels if match_ids is None else match_ids
         image_emb, text_emb = image_emb.float(), text_emb.float()
         terms: dict[str, torch.Tensor] = {}
         if self.weights.identification:
             image_term, text_term = self.identification(image_emb, text_emb, labels)
             terms["identification"] = image_term + text_term
         if self.weights.cmpm:
-            image_to_text, text_to_image = cmpm_loss(image_emb, text_emb, labels)
+            image_to_text, text_to_image = cmpm_loss(image_emb, text_emb, match_ids)
             terms["cmpm"] = image_to_text + text_to_image
         if self.weights.cmpc:
             image_term, text_term = cmpc_loss(image_emb, text_emb, labels, self.identification.image_classifier)
             terms["cmpc"] = image_term + text_term
         if self.weights.triplet:
             terms["triplet"] = hardest_negative_triplet_loss(
-                image_emb, text_emb, identities=labels, margin=self.triplet_margin
+                image_emb, text_emb, identities=match_ids, margin=self.triplet_margin
             )
         if self.weights.adversarial and adversarial_on:
             terms["adversarial"] = encoder_adversarial_loss(
