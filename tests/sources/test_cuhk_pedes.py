@@ -1,6 +1,7 @@
 """CUHK-PEDES reid_raw.json -> canonical caption table, and the errors that stop a bad run."""
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -74,3 +75,21 @@ def test_skip_policy_quarantines_bad_rows_with_reasons(tmp_path):
     assert len(table) == 8 and "val" not in set(table["split"])
     assert sorted(quarantine["caption_id"]) == ["val/p9.jpg#0", "val/p9.jpg#1"]
     assert quarantine["reason"].str.contains("missing").all()
+
+
+def test_resized_image_cache_points_the_table_at_small_copies_written_once(tmp_path):
+    records = _write_dataset(tmp_path, RECORDS)
+    big = tmp_path / "imgs" / "CUHK01" / "0011001.png"
+    Image.new("RGB", (300, 600), (10, 200, 10)).save(big)
+    source = {"format": "cuhk_pedes", "image_root": str(tmp_path / "imgs"),
+              "resized_image_cache": {"directory": str(tmp_path / "cache"), "size": [32, 16]}}
+    table, _ = build_caption_table(records, source)
+    paths = table["image_path"].unique()
+    assert len(paths) == 5 and all(path.startswith(str(tmp_path / "cache")) for path in paths)
+    first = table.loc[table["image_id"] == "CUHK01/0011001.png", "image_path"].iloc[0]
+    with Image.open(first) as image:
+        assert image.size == (16, 32) and image.getpixel((8, 16))[1] > 150
+    stamp = {p: Path(p).stat().st_mtime_ns for p in paths}
+    again, _ = build_caption_table(records, source)
+    assert again["image_path"].tolist() == table["image_path"].tolist()
+    assert {p: Path(p).stat().st_mtime_ns for p in paths} == stamp

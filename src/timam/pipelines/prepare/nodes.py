@@ -8,6 +8,7 @@ import pandas as pd
 
 from timam.io.tensor_bundle import TensorBundle
 from timam.sources.caption_table import finalise_caption_table
+from timam.sources.image_cache import cache_resized_images
 from timam.sources.image_checks import apply_bad_input_policy
 from timam.sources.karpathy import check_split_sizes
 from timam.sources.registry import describe_source, published_split_sizes, read_source
@@ -19,6 +20,8 @@ def build_caption_table(raw_annotations: Any, source: dict[str, Any]) -> tuple[p
 
     ``source.on_bad_input``: "error" (default) stops at the first bad row naming it and the fix;
     "skip" drops bad rows into the returned quarantine table with the reason for each.
+    ``source.resized_image_cache: {directory, size: [height, width]}`` points the table at
+    pre-resized copies of the images (written once), for datasets whose originals are large.
     """
     label = describe_source(source)
     rows = read_source(raw_annotations, source)
@@ -30,6 +33,9 @@ def build_caption_table(raw_annotations: Any, source: dict[str, Any]) -> tuple[p
     expected = published_split_sizes(source)
     if expected is not None:
         check_split_sizes(table, expected, source=label, allow_mismatch=bool(source.get("allow_split_mismatch", False)))
+    cache = source.get("resized_image_cache")
+    if cache:
+        table = cache_resized_images(table, cache["directory"], cache["size"])
     return table, quarantine
 
 
