@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from timam.pipelines.ablation.nodes import deep_merge, summarise_ablation, variant_parameters
+from timam.pipelines.ablation.nodes import summarise_ablation, variant_parameters
+from timam.training.config import deep_merge
 from timam.pipelines.ablation.pipeline import SEEDS, VARIANTS, create_pipeline
 from timam.training.config import training_config
 

@@ -22,18 +22,26 @@ from timam.training.data import split_data
 from timam.training.loop import train_timam
 
 
-def tiny_inputs(workdir: Path):
+def tiny_captions(workdir: Path):
+    """The caption table and its tokens for a 12-identity demo (6 train, 3 val, 3 test)."""
     raw = DemoReidRawDataset(
         filepath=str(workdir / "raw" / "reid_raw.json"),
         generator={"num_identities": 12, "split_identities": [6, 3, 3], "seed": 3, "image_size": [16, 32]},
     ).load()
     captions, _ = build_caption_table(raw, {"format": "cuhk_pedes", "image_root": str(workdir / "raw" / "imgs")})
     tokens = tokenize_captions(captions, {"tokenizer": "offline:minilm", "max_length": 24, "cache_dir": str(workdir / "tok")})
-    config = ModelConfig(
-        num_classes=6, image_backbone="resnet18", image_library="torchvision", image_weights=None,
-        image_size=(32, 16), text_encoder="fc_embed", word_embedding_dim=16, lstm_hidden=16, embedding_dim=16,
-    )
-    return split_data(captions, tokens, "train"), split_data(captions, tokens, "val"), config
+    return captions, tokens
+
+
+TINY_MODEL = ModelConfig(
+    num_classes=6, image_backbone="resnet18", image_library="torchvision", image_weights=None,
+    image_size=(32, 16), text_encoder="fc_embed", word_embedding_dim=16, lstm_hidden=16, embedding_dim=16,
+)
+
+
+def tiny_inputs(workdir: Path):
+    captions, tokens = tiny_captions(workdir)
+    return split_data(captions, tokens, "train"), split_data(captions, tokens, "val"), TINY_MODEL
 
 
 def run(workdir: Path, epochs: int, state_path: Path | None) -> dict:

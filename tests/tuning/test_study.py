@@ -15,7 +15,8 @@ from kedro_datasets.yaml import YAMLDataset
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from tests.tuning.tiny_study import MODEL, REPO, TRAINING, shipped_search_space, tiny_captions
+from tests.training.tiny_run import tiny_captions
+from tests.tuning.tiny_study import MODEL, REPO, TRAINING, shipped_search_space
 from timam.models.config import ModelConfig
 from timam.pipelines.tune.nodes import tune_hyperparameters
 from timam.pipelines.tune.pipeline import create_pipeline
@@ -24,7 +25,7 @@ from timam.training.data import split_data
 from timam.training.loop import train_timam
 from timam.tuning import TuningWorker, open_study, params_argument, run_worker, tuning_settings
 from timam.tuning.__main__ import main as tuning_cli
-from timam.tuning.space import deep_merge
+from timam.training.config import deep_merge
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*RANDOM weights.*",
@@ -245,7 +246,7 @@ def test_a_dead_workers_trial_is_failed_and_rerun_with_its_parameters(worker, tm
     dead = study.ask()
     suggest_overrides(dead, parse_search_space(values["search_space"]), TRAINING)
     study._storage.record_heartbeat(dead._trial_id)  # what a worker's heartbeat thread does
-    time.sleep(1.6)  # ... and then it died
+    time.sleep(2.5)  # ... and then it died (well past the 1 s grace period, with margin for a busy machine)
     run_worker(None, None, None, None, values, worker=worker)
     first, retry = load(storage).trials
     assert first.state == optuna.trial.TrialState.FAIL

@@ -24,19 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from timam.retrieval.ranking import TIE_RULES, similarity
+from timam.retrieval.ranking import TIE_RULES, prepare_embeddings, similarity
 
 __all__ = ["bidirectional_recall_curves", "chance_recall_curve", "recall_curve"]
-
-
-def _normalised(emb: Tensor, normalize: bool, name: str) -> Tensor:
-    """float32 embeddings normalised with the same operations as the ranking module."""
-    if not isinstance(emb, Tensor) or emb.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D tensor (items x dim)")
-    emb = emb.to(torch.float32).contiguous()
-    if not bool(torch.isfinite(emb).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return F.normalize(emb, p=2.0, dim=1) if normalize else emb
 
 
 def _check_labels(labels: Tensor, n: int, name: str, device: torch.device) -> Tensor:
@@ -88,8 +78,8 @@ def recall_curve(
         raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    q = _normalised(query_emb, normalize, "query_emb")
-    g = _normalised(gallery_emb, normalize, "gallery_emb").to(q.device)
+    q = prepare_embeddings(query_emb, normalize, "query_emb")
+    g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(q.device)
     if max_k < 1:
         raise ValueError(f"max_k must be >= 1, got {max_k}")
     query_labels = _check_labels(query_labels, q.shape[0], "query_labels", q.device)

@@ -96,7 +96,7 @@ _CPU_CACHE_BLOCKING = True
 # --------------------------------------------------------------------------------------------
 
 
-def _prepare(emb: Tensor, normalize: bool, name: str) -> Tensor:
+def prepare_embeddings(emb: Tensor, normalize: bool, name: str) -> Tensor:
     """2-D contiguous float32 embeddings, L2-normalised when asked."""
     if not isinstance(emb, Tensor) or emb.dim() != 2:
         raise ValueError(f"{name} must be a 2-D tensor (items x dim)")
@@ -163,8 +163,8 @@ def similarity(query_emb: Tensor, gallery_emb: Tensor, *, normalize: bool = True
 
     Uses the same padded product as :func:`ranking_metrics`, so scores agree bit for bit.
     """
-    q = _prepare(query_emb, normalize, "query_emb")
-    g = _prepare(gallery_emb, normalize, "gallery_emb").to(q.device)
+    q = prepare_embeddings(query_emb, normalize, "query_emb")
+    g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(q.device)
     _warn_low_precision(q.device)
     return _chunk_scores(q, _pad_rows(g), g.shape[0])
 
@@ -214,8 +214,8 @@ def topk_indices(
     Rows are ordered by float32 score descending with ties broken by ascending gallery index,
     i.e. exactly the first ``k`` entries of a stable ``argsort(-score)``.
     """
-    q = _prepare(query_emb, normalize, "query_emb")
-    g = _prepare(gallery_emb, normalize, "gallery_emb").to(q.device)
+    q = prepare_embeddings(query_emb, normalize, "query_emb")
+    g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(q.device)
     if not 1 <= k <= g.shape[0]:
         raise ValueError(f"k must be in [1, {g.shape[0]}], got {k}")
     if chunk_size < 1:
@@ -592,9 +592,9 @@ class _Inputs:
 def _inputs(
     query_emb: Tensor, gallery_emb: Tensor, query_labels: Tensor, gallery_labels: Tensor, normalize: bool
 ) -> _Inputs:
-    q = _prepare(query_emb, normalize, "query_emb")
+    q = prepare_embeddings(query_emb, normalize, "query_emb")
     device = q.device
-    g = _prepare(gallery_emb, normalize, "gallery_emb").to(device)
+    g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(device)
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"embedding sizes differ: {q.shape[1]} vs {g.shape[1]}")
     if q.shape[0] == 0 or g.shape[0] == 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -127,3 +129,14 @@ def _build(cls: type, values: dict[str, Any], path: str) -> Any:
 def training_config(values: dict[str, Any]) -> TrainingConfig:
     """Build from ``params:training``, naming any misspelt key with its full path."""
     return _build(TrainingConfig, dict(values or {}), "training")
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in, nested dictionaries key by key (neither is changed)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged

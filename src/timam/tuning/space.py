@@ -17,14 +17,13 @@ so a typo fails before any trial runs. The Optuna parameter of a knob is its dot
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
 
-from timam.training.config import TrainingConfig
+from timam.training.config import TrainingConfig, deep_merge
 
 SPEC_KEYS = {"type", "low", "high", "log", "step", "choices", "fixed", "when"}
 KINDS = {"float", "int", "categorical", "fixed"}
@@ -88,17 +87,6 @@ def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(group, {})
         node[leaf] = value
     return tree
-
-
-def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``overrides`` merged in, nested dictionaries key by key (neither is changed)."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def _is_spec(value: Any) -> bool:
