@@ -55,7 +55,8 @@ def tuning_parameters(storage: str, n_trials: int, worker: str) -> dict:
 def run_one_worker(workdir: Path, storage: str, n_trials: int, worker: str) -> None:
     import warnings
 
-    from tests.tuning.tiny_study import MODEL, TRAINING, tiny_captions
+    from tests.training.tiny_run import tiny_captions
+    from tests.tuning.tiny_study import MODEL, TRAINING
     from timam.models.config import ModelConfig
     from timam.training.data import split_data
     from timam.tuning import run_worker
@@ -211,7 +212,7 @@ def main() -> int:
             storage = f"sqlite:///{root / 'optuna.db'}"
 
         import timam  # noqa: F401
-        from tests.tuning.tiny_study import tiny_captions
+        from tests.training.tiny_run import tiny_captions
         from timam.tuning import open_study, tuning_settings
 
         demo = root / "demo"
