@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from timam.pipelines.ablation.nodes import summarise_ablation, variant_parameters
@@ -48,13 +49,17 @@ def test_summary_gives_mean_and_spread_over_seeds():
         rule = {"R@1": value, "R@5": value + 1, "R@10": value + 2, "mAP": value}
         return {"checkpoint_version": "v", "results": {"text_to_image": {"expected": rule}, "image_to_text": {"expected": rule}}}
 
-    table, report = summarise_ablation({"variants": {"x": {}, "y": {}}}, metrics(10.0), metrics(20.0), metrics(30.0), metrics(30.0))
+    table, report = summarise_ablation(
+        metrics(10.0), metrics(20.0), metrics(30.0), metrics(30.0), variants=("x", "y"), seeds_per_variant=2
+    )
     assert isinstance(table, pd.DataFrame)
     assert table["variant"].tolist() == ["x", "y"]
     assert table["seeds"].tolist() == [2, 2]
     assert table["t2i R@1 mean"].tolist() == [15.0, 30.0]
     assert table["t2i R@1 std"].tolist() == [5.0, 0.0]
     assert "| x | 15.00 ± 5.00 |" in report
+    with pytest.raises(ValueError, match="3 ablation runs for 2 variants x 2 seeds"):
+        summarise_ablation(metrics(1.0), metrics(2.0), metrics(3.0), variants=("x", "y"), seeds_per_variant=2)
 
 
 def test_fc_embed_variant_switches_the_text_encoder():

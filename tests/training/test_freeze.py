@@ -39,3 +39,31 @@ def test_unfrozen_backbone_with_augmentation_trains(inputs):
     initial, trained, history = _train(inputs, freeze={"image_backbone_epochs": 0}, augmentation={"flip": True, "crop_padding": 2})
     assert not torch.equal(trained["image_encoder.backbone.conv1.weight"], initial["image_encoder.backbone.conv1.weight"])
     assert len(history) == 1 and history["loss_total"].notna().all()
+
+
+def test_changing_state_holds_batchnorm_statistics_of_parts_that_unfreeze(inputs):
+    from timam.training.loop import changing_state
+
+    _, _, model_config = inputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TimamModel(model_config)
+    frozen = changing_state(model, training_config({}))
+    unfreezing = changing_state(model, training_config({"freeze": {"image_backbone_epochs": 3}}))
+    assert not any(name.startswith("image_encoder.backbone.") for name in frozen)
+    assert "image_encoder.backbone.bn1.running_mean" in unfreezing
+    assert "image_encoder.projection.weight" in frozen
+
+
+def test_building_a_cache_restores_every_module_mode(inputs):
+    from timam.training.embedding import image_outputs
+
+    train, _, model_config = inputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TimamModel(model_config)
+    model.train()
+    model.image_encoder.backbone.eval()  # a frozen part, as the trainer leaves it
+    image_outputs(model, train.image_paths[:2], project=False, batch_size=2, device=torch.device("cpu"), desc="t")
+    assert model.training and model.text_encoder.training
+    assert not model.image_encoder.backbone.training

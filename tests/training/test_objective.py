@@ -36,3 +36,11 @@ def test_adversarial_term_waits_for_warm_up():
     image, text, labels = torch.randn(4, 4), torch.randn(4, 4), torch.tensor([0, 1, 0, 1])
     assert "adversarial" not in objective.terms(image, text, labels, adversarial_on=False)
     assert "adversarial" in objective.terms(image, text, labels, adversarial_on=True)
+
+
+def test_bad_adversarial_settings_fail_before_training():
+    import pytest
+
+    for bad in ({"mode": "mirror"}, {"discriminator_steps": 0}, {"label_smoothing": 1.0}):
+        with pytest.raises(ValueError, match="training.adversarial"):
+            training_config({"adversarial": bad})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from timam.models.config import ModelConfig
@@ -22,9 +21,3 @@ class TimamModel(nn.Module):
             values["transformer_config"] = transformer_config(self.text_encoder.transformer)
             config = ModelConfig.from_dict(values)
         self.config = config
-
-    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
-        return self.image_encoder(images)
-
-    def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.text_encoder(input_ids, attention_mask)

@@ -39,6 +39,14 @@ class AdversarialConfig:
     warmup_epochs: int = 1
     hidden_dim: int = 256
 
+    def __post_init__(self) -> None:
+        if self.mode not in {"flip", "reverse"}:
+            raise ValueError(f"training.adversarial.mode must be 'flip' or 'reverse', got {self.mode!r}")
+        if self.discriminator_steps < 1:
+            raise ValueError("training.adversarial.discriminator_steps must be >= 1")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError("training.adversarial.label_smoothing must be in [0, 1)")
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -36,19 +39,33 @@ def image_loader(paths: Sequence[str], image_size: Sequence[int], *, batch_size:
     )
 
 
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside, and every submodule's own mode restored after: a cache built in the middle
+    of an epoch must leave trainable parts training and frozen parts in eval mode."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 @torch.no_grad()
 def image_outputs(
     model: TimamModel, paths: Sequence[str], *, project: bool, batch_size: int, device: torch.device, desc: str
 ) -> torch.Tensor:
     """Backbone features (``project=False``) or embeddings of ``paths``, float32 on the CPU, in order."""
-    model.eval()
     encoder = model.image_encoder
     outputs = []
-    for images, _ in tqdm(image_loader(paths, model.config.image_size, batch_size=batch_size, device=device), desc=desc):
-        with autocast(device):
-            features = encoder.features(to_device_images(images, device))
-            result = encoder.projection(features) if project else features
-        outputs.append(result.float().cpu())
+    loader = image_loader(paths, model.config.image_size, batch_size=batch_size, device=device)
+    with evaluation_mode(model):
+        for images, _ in tqdm(loader, desc=desc):
+            with autocast(device):
+                features = encoder.features(to_device_images(images, device))
+                result = encoder.projection(features) if project else features
+            outputs.append(result.float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0, encoder.projection.out_features if project else encoder.feature_dim)
 
 
@@ -64,14 +81,14 @@ def text_outputs(
     desc: str,
 ) -> torch.Tensor:
     """Token states (``project=False``, float16 to halve the cache) or caption embeddings, in order."""
-    model.eval()
     encoder = model.text_encoder
     outputs = []
-    for start in tqdm(range(0, len(input_ids), batch_size), desc=desc):
-        ids = input_ids[start : start + batch_size].to(device)
-        mask = attention_mask[start : start + batch_size].to(device)
-        with autocast(device):
-            states = encoder.word_states(ids, mask)
-        result = encoder.encode_states(states, mask).float() if project else states.to(torch.float16)
-        outputs.append(result.cpu())
+    with evaluation_mode(model):
+        for start in tqdm(range(0, len(input_ids), batch_size), desc=desc):
+            ids = input_ids[start : start + batch_size].to(device)
+            mask = attention_mask[start : start + batch_size].to(device)
+            with autocast(device):
+                states = encoder.word_states(ids, mask)
+            result = encoder.encode_states(states, mask).float() if project else states.to(torch.float16)
+            outputs.append(result.cpu())
     return torch.cat(outputs)

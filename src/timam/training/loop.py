@@ -35,7 +35,7 @@ from timam.training.device import autocast, pick_device, to_device_images
 from timam.training.embedding import default_workers, image_outputs, text_outputs
 from timam.training.images import load_rgb, train_transform
 from timam.training.objective import TimamObjective
-from timam.training.resume import load_state, restore_rng, rng_state, run_fingerprint, save_state, trainable_state
+from timam.training.resume import load_state, restore_rng, rng_state, run_fingerprint, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,24 @@ def freeze_pretrained(model: TimamModel) -> None:
     """Freeze the image backbone and the transformer; the heads stay trainable."""
     for part in pretrained_parts(model).values():
         part.requires_grad_(False)
+
+
+def changing_state(model: TimamModel, config: TrainingConfig) -> dict[str, torch.Tensor]:
+    """Every tensor training can change: all but the pretrained parts frozen for the whole run.
+
+    Parts that unfreeze at some epoch are included with their buffers (BatchNorm statistics), so a
+    restored best model or a resumed run never mixes tensors from different epochs.
+    """
+    frozen_throughout = []
+    if config.freeze.image_backbone_epochs is None:
+        frozen_throughout.append("image_encoder.backbone.")
+    if config.freeze.text_model_epochs is None and model.config.text_encoder == "transformer":
+        frozen_throughout.append("text_encoder.transformer.")
+    return {
+        name: tensor.detach().cpu().clone()
+        for name, tensor in model.state_dict().items()
+        if not name.startswith(tuple(frozen_throughout))
+    }
 
 
 def make_optimizer(parameters: list[nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
@@ -180,12 +198,17 @@ class TimamTrainer:
             else:
                 features = split.image_features[split.data.caption_image[captions]].to(self.device)
             image_emb = encoder.projection(features.float())
-            mask = split.attention_mask[captions].to(self.device)
+        return image_emb, self.embed_texts(split, captions)
+
+    def embed_texts(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
+        """Caption embeddings, from cached token states while the transformer is frozen."""
+        mask = split.attention_mask[captions].to(self.device)
+        with autocast(self.device):
             if self.text_cached:
                 states = split.token_states[captions].to(self.device)
             else:
                 states = self.model.text_encoder.word_states(split.input_ids[captions].to(self.device), mask)
-        return image_emb, self.model.text_encoder.encode_states(states, mask)
+        return self.model.text_encoder.encode_states(states, mask)
 
     def batches(self, generator: torch.Generator) -> list[torch.Tensor]:
         labels = self.train.data.caption_labels
@@ -229,11 +252,14 @@ class TimamTrainer:
                 optimizer.zero_grad(set_to_none=True)
             total.backward()
             if self.config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(trainable(self.model) + trainable(self.objective), self.config.grad_clip)
+                encoder_parameters = [p for o in self.encoder_optimizers for g in o.param_groups for p in g["params"]]
+                nn.utils.clip_grad_norm_([p for p in encoder_parameters if p.grad is not None], self.config.grad_clip)
             for optimizer in self.encoder_optimizers:
                 optimizer.step()
             if self.config.loss_weights.adversarial:
                 terms["discriminator"] = self.discriminator_steps(image_emb.detach(), text_emb.detach())
+                if not torch.isfinite(terms["discriminator"]):
+                    raise FloatingPointError(f"Loss term 'discriminator' is not finite at epoch {epoch}, step {step}")
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             sums["total"] = sums.get("total", 0.0) + float(total.detach())
@@ -258,7 +284,7 @@ class TimamTrainer:
             image_emb = image_outputs(self.model, data.image_paths, project=True, batch_size=batch_size,
                                       device=self.device, desc="val images").to(self.device)
         text_emb = torch.cat(
-            [self.embed_batch(self.val, chunk)[1].float() for chunk in torch.arange(data.num_captions).split(256)]
+            [self.embed_texts(self.val, chunk).float() for chunk in torch.arange(data.num_captions).split(256)]
         )
         return image_emb.float(), text_emb
 
@@ -282,7 +308,7 @@ class TimamTrainer:
 def _state_dict(trainer: TimamTrainer, progress: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
     return {
         **progress,
-        "model": trainable_state(trainer.model),
+        "model": changing_state(trainer.model, trainer.config),
         "objective": {k: v.detach().cpu() for k, v in trainer.objective.state_dict().items()},
         "optimizers": [o.state_dict() for o in (*trainer.encoder_optimizers, trainer.discriminator_optimizer)],
         "schedulers": [s.state_dict() for s in trainer.schedulers],
@@ -317,6 +343,8 @@ def train_timam(
     device = pick_device(config.device)
     logger.info("Training on %s: %d train captions, %d val captions", device, train.num_captions, val.num_captions)
     model = TimamModel(model_config).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # matches the channels_last input batches
     cached_train = CachedSplit(model, train, batch_size=config.embed_batch_size, device=device)
     cached_val = CachedSplit(model, val, batch_size=config.embed_batch_size, device=device)
     trainer = TimamTrainer(model, cached_train, cached_val, config, device)
@@ -324,7 +352,7 @@ def train_timam(
     fingerprint = run_fingerprint(model_config.to_dict(), asdict(config), train.caption_ids, val.caption_ids)
     progress: dict[str, Any] = {
         "fingerprint": fingerprint, "epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [],
-        "best_model": trainable_state(model),
+        "best_model": changing_state(model, config),
     }
     saved = load_state(state_path, fingerprint) if state_path else None
     if saved is not None:
@@ -344,7 +372,7 @@ def train_timam(
         for scheduler in trainer.schedulers:
             scheduler.step(score)
         if score > progress["best_score"]:
-            progress.update(best_score=score, best_epoch=epoch, best_model=trainable_state(model))
+            progress.update(best_score=score, best_epoch=epoch, best_model=changing_state(model, config))
         progress["epoch"] = epoch
         if state_path:
             save_state(state_path, _state_dict(trainer, progress, generator))

@@ -14,6 +14,8 @@ def variant_parameters(
     model: dict[str, Any], training: dict[str, Any], ablation: dict[str, Any], variant: str, seed: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model and training parameters of one variant and seed: the base ones with its overrides."""
+    if variant not in ablation["variants"]:
+        raise ValueError(f"params ablation.variants has no entry {variant!r}; it must list {variant!r}")
     overrides = ablation["variants"][variant]
     variant_training = deep_merge(training, {**overrides.get("training", {}), "seed": seed})
     if variant_training.get("state_path"):
@@ -23,13 +25,15 @@ def variant_parameters(
     return deep_merge(model, overrides.get("model", {})), variant_training
 
 
-def summarise_ablation(ablation: dict[str, Any], *run_metrics: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+def summarise_ablation(
+    *run_metrics: dict[str, Any], variants: tuple[str, ...], seeds_per_variant: int
+) -> tuple[pd.DataFrame, str]:
     """Mean and spread over seeds of R@1/5/10 and mAP both ways (expected tie rule), per variant.
 
     ``run_metrics`` come in pipeline order: every seed of the first variant, then the next variant.
     """
-    variants = list(ablation["variants"])
-    seeds_per_variant = len(run_metrics) // len(variants)
+    if len(run_metrics) != len(variants) * seeds_per_variant:
+        raise ValueError(f"{len(run_metrics)} ablation runs for {len(variants)} variants x {seeds_per_variant} seeds")
     rows = []
     for index, metrics in enumerate(run_metrics):
         row: dict[str, Any] = {"variant": variants[index // seeds_per_variant]}

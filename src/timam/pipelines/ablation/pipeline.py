@@ -53,10 +53,13 @@ def _variant_pipeline(variant: str, seed: int) -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     runs = [(variant, seed) for variant in VARIANTS for seed in SEEDS]
+    summarise = update_wrapper(
+        partial(summarise_ablation, variants=VARIANTS, seeds_per_variant=len(SEEDS)), summarise_ablation
+    )
     variants = sum((_variant_pipeline(variant, seed) for variant, seed in runs), Pipeline([]))
     summary = Pipeline(
         [
-            Node(summarise_ablation, ["params:ablation", *(f"ablation.{run_name(*run)}.retrieval_metrics" for run in runs)],
+            Node(summarise, [f"ablation.{run_name(*run)}.retrieval_metrics" for run in runs],
                  ["ablation_summary", "ablation_report"], name="summarise_ablation", namespace="ablation")
         ]
     )
