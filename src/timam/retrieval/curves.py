@@ -24,18 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from timam.retrieval.ranking import TIE_RULES, prepare_embeddings, similarity
+from timam.retrieval.ranking import TIE_RULES, check_labels, prepare_embeddings, similarity
 
 __all__ = ["bidirectional_recall_curves", "chance_recall_curve", "recall_curve"]
-
-
-def _check_labels(labels: Tensor, n: int, name: str, device: torch.device) -> Tensor:
-    labels = torch.as_tensor(labels, device=device)
-    if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(f"{name} must be 1-D with {n} entries, got shape {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"{name} must be an integer tensor, got {labels.dtype}")
-    return labels.to(torch.int64)
 
 
 def _hits(above: Tensor, tied: Tensor, tied_relevant: Tensor, irrelevant_before: Tensor | None, ks: Tensor, rule: str) -> Tensor:
@@ -82,8 +73,8 @@ def recall_curve(
     g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(q.device)
     if max_k < 1:
         raise ValueError(f"max_k must be >= 1, got {max_k}")
-    query_labels = _check_labels(query_labels, q.shape[0], "query_labels", q.device)
-    gallery_labels = _check_labels(gallery_labels, g.shape[0], "gallery_labels", q.device)
+    query_labels = check_labels(query_labels, q.shape[0], "query_labels", q.device)
+    gallery_labels = check_labels(gallery_labels, g.shape[0], "gallery_labels", q.device)
     n_gallery = g.shape[0]
     ks = torch.arange(1, min(max_k, n_gallery) + 1, device=q.device)
     total = torch.zeros(len(ks), dtype=torch.float64, device=q.device)

@@ -246,7 +246,7 @@ class _Relevance:
     count: Tensor  # per query: number of relevant items (>= 1)
 
 
-def _check_labels(labels: Tensor, n: int, name: str, device: torch.device) -> Tensor:
+def check_labels(labels: Tensor, n: int, name: str, device: torch.device) -> Tensor:
     labels = torch.as_tensor(labels, device=device)
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(f"{name} must be 1-D with {n} entries, got shape {tuple(labels.shape)}")
@@ -599,8 +599,8 @@ def _inputs(
         raise ValueError(f"embedding sizes differ: {q.shape[1]} vs {g.shape[1]}")
     if q.shape[0] == 0 or g.shape[0] == 0:
         raise ValueError("need at least one query and one gallery item")
-    ql = _check_labels(query_labels, q.shape[0], "query_labels", device)
-    gl = _check_labels(gallery_labels, g.shape[0], "gallery_labels", device)
+    ql = check_labels(query_labels, q.shape[0], "query_labels", device)
+    gl = check_labels(gallery_labels, g.shape[0], "gallery_labels", device)
     _warn_low_precision(device)
     return _Inputs(q, g, ql, gl, _relevance(ql, gl))
 

@@ -301,6 +301,21 @@ class TimamTrainer:
         i2t = ranking_metrics(image_emb, text_emb, image_labels, text_labels, ks=(1,))
         return {"val_t2i_R@1": t2i["expected"]["R@1"], "val_i2t_R@1": i2t["expected"]["R@1"]}
 
+    def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, Any]:
+        """One epoch: apply the freeze schedule, train, validate, step the plateau schedulers.
+
+        Returns the history row (epoch, lr, loss terms, validation R@1, seconds).
+        """
+        self.set_epoch(epoch)
+        started = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch, "lr": self.learning_rate()}
+        row.update(self.train_epoch(epoch, generator))
+        row.update(self.validate())
+        row["seconds"] = time.perf_counter() - started
+        for scheduler in self.schedulers:
+            scheduler.step(row["val_t2i_R@1"])
+        return row
+
     def learning_rate(self) -> float:
         return self.encoder_optimizers[1].param_groups[0]["lr"]
 
@@ -361,16 +376,9 @@ def train_timam(
         progress = {key: saved[key] for key in progress}
     bar = tqdm(range(progress["epoch"] + 1, config.epochs + 1), desc="training epochs", initial=progress["epoch"], total=config.epochs)
     for epoch in bar:
-        trainer.set_epoch(epoch)
-        started = time.perf_counter()
-        row: dict[str, Any] = {"epoch": epoch, "lr": trainer.learning_rate()}
-        row.update(trainer.train_epoch(epoch, generator))
-        row.update(trainer.validate())
-        row["seconds"] = time.perf_counter() - started
+        row = trainer.run_epoch(epoch, generator)
         progress["history"].append(row)
         score = row["val_t2i_R@1"]
-        for scheduler in trainer.schedulers:
-            scheduler.step(score)
         if score > progress["best_score"]:
             progress.update(best_score=score, best_epoch=epoch, best_model=changing_state(model, config))
         progress["epoch"] = epoch

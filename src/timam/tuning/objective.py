@@ -117,16 +117,9 @@ class TuningWorker:
         self.dirty = _may_unfreeze(config)
         best, best_epoch, history = -1.0, 0, []
         for epoch in range(1, config.epochs + 1):
-            trainer.set_epoch(epoch)
-            started = time.perf_counter()
-            row: dict[str, Any] = {"epoch": epoch, "lr": trainer.learning_rate()}
-            row.update(trainer.train_epoch(epoch, generator))
-            row.update(trainer.validate())
-            row["seconds"] = time.perf_counter() - started
+            row = trainer.run_epoch(epoch, generator)
             history.append(row)
             score = row[SCORE]
-            for scheduler in trainer.schedulers:
-                scheduler.step(score)
             if score > best:
                 best, best_epoch = score, epoch
             if on_epoch is not None:
