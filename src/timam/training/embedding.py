@@ -54,14 +54,15 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def image_outputs(
-    model: TimamModel, paths: Sequence[str], *, project: bool, batch_size: int, device: torch.device, desc: str
+    model: TimamModel, paths: Sequence[str], *, project: bool, batch_size: int, device: torch.device, desc: str,
+    show_progress: bool = True,
 ) -> torch.Tensor:
     """Backbone features (``project=False``) or embeddings of ``paths``, float32 on the CPU, in order."""
     encoder = model.image_encoder
     outputs = []
     loader = image_loader(paths, model.config.image_size, batch_size=batch_size, device=device)
     with evaluation_mode(model):
-        for images, _ in tqdm(loader, desc=desc):
+        for images, _ in tqdm(loader, desc=desc, disable=not show_progress):
             with autocast(device):
                 features = encoder.features(to_device_images(images, device))
                 result = encoder.projection(features) if project else features
@@ -79,12 +80,13 @@ def text_outputs(
     batch_size: int,
     device: torch.device,
     desc: str,
+    show_progress: bool = True,
 ) -> torch.Tensor:
     """Token states (``project=False``, float16 to halve the cache) or caption embeddings, in order."""
     encoder = model.text_encoder
     outputs = []
     with evaluation_mode(model):
-        for start in tqdm(range(0, len(input_ids), batch_size), desc=desc):
+        for start in tqdm(range(0, len(input_ids), batch_size), desc=desc, disable=not show_progress):
             ids = input_ids[start : start + batch_size].to(device)
             mask = attention_mask[start : start + batch_size].to(device)
             with autocast(device):

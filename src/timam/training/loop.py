@@ -31,10 +31,21 @@ from timam.retrieval.ranking import ranking_metrics
 from timam.training.batches import identity_batches, random_batches
 from timam.training.config import OptimizerConfig, TrainingConfig
 from timam.training.data import SplitData
-from timam.training.device import autocast, pick_device, to_device_images
+from timam.training.device import pick_device, to_device_images
+from timam.training.distributed import (
+    DistributedContext,
+    average_gradients,
+    context_from_environment,
+    data_parallel,
+    gather_with_grad,
+    global_batch,
+    local_share,
+    rank_device,
+)
 from timam.training.embedding import default_workers, image_outputs, text_outputs
 from timam.training.images import load_rgb, train_transform
 from timam.training.objective import TimamObjective
+from timam.training.pair_encoder import PairEncoder
 from timam.training.resume import load_state, restore_rng, rng_state, run_fingerprint, save_state
 
 logger = logging.getLogger(__name__)
@@ -52,8 +63,11 @@ class CachedSplit:
     """One split with its frozen outputs, computed on first use and then reused every epoch:
     pooled image features and float16 token states trimmed to the longest caption."""
 
-    def __init__(self, model: TimamModel, data: SplitData, *, batch_size: int, device: torch.device) -> None:
+    def __init__(
+        self, model: TimamModel, data: SplitData, *, batch_size: int, device: torch.device, show_progress: bool = True
+    ) -> None:
         self.model, self.data, self.batch_size, self.device = model, data, batch_size, device
+        self.show_progress = show_progress
         longest = int(data.attention_mask.sum(dim=1).max())
         self.input_ids = data.input_ids[:, :longest]
         self.attention_mask = data.attention_mask[:, :longest]
@@ -62,14 +76,14 @@ class CachedSplit:
     def image_features(self) -> torch.Tensor:
         return image_outputs(
             self.model, self.data.image_paths, project=False, batch_size=self.batch_size, device=self.device,
-            desc=f"{self.data.split} image features",
+            desc=f"{self.data.split} image features", show_progress=self.show_progress,
         )
 
     @cached_property
     def token_states(self) -> torch.Tensor:
         return text_outputs(
             self.model, self.input_ids, self.attention_mask, project=False, batch_size=self.batch_size,
-            device=self.device, desc=f"{self.data.split} token states",
+            device=self.device, desc=f"{self.data.split} token states", show_progress=self.show_progress,
         )
 
 
@@ -138,12 +152,24 @@ class TimamTrainer:
 
     Frozen parts sit in the optimisers from the start with no gradient (optimisers skip them), so
     unfreezing is only ``requires_grad_(True)`` and the optimiser and scheduler states stay valid.
+    Under torchrun each rank embeds its share of every global batch and the loss sees them all
+    (see ``timam.training.distributed``); every rank validates, so schedulers agree without messages.
     """
 
     def __init__(
-        self, model: TimamModel, train: CachedSplit, val: CachedSplit, config: TrainingConfig, device: torch.device
+        self,
+        model: TimamModel,
+        train: CachedSplit,
+        val: CachedSplit,
+        config: TrainingConfig,
+        device: torch.device,
+        context: DistributedContext = DistributedContext(),
     ) -> None:
         self.model, self.train, self.val, self.config, self.device = model, train, val, config, device
+        self.context = context
+        self.pair_encoder = PairEncoder(model, device)
+        self.forward_encoders: nn.Module = self.pair_encoder
+        self.wrapped_for: tuple[bool, ...] | None = None
         self.objective = TimamObjective(model.config.embedding_dim, model.config.num_classes, config).to(device)
         # Image branch and discriminator: the paper's SGD; text branch and classifiers: Adam.
         self.encoder_optimizers = [
@@ -174,9 +200,13 @@ class TimamTrainer:
         for name, part in pretrained_parts(self.model).items():
             frozen_until = schedule[name]
             trainable_now = frozen_until is not None and epoch > frozen_until
-            if trainable_now and not is_trainable(part):
+            if trainable_now and not is_trainable(part) and self.context.is_main:
                 logger.info("Epoch %d: %s encoder unfrozen", epoch, name)
             part.requires_grad_(trainable_now)
+        trainable_parts = tuple(is_trainable(part) for part in pretrained_parts(self.model).values())
+        if trainable_parts != self.wrapped_for:  # DDP must know every parameter that now trains
+            self.forward_encoders = data_parallel(self.pair_encoder, self.device, self.context)
+            self.wrapped_for = trainable_parts
 
     @property
     def image_cached(self) -> bool:
@@ -191,41 +221,45 @@ class TimamTrainer:
         self, split: CachedSplit, captions: torch.Tensor, images: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of a batch of captions and their images, from the caches where frozen."""
-        encoder = self.model.image_encoder
-        with autocast(self.device):
-            if images is not None:
-                features = encoder.features(to_device_images(images, self.device))
-            else:
-                features = split.image_features[split.data.caption_image[captions]].to(self.device)
-            image_emb = encoder.projection(features.float())
-        return image_emb, self.embed_texts(split, captions)
+        if images is not None:
+            image_input = to_device_images(images, self.device)
+        else:
+            image_input = split.image_features[split.data.caption_image[captions]].to(self.device)
+        return self.forward_encoders(
+            image_input, self.text_input(split, captions), split.attention_mask[captions].to(self.device),
+            image_features_given=images is None, token_states_given=self.text_cached,
+        )
 
     def embed_texts(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
         """Caption embeddings, from cached token states while the transformer is frozen."""
         mask = split.attention_mask[captions].to(self.device)
-        with autocast(self.device):
-            if self.text_cached:
-                states = split.token_states[captions].to(self.device)
-            else:
-                states = self.model.text_encoder.word_states(split.input_ids[captions].to(self.device), mask)
-        return self.model.text_encoder.encode_states(states, mask)
+        return self.pair_encoder.texts(self.text_input(split, captions), mask, token_states_given=self.text_cached)
+
+    def text_input(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
+        """Cached token states while the transformer is frozen, token ids otherwise."""
+        source = split.token_states if self.text_cached else split.input_ids
+        return source[captions].to(self.device)
 
     def batches(self, generator: torch.Generator) -> list[torch.Tensor]:
+        """The epoch's global batches, the same on every rank (same generator), trimmed to equal shares."""
         labels = self.train.data.caption_labels
         if self.config.sampler == "identity":
-            return identity_batches(labels, self.config.batch_size, self.config.samples_per_identity, generator)
-        return random_batches(len(labels), self.config.batch_size, generator)
+            batches = identity_batches(labels, self.config.batch_size, self.config.samples_per_identity, generator)
+        else:
+            batches = random_batches(len(labels), self.config.batch_size, generator)
+        batches = [global_batch(batch, self.context) for batch in batches]
+        return [batch for batch in batches if len(batch) >= 2]
 
-    def batch_stream(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """(captions, images): images are None while cached features stand in for them."""
+    def image_stream(self, shares: list[torch.Tensor]) -> Iterator[torch.Tensor | None]:
+        """The transformed images of each share of captions; None while cached features stand in."""
         if self.image_cached:
-            yield from ((captions, None) for captions in batches)
+            yield from (None for _ in shares)
             return
         loader = DataLoader(
-            CaptionImageDataset(self.train.data, self.train_transform), batch_sampler=[b.tolist() for b in batches],
+            CaptionImageDataset(self.train.data, self.train_transform), batch_sampler=[s.tolist() for s in shares],
             num_workers=default_workers(), pin_memory=self.device.type == "cuda",
         )
-        yield from ((captions, images) for images, captions in loader)
+        yield from (images for images, _ in loader)
 
     def set_train_mode(self) -> None:
         """Heads train; frozen pretrained parts stay in eval mode (no BatchNorm drift, no dropout)."""
@@ -234,23 +268,42 @@ class TimamTrainer:
             if not is_trainable(part):
                 part.eval()
 
+    def batch_terms(
+        self, batch: torch.Tensor, images: torch.Tensor | None, *, adversarial_on: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Loss terms of one global batch, and its gathered image and text embeddings.
+
+        This rank embeds its share (``images`` are that share's, or None when cached) and gathers
+        the others' with gradient, so every term sees the whole global batch.
+        """
+        image_emb, text_emb = self.embed_batch(self.train, local_share(batch, self.context), images)
+        image_emb, text_emb = gather_with_grad(image_emb, self.context), gather_with_grad(text_emb, self.context)
+        labels = self.train.data.caption_labels[batch].to(self.device)
+        match_ids = self.train.data.caption_image[batch].to(self.device) if self.config.matching == "instance" else labels
+        terms = self.objective.terms(image_emb, text_emb, labels, adversarial_on=adversarial_on, match_ids=match_ids)
+        return terms, image_emb, text_emb
+
+    def backward(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted total's gradients, equal on every rank to one process's on the global batch."""
+        total = self.objective.total(terms)
+        for optimizer in self.encoder_optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        average_gradients(list(self.objective.identification.parameters()), self.context)
+        return total
+
     def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
         self.set_train_mode()
         adversarial_on = epoch > self.config.adversarial.warmup_epochs
         sums: dict[str, float] = {}
         batches = self.batches(generator)
-        for step, (captions, images) in enumerate(self.batch_stream(batches)):
-            image_emb, text_emb = self.embed_batch(self.train, captions, images)
-            labels = self.train.data.caption_labels[captions].to(self.device)
-            match_ids = self.train.data.caption_image[captions].to(self.device) if self.config.matching == "instance" else labels
-            terms = self.objective.terms(image_emb, text_emb, labels, adversarial_on=adversarial_on, match_ids=match_ids)
+        shares = [local_share(batch, self.context) for batch in batches]
+        for step, (batch, images) in enumerate(zip(batches, self.image_stream(shares), strict=True)):
+            terms, image_emb, text_emb = self.batch_terms(batch, images, adversarial_on=adversarial_on)
             for name, value in terms.items():
                 if not torch.isfinite(value):
                     raise FloatingPointError(f"Loss term {name!r} is {value.item()} at epoch {epoch}, step {step}")
-            total = self.objective.total(terms)
-            for optimizer in self.encoder_optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            total = self.backward(terms)
             if self.config.grad_clip > 0:
                 encoder_parameters = [p for o in self.encoder_optimizers for g in o.param_groups for p in g["params"]]
                 nn.utils.clip_grad_norm_([p for p in encoder_parameters if p.grad is not None], self.config.grad_clip)
@@ -270,6 +323,7 @@ class TimamTrainer:
             loss = self.objective.discriminator_term(image_emb, text_emb)
             self.discriminator_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(list(self.objective.discriminator.parameters()), self.context)
             self.discriminator_optimizer.step()
         return loss.detach()
 
@@ -348,21 +402,30 @@ def train_timam(
     config: TrainingConfig,
     *,
     state_path: str | Path | None = None,
+    context: DistributedContext | None = None,
 ) -> tuple[Checkpoint, pd.DataFrame]:
     """Train with frozen pretrained encoders and return the best-on-validation checkpoint and history.
 
     With ``state_path``, the full training state is saved there after every epoch; a rerun with the
-    same inputs resumes from it, and it is deleted once training completes.
+    same inputs resumes from it, and it is deleted once training completes. Under torchrun (or with
+    ``context``) the ranks share each global batch; only rank 0 logs and writes the state.
     """
+    context = context_from_environment() if context is None else context
     generator = seed_everything(config.seed)
-    device = pick_device(config.device)
-    logger.info("Training on %s: %d train captions, %d val captions", device, train.num_captions, val.num_captions)
+    device = rank_device(pick_device(config.device), context)
+    if context.is_main:
+        logger.info(
+            "Training on %s x %d: %d train captions, %d val captions",
+            device, context.world_size, train.num_captions, val.num_captions,
+        )
     model = TimamModel(model_config).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # matches the channels_last input batches
-    cached_train = CachedSplit(model, train, batch_size=config.embed_batch_size, device=device)
-    cached_val = CachedSplit(model, val, batch_size=config.embed_batch_size, device=device)
-    trainer = TimamTrainer(model, cached_train, cached_val, config, device)
+    cached_train, cached_val = (
+        CachedSplit(model, split, batch_size=config.embed_batch_size, device=device, show_progress=context.is_main)
+        for split in (train, val)
+    )
+    trainer = TimamTrainer(model, cached_train, cached_val, config, device, context)
     trainer.set_epoch(1)
     fingerprint = run_fingerprint(model_config.to_dict(), asdict(config), train.caption_ids, val.caption_ids)
     progress: dict[str, Any] = {
@@ -374,7 +437,10 @@ def train_timam(
         trainer.set_epoch(saved["epoch"])
         _restore(trainer, saved, generator)
         progress = {key: saved[key] for key in progress}
-    bar = tqdm(range(progress["epoch"] + 1, config.epochs + 1), desc="training epochs", initial=progress["epoch"], total=config.epochs)
+    bar = tqdm(
+        range(progress["epoch"] + 1, config.epochs + 1), desc="training epochs", initial=progress["epoch"],
+        total=config.epochs, disable=not context.is_main,
+    )
     for epoch in bar:
         row = trainer.run_epoch(epoch, generator)
         progress["history"].append(row)
@@ -382,8 +448,10 @@ def train_timam(
         if score > progress["best_score"]:
             progress.update(best_score=score, best_epoch=epoch, best_model=changing_state(model, config))
         progress["epoch"] = epoch
-        if state_path:
+        if state_path and context.is_main:
             save_state(state_path, _state_dict(trainer, progress, generator))
+        if not context.is_main:
+            continue
         bar.set_postfix(loss=f"{row['loss_total']:.3f}", val_r1=f"{score:.1f}", best=f"{progress['best_score']:.1f}")
         logger.info(
             "epoch %d: loss %.4f, val t2i R@1 %.2f (best %.2f at epoch %d)",
@@ -399,6 +467,6 @@ def train_timam(
         "train_captions": train.num_captions,
         "train_images": len(train.image_paths),
     }
-    if state_path:
+    if state_path and context.is_main:
         Path(state_path).unlink(missing_ok=True)
     return Checkpoint(model=model, metadata=metadata), pd.DataFrame(progress["history"])

@@ -1,0 +1,129 @@
+"""Data-parallel training across processes (torchrun): one global batch, split between the ranks.
+
+Every rank draws the same global batches (same seed), embeds its own contiguous share, and gathers
+all shares *with gradient*, so CMPM, identification and the adversarial term see the negatives of
+the whole global batch, exactly as one process would. The loss is then the same number on every
+rank. The gather's backward sums each rank's gradient for a share (world_size x the true gradient
+of that share); DistributedDataParallel's averaging over ranks then gives the encoders exactly the
+single-process gradient of the global batch. The loss heads (classifiers, discriminator) act on the
+gathered embeddings, so their gradients are already identical on every rank; they are averaged too,
+which changes nothing on CPU and keeps GPU ranks from drifting apart.
+
+Why not ``DistributedSampler``: it shards a permutation of single items, which would break the
+P x K identity batches apart and make a rank's batch differ from a one-process batch. Sharding each
+global batch keeps the same guarantees (disjoint shares, every caption once per epoch, reproducible
+from the seed) and keeps the global batch identical to a one-process run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed import _functional_collectives as functional_collectives
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits: rank 0 of 1 when not launched by torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """The one rank that logs, shows progress and saves."""
+        return self.rank == 0
+
+
+def context_from_environment() -> DistributedContext:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); single process otherwise.
+
+    NCCL when the process has a GPU, gloo on CPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistributedContext()
+    context = DistributedContext(
+        rank=int(os.environ["RANK"]), world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0"))
+    )
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return context
+
+
+def rank_device(requested: torch.device, context: DistributedContext) -> torch.device:
+    """Each rank on its own GPU (cuda:LOCAL_RANK); CPU ranks share the CPU."""
+    if requested.type == "cuda" and context.active:
+        torch.cuda.set_device(context.local_rank)
+        return torch.device("cuda", context.local_rank)
+    return requested
+
+
+def global_batch(batch: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """The batch trimmed to a multiple of the world size, so every rank gets an equal share.
+
+    Equal shares are what the gather needs; at most ``world_size - 1`` captions of a batch sit out
+    an epoch (only the last batch, when the batch size is a multiple of the world size).
+    """
+    return batch[: len(batch) - len(batch) % context.world_size]
+
+
+def local_share(batch: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """This rank's contiguous share of a trimmed global batch (gathering restores the global order)."""
+    share = len(batch) // context.world_size
+    return batch[context.rank * share : (context.rank + 1) * share]
+
+
+def gather_with_grad(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Every rank's rows in rank order, differentiable with respect to this rank's rows."""
+    if not context.active:
+        return tensor
+    return functional_collectives.all_gather_single_autograd(tensor.contiguous(), gather_dim=0, group=dist.group.WORLD)
+
+
+def gather(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Every rank's rows in rank order, without gradient (labels, indices)."""
+    if not context.active:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(context.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def average_gradients(parameters: list[nn.Parameter], context: DistributedContext) -> None:
+    """Average the gradients of replicated parameters over the ranks (one flattened all-reduce)."""
+    grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
+    if not context.active or not grads:
+        return
+    flat = torch.cat([grad.flatten() for grad in grads])
+    dist.all_reduce(flat)
+    flat /= context.world_size
+    for grad, update in zip(grads, flat.split([grad.numel() for grad in grads]), strict=True):
+        grad.copy_(update.view_as(grad))
+
+
+def data_parallel(module: nn.Module, device: torch.device, context: DistributedContext) -> nn.Module:
+    """``module`` wrapped in DistributedDataParallel when there are several ranks, as is otherwise.
+
+    DDP registers the parameters that require gradients when it is built, so callers rebuild the
+    wrapper when the freeze schedule changes which parameters train.
+    """
+    if not context.active or not any(parameter.requires_grad for parameter in module.parameters()):
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
+
+
+def barrier(context: DistributedContext) -> None:
+    if context.active:
+        dist.barrier()

@@ -1,0 +1,62 @@
+"""Run the ``train_model`` node on several processes: ``torchrun --nproc_per_node N -m timam.training.launch``.
+
+``kedro run`` runs every node in one process, and N copies of it would each save their own
+checkpoint version. This entry point runs only the training node on every rank, reads its inputs
+through the project's catalog (run ``kedro run --pipelines prepare`` first), and saves the
+checkpoint and history from rank 0 only, as a new version that ``kedro run --pipelines evaluate``
+then picks up. ``--env`` and ``--params`` mean what they mean to ``kedro run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch.distributed as dist
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from omegaconf import OmegaConf
+
+from timam.pipelines.train.nodes import train_model
+from timam.training.distributed import context_from_environment
+
+logger = logging.getLogger(__name__)
+
+
+def runtime_parameters(text: str) -> dict:
+    """``"training.epochs=30,model.lstm_hidden=256"`` -> nested parameters, as ``kedro run --params``."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        if "=" not in item or not item.partition("=")[0].strip():
+            raise SystemExit(f"--params item {item!r} must read key=value, e.g. training.epochs=30")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default=None, help="Kedro environment, e.g. paper or ucm_captions")
+    parser.add_argument("--params", default="", help="parameter overrides, as for kedro run")
+    parser.add_argument("--project", type=Path, default=Path.cwd(), help="Kedro project root (default: here)")
+    args = parser.parse_args(argv)
+
+    context = context_from_environment()
+    if not context.is_main:
+        logging.getLogger("timam").setLevel(logging.WARNING)
+    bootstrap_project(args.project)
+    with KedroSession.create(project_path=args.project, env=args.env, runtime_params=runtime_parameters(args.params)) as session:
+        kedro_context = session.load_context()
+        catalog, parameters = kedro_context.catalog, kedro_context.params
+        checkpoint, history = train_model(
+            catalog.load("captions"), catalog.load("caption_tokens"), parameters["model"], parameters["training"]
+        )
+        if context.is_main:
+            catalog.save("model_checkpoint", checkpoint)
+            catalog.save("training_history", history)
+            logger.info("Saved model_checkpoint and training_history (%d ranks)", context.world_size)
+    if context.active:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
