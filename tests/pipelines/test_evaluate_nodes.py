@@ -114,3 +114,48 @@ def test_training_curves_fall_back_to_the_latest_and_say_so(bundles):
     figure = plot_training_curves({"2026-02-01T00.00.00.000Z": _history(9.0)}, bundles[0])
     assert figure.get_suptitle().startswith("LATEST training history (2026-02-01T00.00.00.000Z)")
     assert "No training history" in plot_training_curves({}, bundles[0]).axes[0].texts[0].get_text()
+
+
+@pytest.mark.parametrize("protocol", ["standard", "coco_1k_folds", "zero_shot_classes"])
+def test_rank_emits_the_section_of_each_protocol(bundles, protocol):
+    evaluation = {**EVALUATION, "protocol": protocol, "coco_fold_images": 4, "zero_shot_depth": 4}
+    metrics, report = rank_test_split(*bundles, evaluation)
+    assert metrics["protocol"]["name"] == protocol
+    assert f"protocol: {protocol}" in report
+    if protocol == "standard":
+        assert "protocol_results" not in metrics and "## Protocol" not in report
+        return
+    section = metrics["protocol_results"]
+    assert section["name"] == protocol
+    assert set(section["results"]) == {"text_to_image", "image_to_text"}
+    assert all(set(values) == {"expected", "index"} for values in section["results"].values())
+    assert f"## Protocol {protocol}" in report and "| **this run** (index ties) |" in report
+    if protocol == "coco_1k_folds":
+        assert section["counts"] == {"folds": 3, "fold_images": 4, "images": 12}
+        folds = [fold["text_to_image"]["expected"]["R@1"] for fold in section["per_fold"]]
+        assert section["results"]["text_to_image"]["expected"]["R@1"] == pytest.approx(sum(folds) / 3)
+    else:
+        assert section["counts"] == {"classes": 6, "images": 12, "captions": 24}
+        assert set(section["results"]["text_to_image"]["expected"]) == {"AP@4"}
+        assert set(section["results"]["image_to_text"]["expected"]) == {"top1_accuracy"}
+        assert "per_fold" not in section
+
+
+def test_rank_sets_zero_shot_paper_numbers_in_the_protocol_section(bundles):
+    paper = {"source": "TIMAM Table 3", "protocol": "zero_shot_classes", "counts": {"classes": 6},
+             "rows": [{"method": "TIMAM", "text_to_image": {"AP@4": 70.3}, "image_to_text": {"top1_accuracy": 67.7}}]}
+    evaluation = {**EVALUATION, "dataset": "cub", "protocol": "zero_shot_classes", "zero_shot_depth": 4,
+                  "paper_results": {"cub": paper}}
+    _, report = rank_test_split(*bundles, evaluation)
+    assert "| TIMAM | 70.30 | 67.70 |" in report
+    assert "use the zero_shot_classes protocol; they are set beside this run's in the section above" in report
+    _, report = rank_test_split(*bundles, {**evaluation, "protocol": "standard"})
+    assert "| TIMAM |" not in report and "need `evaluation.protocol: zero_shot_classes`" in report
+    wrong = {**paper, "counts": {"classes": 50}}
+    _, report = rank_test_split(*bundles, {**evaluation, "paper_results": {"cub": wrong}})
+    assert "| TIMAM |" not in report and "their test split has 50 classes, this run 6" in report
+
+
+def test_rank_refuses_an_unknown_protocol(bundles):
+    with pytest.raises(ValueError, match="evaluation.protocol must be one of"):
+        rank_test_split(*bundles, {**EVALUATION, "protocol": "coco_1k"})

@@ -24,6 +24,7 @@ from timam.retrieval.plots import (
     text_query_figure,
     training_curves_figure,
 )
+from timam.retrieval.protocols import PROTOCOLS, fold_metrics, zero_shot_metrics
 from timam.retrieval.ranking import bidirectional_metrics, topk_indices
 from timam.retrieval.report import markdown_report, mean_recall
 from timam.training.data import split_data
@@ -80,14 +81,58 @@ def relevance_labels(
     raise ValueError(f"params evaluation.relevance must be 'identity' or 'instance', got {relevance!r}")
 
 
+def protocol_results(
+    image_embeddings: TensorBundle,
+    text_embeddings: TensorBundle,
+    image_labels: torch.Tensor,
+    text_labels: torch.Tensor,
+    evaluation: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The numbers of the dataset's published protocol (``evaluation.protocol``); None for ``standard``.
+
+    ``coco_1k_folds`` ranks folds of ``evaluation.coco_fold_images`` (1000) images under the run's
+    relevance rule; ``zero_shot_classes`` always works on classes (the ``identity`` tensors), to
+    depth ``evaluation.zero_shot_depth`` (50). See :mod:`timam.retrieval.protocols`.
+    """
+    protocol = evaluation.get("protocol", "standard")
+    tie_rules = tuple(evaluation["tie_rules"])
+    if protocol == "coco_1k_folds":
+        found = fold_metrics(
+            image_embeddings.tensors["embeddings"],
+            text_embeddings.tensors["embeddings"],
+            image_labels,
+            text_labels,
+            text_embeddings.tensors["image_index"],
+            fold_images=int(evaluation.get("coco_fold_images", 1000)),
+            ks=tuple(evaluation["ks"]),
+            tie_rules=tie_rules,
+        )
+    elif protocol == "zero_shot_classes":
+        found = zero_shot_metrics(
+            image_embeddings.tensors["embeddings"],
+            text_embeddings.tensors["embeddings"],
+            image_embeddings.tensors["identity"],
+            text_embeddings.tensors["identity"],
+            depth=int(evaluation.get("zero_shot_depth", 50)),
+            tie_rules=tie_rules,
+        )
+    else:
+        return None
+    return {"name": protocol, **found}
+
+
 def rank_test_split(
     image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]
 ) -> tuple[dict[str, Any], str]:
     """R@K, mAP and mINP in both directions over a gallery of unique images, plus a Markdown report.
 
-    The report sets the numbers beside ``evaluation.paper_results[evaluation.dataset]`` where
-    those use the same protocol.
+    ``evaluation.protocol`` adds the dataset's published protocol (``protocol_results``; MSCOCO
+    1K folds, CUB/Flowers zero-shot classes). The report sets the numbers beside
+    ``evaluation.paper_results[evaluation.dataset]`` where those use the same protocol.
     """
+    protocol = evaluation.get("protocol", "standard")
+    if protocol not in PROTOCOLS:  # checked before the (long) ranking
+        raise ValueError(f"params evaluation.protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
     relevance = evaluation["relevance"]
     image_labels, text_labels = relevance_labels(image_embeddings, text_embeddings, relevance)
     tie_rules = tuple(evaluation["tie_rules"])
@@ -106,6 +151,7 @@ def rank_test_split(
         "checkpoint": image_embeddings.metadata.get("checkpoint", {}),
         "training": image_embeddings.metadata.get("training", {}),
         "protocol": {
+            "name": protocol,
             "dataset": dataset,
             "split": image_embeddings.metadata.get("split"),
             "relevance": relevance,
@@ -123,6 +169,9 @@ def rank_test_split(
     mr = {rule: mean_recall(results, rule) for rule in tie_rules}
     if all(value is not None for value in mr.values()):
         metrics["mR"] = mr
+    extra = protocol_results(image_embeddings, text_embeddings, image_labels, text_labels, evaluation)
+    if extra is not None:
+        metrics["protocol_results"] = extra
     paper = (evaluation.get("paper_results") or {}).get(dataset) if dataset else None
     return metrics, markdown_report(metrics, paper)
 
