@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.training.tiny_run import run
+from timam.training.loop import TimamTrainer
 
 SCRIPT = Path(__file__).with_name("tiny_run.py")
 EPOCHS = 6
@@ -57,3 +58,27 @@ def test_state_of_another_configuration_is_not_resumed(tmp_path, caplog):
     result = run(tmp_path, 2, state_path=state)
     assert len(result["history"]) == 2
     assert "different run configuration" in caplog.text
+
+
+def test_crash_mid_epoch_resumes_from_the_last_step_saved(tmp_path, uninterrupted, monkeypatch):
+    """With save_every_steps the state holds the epoch's batches and position; a rerun skips the
+    steps already taken and still ends exactly where an uninterrupted run ends."""
+    state = tmp_path / "state.pt"
+    calls = {"n": 0}
+    original = TimamTrainer.batch_terms
+
+    def crash_on_eleventh_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise RuntimeError("power cut")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TimamTrainer, "batch_terms", crash_on_eleventh_step)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run(tmp_path, EPOCHS, state_path=state, save_every_steps=3)
+    monkeypatch.setattr(TimamTrainer, "batch_terms", original)
+    partial = torch.load(state, weights_only=True)["partial_epoch"]
+    assert partial is not None and (partial["epoch"], partial["step"]) == (2, 3)  # 6 steps per epoch
+
+    assert run(tmp_path, EPOCHS, state_path=state, save_every_steps=3) == uninterrupted
+    assert not state.exists()

@@ -44,10 +44,11 @@ def tiny_inputs(workdir: Path):
     return split_data(captions, tokens, "train"), split_data(captions, tokens, "val"), TINY_MODEL
 
 
-def run(workdir: Path, epochs: int, state_path: Path | None) -> dict:
+def run(workdir: Path, epochs: int, state_path: Path | None, save_every_steps: int = 0) -> dict:
     train, val, model_config = tiny_inputs(workdir)
     config = training_config({"epochs": epochs, "batch_size": 8, "embed_batch_size": 8, "device": "cpu",
-                              "loss_weights": {"adversarial": 0.5, "cmpc": 0.5}, "adversarial": {"warmup_epochs": 1}})
+                              "loss_weights": {"adversarial": 0.5, "cmpc": 0.5}, "adversarial": {"warmup_epochs": 1},
+                              "save_every_steps": save_every_steps})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         checkpoint, history = train_timam(train, val, model_config, config, state_path=state_path)

@@ -99,6 +99,8 @@ class TrainingConfig:
     matching: str = "identity"
     # Where the full training state is saved after every epoch (resume after a crash); None: off.
     state_path: str | None = None
+    # Also save it every N training steps inside an epoch (long GPU epochs); 0: at epoch ends only.
+    save_every_steps: int = 0
     loss_weights: LossWeights = field(default_factory=LossWeights)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
@@ -117,6 +119,8 @@ class TrainingConfig:
             raise ValueError(f"training.validation_relevance must be 'identity' or 'instance', got {self.validation_relevance!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("training.epochs must be >= 1 and training.batch_size >= 2")
+        if self.save_every_steps < 0:
+            raise ValueError(f"training.save_every_steps must be >= 0 (0: at epoch ends only), got {self.save_every_steps}")
         for name in ("image_optimizer", "text_optimizer", "discriminator_optimizer"):
             if getattr(self, name).name not in {"sgd", "adam"}:
                 raise ValueError(f"training.{name}.name must be 'sgd' or 'adam'")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,35 @@ class CachedSplit:
             self.model, self.input_ids, self.attention_mask, project=False, batch_size=self.batch_size,
             device=self.device, desc=f"{self.data.split} token states", show_progress=self.show_progress,
         )
+
+
+@dataclass
+class EpochProgress:
+    """How far an epoch got: its batches, the steps done and the loss sums so far.
+
+    Saved inside the training state every ``save_every_steps`` steps, so a resumed run skips the
+    steps already taken instead of repeating the epoch.
+    """
+
+    epoch: int
+    batches: list[torch.Tensor]
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, terms: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        for name, value in {**terms, "total": total}.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
+        self.step += 1
+
+    def mean_losses(self) -> dict[str, float]:
+        return {f"loss_{name}": value / max(1, len(self.batches)) for name, value in self.sums.items()}
+
+    def to_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches": self.batches, "step": self.step, "sums": dict(self.sums)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EpochProgress:
+        return cls(epoch=state["epoch"], batches=list(state["batches"]), step=state["step"], sums=dict(state["sums"]))
 
 
 class CaptionImageDataset(Dataset):
@@ -292,17 +321,27 @@ class TimamTrainer:
         average_gradients(list(self.objective.identification.parameters()), self.context)
         return total
 
-    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
+    def train_epoch(
+        self,
+        epoch: int,
+        generator: torch.Generator,
+        progress: EpochProgress | None = None,
+        after_step: Callable[[EpochProgress], None] | None = None,
+    ) -> dict[str, float]:
+        """Train on the epoch's batches from ``progress`` (a resumed epoch) or from the start.
+
+        ``after_step`` sees the progress after every step (the mid-epoch saves).
+        """
         self.set_train_mode()
         adversarial_on = epoch > self.config.adversarial.warmup_epochs
-        sums: dict[str, float] = {}
-        batches = self.batches(generator)
-        shares = [local_share(batch, self.context) for batch in batches]
-        for step, (batch, images) in enumerate(zip(batches, self.image_stream(shares), strict=True)):
+        progress = progress or EpochProgress(epoch=epoch, batches=self.batches(generator))
+        remaining = progress.batches[progress.step :]
+        shares = [local_share(batch, self.context) for batch in remaining]
+        for batch, images in zip(remaining, self.image_stream(shares), strict=True):
             terms, image_emb, text_emb = self.batch_terms(batch, images, adversarial_on=adversarial_on)
             for name, value in terms.items():
                 if not torch.isfinite(value):
-                    raise FloatingPointError(f"Loss term {name!r} is {value.item()} at epoch {epoch}, step {step}")
+                    raise FloatingPointError(f"Loss term {name!r} is {value.item()} at epoch {epoch}, step {progress.step}")
             total = self.backward(terms)
             if self.config.grad_clip > 0:
                 encoder_parameters = [p for o in self.encoder_optimizers for g in o.param_groups for p in g["params"]]
@@ -312,11 +351,11 @@ class TimamTrainer:
             if self.config.loss_weights.adversarial:
                 terms["discriminator"] = self.discriminator_steps(image_emb.detach(), text_emb.detach())
                 if not torch.isfinite(terms["discriminator"]):
-                    raise FloatingPointError(f"Loss term 'discriminator' is not finite at epoch {epoch}, step {step}")
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-            sums["total"] = sums.get("total", 0.0) + float(total.detach())
-        return {f"loss_{name}": value / max(1, len(batches)) for name, value in sums.items()}
+                    raise FloatingPointError(f"Loss term 'discriminator' is not finite at epoch {epoch}, step {progress.step}")
+            progress.add(terms, total)
+            if after_step is not None:
+                after_step(progress)
+        return progress.mean_losses()
 
     def discriminator_steps(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         for _ in range(self.config.adversarial.discriminator_steps):
@@ -355,7 +394,13 @@ class TimamTrainer:
         i2t = ranking_metrics(image_emb, text_emb, image_labels, text_labels, ks=(1,))
         return {"val_t2i_R@1": t2i["expected"]["R@1"], "val_i2t_R@1": i2t["expected"]["R@1"]}
 
-    def run_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, Any]:
+    def run_epoch(
+        self,
+        epoch: int,
+        generator: torch.Generator,
+        progress: EpochProgress | None = None,
+        after_step: Callable[[EpochProgress], None] | None = None,
+    ) -> dict[str, Any]:
         """One epoch: apply the freeze schedule, train, validate, step the plateau schedulers.
 
         Returns the history row (epoch, lr, loss terms, validation R@1, seconds).
@@ -363,7 +408,7 @@ class TimamTrainer:
         self.set_epoch(epoch)
         started = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": self.learning_rate()}
-        row.update(self.train_epoch(epoch, generator))
+        row.update(self.train_epoch(epoch, generator, progress, after_step))
         row.update(self.validate())
         row["seconds"] = time.perf_counter() - started
         for scheduler in self.schedulers:
@@ -374,9 +419,12 @@ class TimamTrainer:
         return self.encoder_optimizers[1].param_groups[0]["lr"]
 
 
-def _state_dict(trainer: TimamTrainer, progress: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
+def _state_dict(
+    trainer: TimamTrainer, progress: dict[str, Any], generator: torch.Generator, epoch: EpochProgress | None = None
+) -> dict[str, Any]:
     return {
         **progress,
+        "partial_epoch": epoch.to_state() if epoch is not None else None,
         "model": changing_state(trainer.model, trainer.config),
         "objective": {k: v.detach().cpu() for k, v in trainer.objective.state_dict().items()},
         "optimizers": [o.state_dict() for o in (*trainer.encoder_optimizers, trainer.discriminator_optimizer)],
@@ -433,16 +481,25 @@ def train_timam(
         "best_model": changing_state(model, config),
     }
     saved = load_state(state_path, fingerprint) if state_path else None
+    partial = None
     if saved is not None:
         trainer.set_epoch(saved["epoch"])
         _restore(trainer, saved, generator)
         progress = {key: saved[key] for key in progress}
+        partial = EpochProgress.from_state(saved["partial_epoch"]) if saved.get("partial_epoch") else None
+
+    def save_mid_epoch(epoch_progress: EpochProgress) -> None:
+        every = config.save_every_steps
+        last = epoch_progress.step == len(epoch_progress.batches)  # the epoch-end save follows
+        if state_path and context.is_main and every and epoch_progress.step % every == 0 and not last:
+            save_state(state_path, _state_dict(trainer, progress, generator, epoch_progress))
+
     bar = tqdm(
         range(progress["epoch"] + 1, config.epochs + 1), desc="training epochs", initial=progress["epoch"],
         total=config.epochs, disable=not context.is_main,
     )
     for epoch in bar:
-        row = trainer.run_epoch(epoch, generator)
+        row = trainer.run_epoch(epoch, generator, partial if partial and partial.epoch == epoch else None, save_mid_epoch)
         progress["history"].append(row)
         score = row["val_t2i_R@1"]
         if score > progress["best_score"]:

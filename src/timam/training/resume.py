@@ -70,5 +70,7 @@ def load_state(path: str | Path, fingerprint: str) -> dict[str, Any] | None:
     if state.get("fingerprint") != fingerprint:
         logger.warning("Ignoring training state %s: it belongs to a different run configuration", path)
         return None
-    logger.info("Resuming training from %s after epoch %d", path, state["epoch"])
+    partial = state.get("partial_epoch")
+    within = f", at step {partial['step']} of epoch {partial['epoch']}" if partial else ""
+    logger.info("Resuming training from %s after epoch %d%s", path, state["epoch"], within)
     return state
