@@ -101,6 +101,8 @@ class TrainingConfig:
     state_path: str | None = None
     # Also save it every N training steps inside an epoch (long GPU epochs); 0: at epoch ends only.
     save_every_steps: int = 0
+    # Frozen encoders' outputs kept here for later runs over the same data and encoders; None: memory only.
+    feature_cache_dir: str | None = None
     loss_weights: LossWeights = field(default_factory=LossWeights)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

@@ -43,6 +43,7 @@ from timam.training.distributed import (
     rank_device,
 )
 from timam.training.embedding import default_workers, image_outputs, text_outputs
+from timam.training.feature_cache import cached_tensor, image_feature_key, token_state_key
 from timam.training.images import load_rgb, train_transform
 from timam.training.objective import TimamObjective
 from timam.training.pair_encoder import PairEncoder
@@ -61,30 +62,40 @@ def seed_everything(seed: int) -> torch.Generator:
 
 class CachedSplit:
     """One split with its frozen outputs, computed on first use and then reused every epoch:
-    pooled image features and float16 token states trimmed to the longest caption."""
+    pooled image features and float16 token states trimmed to the longest caption. With a
+    ``cache_dir`` they are also kept on disk for later runs over the same data and encoders."""
 
     def __init__(
-        self, model: TimamModel, data: SplitData, *, batch_size: int, device: torch.device, show_progress: bool = True
+        self,
+        model: TimamModel,
+        data: SplitData,
+        *,
+        batch_size: int,
+        device: torch.device,
+        show_progress: bool = True,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.model, self.data, self.batch_size, self.device = model, data, batch_size, device
-        self.show_progress = show_progress
+        self.show_progress, self.cache_dir = show_progress, cache_dir
         longest = int(data.attention_mask.sum(dim=1).max())
         self.input_ids = data.input_ids[:, :longest]
         self.attention_mask = data.attention_mask[:, :longest]
 
     @cached_property
     def image_features(self) -> torch.Tensor:
-        return image_outputs(
+        key = image_feature_key(self.model.config, self.data.image_paths)
+        return cached_tensor(self.cache_dir, key, lambda: image_outputs(
             self.model, self.data.image_paths, project=False, batch_size=self.batch_size, device=self.device,
             desc=f"{self.data.split} image features", show_progress=self.show_progress,
-        )
+        ))
 
     @cached_property
     def token_states(self) -> torch.Tensor:
-        return text_outputs(
+        key = token_state_key(self.model.config, self.input_ids, self.attention_mask)
+        return cached_tensor(self.cache_dir, key, lambda: text_outputs(
             self.model, self.input_ids, self.attention_mask, project=False, batch_size=self.batch_size,
             device=self.device, desc=f"{self.data.split} token states", show_progress=self.show_progress,
-        )
+        ))
 
 
 @dataclass
@@ -470,7 +481,8 @@ def train_timam(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # matches the channels_last input batches
     cached_train, cached_val = (
-        CachedSplit(model, split, batch_size=config.embed_batch_size, device=device, show_progress=context.is_main)
+        CachedSplit(model, split, batch_size=config.embed_batch_size, device=device, show_progress=context.is_main,
+                    cache_dir=config.feature_cache_dir)
         for split in (train, val)
     )
     trainer = TimamTrainer(model, cached_train, cached_val, config, device, context)

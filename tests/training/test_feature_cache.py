@@ -1,0 +1,57 @@
+"""Frozen features on disk: computed once, reused by a later run, recomputed when an input changes."""
+
+import os
+import warnings
+from dataclasses import replace
+
+import torch
+
+import timam.training.loop as loop
+from tests.training.tiny_run import TINY_MODEL, tiny_inputs
+from timam.training.config import training_config
+from timam.training.feature_cache import cached_tensor, image_feature_key, token_state_key
+
+
+def test_cached_tensor_computes_once_then_loads(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.arange(6.0).view(2, 3)
+
+    first = cached_tensor(tmp_path, "k", compute)
+    second = cached_tensor(tmp_path, "k", compute)
+    assert torch.equal(first, second) and len(calls) == 1
+    assert cached_tensor(None, "k", compute) is not None and len(calls) == 2  # no directory: no cache
+
+
+def test_keys_change_with_what_the_outputs_depend_on(tmp_path):
+    images = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    for image in images:
+        image.write_bytes(b"x")
+    paths = [str(image) for image in images]
+    key = image_feature_key(TINY_MODEL, paths)
+    assert image_feature_key(TINY_MODEL, paths) == key
+    assert image_feature_key(replace(TINY_MODEL, image_size=(64, 32)), paths) != key
+    assert image_feature_key(TINY_MODEL, paths[::-1]) != key
+    os.utime(images[0], ns=(1, 1))
+    assert image_feature_key(TINY_MODEL, paths) != key
+    ids, mask = torch.tensor([[101, 7, 102]]), torch.ones(1, 3, dtype=torch.long)
+    assert token_state_key(TINY_MODEL, ids, mask) != token_state_key(TINY_MODEL, ids + 1, mask)
+
+
+def test_second_run_reads_the_features_and_trains_identically(tmp_path, monkeypatch):
+    train, val, model_config = tiny_inputs(tmp_path)
+    config = training_config({"epochs": 2, "batch_size": 8, "embed_batch_size": 8, "device": "cpu",
+                              "feature_cache_dir": str(tmp_path / "features")})
+    computed = []
+    original = loop.image_outputs
+    monkeypatch.setattr(loop, "image_outputs", lambda *a, **k: computed.append(1) or original(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, first = loop.train_timam(train, val, model_config, config)
+        assert len(computed) == 2  # train and val
+        _, second = loop.train_timam(train, val, model_config, config)
+    assert len(computed) == 2, "the second run computed image features again"
+    assert len(list((tmp_path / "features").glob("*.safetensors"))) == 2
+    assert first.drop(columns="seconds").equals(second.drop(columns="seconds"))
