@@ -76,7 +76,7 @@ def test_crash_during_save_leaves_no_file(tmp_path, small_model, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("timam.io.checkpoint_dataset.save_file", explode)
+    monkeypatch.setattr("timam.io.checkpoint_dataset.safetensors_bytes", explode)
     with pytest.raises(DatasetError, match="No space left on device"):
         ModelCheckpointDataset(filepath=str(path)).save(Checkpoint(model=small_model))
     assert list(tmp_path.iterdir()) == []

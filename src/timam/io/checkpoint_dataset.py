@@ -14,7 +14,7 @@ from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from timam.io.atomic import atomic_path
 from timam.models.checkpoint import CHECKPOINT_FORMAT, Checkpoint, checkpoint_tensors, restore_model
@@ -35,7 +35,7 @@ class ModelCheckpointDataset(AbstractVersionedDataset[Checkpoint, Checkpoint]):
             "metadata": json.dumps(data.metadata),
         }
         with atomic_path(path) as temporary:
-            save_file(checkpoint_tensors(data.model), str(temporary), metadata=header)
+            temporary.write_bytes(safetensors_bytes(checkpoint_tensors(data.model), metadata=header))
 
     def load(self) -> Checkpoint:
         path = get_filepath_str(self._get_load_path(), "file")

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from timam.io.atomic import atomic_path
 
@@ -34,7 +35,7 @@ def save_bundle(bundle: TensorBundle, path: str) -> None:
     """Write ``bundle`` atomically to ``path``."""
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in bundle.tensors.items()}
     with atomic_path(path) as temporary:
-        save_file(tensors, str(temporary), metadata={_METADATA_KEY: json.dumps(bundle.metadata)})
+        temporary.write_bytes(safetensors_bytes(tensors, metadata={_METADATA_KEY: json.dumps(bundle.metadata)}))
 
 
 def load_bundle(path: str) -> TensorBundle:
