@@ -125,3 +125,18 @@ def test_viz_build_lists_pipelines_and_nodes(trained):
     for name in ("train", "evaluate", "compare", "search", "ingest_captions", "tokenize_captions", "train_model",
                  "embed_test_split", "rank_test_split", "plot_recall_curve", "compare_metrics"):
         assert name in text, name
+
+
+def test_torchrun_trains_on_two_ranks_and_saves_one_version(trained):
+    before = checkpoint_versions(trained)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "timam.training.launch", "--params", "training.epochs=1"]
+    result = subprocess.run(command, cwd=trained, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    new = sorted(set(checkpoint_versions(trained)) - set(before))
+    assert len(new) == 1, "rank 0 alone saves, one version per run"
+    history = (trained / "data/08_reporting/demo/training_history.csv" / new[0] / "training_history.csv").read_text()
+    assert len(history.splitlines()) == 2  # header + 1 epoch
+    kedro(trained, "run", "--pipelines", "evaluate")
+    assert latest_metrics(trained)["checkpoint_version"] == new[0]

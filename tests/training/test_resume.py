@@ -1,5 +1,6 @@
 """Crash safety and determinism of training: SIGKILL and resume gives the uninterrupted result."""
 
+import errno
 import json
 import os
 import signal
@@ -12,7 +13,9 @@ import pytest
 import torch
 
 from tests.training.tiny_run import run
+from timam.io.atomic import ArtifactWriteError
 from timam.training.loop import TimamTrainer
+from timam.training.resume import save_state
 
 SCRIPT = Path(__file__).with_name("tiny_run.py")
 EPOCHS = 6
@@ -82,3 +85,19 @@ def test_crash_mid_epoch_resumes_from_the_last_step_saved(tmp_path, uninterrupte
 
     assert run(tmp_path, EPOCHS, state_path=state, save_every_steps=3) == uninterrupted
     assert not state.exists()
+
+
+def test_full_disk_on_state_save_names_the_fix_and_keeps_the_previous_state(tmp_path, monkeypatch):
+    state = tmp_path / "state.pt"
+    save_state(state, {"epoch": 1})
+
+    def disk_full(obj, file):
+        file.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(ArtifactWriteError, match="Free disk space"):
+        save_state(state, {"epoch": 2})
+    monkeypatch.undo()
+    assert torch.load(state, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]

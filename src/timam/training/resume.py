@@ -57,8 +57,9 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+    # Through a Python file object, so a full disk surfaces as OSError and atomic_path can name the fix.
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        torch.save(state, file)
 
 
 def load_state(path: str | Path, fingerprint: str) -> dict[str, Any] | None:
