@@ -101,3 +101,23 @@ def test_full_disk_on_state_save_names_the_fix_and_keeps_the_previous_state(tmp_
     monkeypatch.undo()
     assert torch.load(state, weights_only=True) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_nan_loss_stops_training_naming_term_and_step_and_keeps_the_saved_state(tmp_path, monkeypatch):
+    import timam.training.objective as objective
+
+    state = tmp_path / "state.pt"
+    calls = {"n": 0}
+    original = objective.cmpm_loss
+
+    def diverging_cmpm(*args, **kwargs):
+        calls["n"] += 1
+        image_to_text, text_to_image = original(*args, **kwargs)
+        return (image_to_text * float("nan"), text_to_image) if calls["n"] == 9 else (image_to_text, text_to_image)
+
+    monkeypatch.setattr(objective, "cmpm_loss", diverging_cmpm)
+    with pytest.raises(FloatingPointError, match=r"'cmpm' is nan at epoch 2, step 2"):
+        run(tmp_path, EPOCHS, state_path=state)  # 6 steps per epoch: the 9th batch is epoch 2, step 2
+    saved = torch.load(state, weights_only=True)
+    assert saved["epoch"] == 1 and saved["best_epoch"] == 1
+    assert all(torch.isfinite(tensor).all() for tensor in saved["best_model"].values())
