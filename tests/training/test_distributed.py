@@ -46,6 +46,7 @@ def test_two_ranks_give_the_loss_and_gradients_of_one_process(workdir):
     assert set(ranks["terms"]) == {"identification", "cmpm", "cmpc", "adversarial"} == set(single["terms"])
     for name, value in single["terms"].items():
         assert torch.allclose(ranks["terms"][name], value, rtol=1e-6, atol=1e-6), name
+    print(f"loss {float(single['total']):.6f}, difference {float((ranks['total'] - single['total']).abs()):.3e}")
     assert set(ranks["grads"]) == set(single["grads"])
     # Every trainable part: image projection, FC-Embed, BiLSTM, text projection, classifiers.
     assert any(name.startswith("image_encoder.projection") for name in single["grads"])
