@@ -12,6 +12,7 @@ never resumes someone else's run.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import random
@@ -57,9 +58,12 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    # Through a Python file object, so a full disk surfaces as OSError and atomic_path can name the fix.
-    with atomic_path(path) as temporary, open(temporary, "wb") as file:
-        torch.save(state, file)
+    # Serialised in memory first: torch.save reports a full disk as an opaque RuntimeError, a plain
+    # write as OSError(ENOSPC), which atomic_path turns into an error naming the fix.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(buffer.getbuffer())
 
 
 def load_state(path: str | Path, fingerprint: str) -> dict[str, Any] | None:
