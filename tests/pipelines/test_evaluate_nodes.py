@@ -148,7 +148,7 @@ def test_rank_sets_zero_shot_paper_numbers_in_the_protocol_section(bundles):
                   "paper_results": {"cub": paper}}
     _, report = rank_test_split(*bundles, evaluation)
     assert "| TIMAM | 70.30 | 67.70 |" in report
-    assert "use the zero_shot_classes protocol; they are set beside this run's in the section above" in report
+    assert "use the zero_shot_classes protocol; they are in the protocol section above, where comparable" in report
     _, report = rank_test_split(*bundles, {**evaluation, "protocol": "standard"})
     assert "| TIMAM |" not in report and "need `evaluation.protocol: zero_shot_classes`" in report
     wrong = {**paper, "counts": {"classes": 50}}

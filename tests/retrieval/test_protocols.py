@@ -270,4 +270,3 @@ def test_fold_mean_matches_separately_ranked_folds(seed: int) -> None:
     whole = bidirectional_metrics(images, texts, torch.arange(35), text_image)
     for direction in ("image_to_text", "text_to_image"):
         assert found["results"][direction]["expected"]["R@1"] > whole[direction]["expected"]["R@1"]  # 7 vs 35 images
-

@@ -8,6 +8,7 @@ import torch
 
 import timam.training.loop as loop
 from tests.training.tiny_run import TINY_MODEL, tiny_inputs
+from timam.models.timam import TimamModel
 from timam.training.config import training_config
 from timam.training.feature_cache import cached_tensor, image_feature_key, token_state_key
 
@@ -30,18 +31,33 @@ def test_keys_change_with_what_the_outputs_depend_on(tmp_path):
     for image in images:
         image.write_bytes(b"x")
     paths = [str(image) for image in images]
-    key = image_feature_key(TINY_MODEL, paths)
-    assert image_feature_key(TINY_MODEL, paths) == key
-    assert image_feature_key(replace(TINY_MODEL, image_size=(64, 32)), paths) != key
-    assert image_feature_key(TINY_MODEL, paths[::-1]) != key
+    weights = tmp_path / "resnet18.pt"
+    weights.write_bytes(b"weights")
+    model = replace(TINY_MODEL, image_weights=str(weights))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    key = image_feature_key(model, paths, cpu)
+    assert image_feature_key(model, paths, cpu) == key
+    assert image_feature_key(replace(model, image_size=(64, 32)), paths, cpu) != key
+    assert image_feature_key(model, paths[::-1], cpu) != key
+    assert image_feature_key(model, paths, cuda) != key  # bf16 features are not float32 features
+    os.utime(weights, ns=(1, 1))
+    assert image_feature_key(model, paths, cpu) != key
+    key = image_feature_key(model, paths, cpu)
     os.utime(images[0], ns=(1, 1))
-    assert image_feature_key(TINY_MODEL, paths) != key
+    assert image_feature_key(model, paths, cpu) != key
+    assert image_feature_key(TINY_MODEL, paths, cpu) is None  # random init depends on the seed: never cached
+
+    text = replace(TINY_MODEL, text_encoder="transformer", text_model="offline:minilm")
     ids, mask = torch.tensor([[101, 7, 102]]), torch.ones(1, 3, dtype=torch.long)
-    assert token_state_key(TINY_MODEL, ids, mask) != token_state_key(TINY_MODEL, ids + 1, mask)
+    assert token_state_key(text, ids, mask, cpu) != token_state_key(text, ids + 1, mask, cpu)
+    assert token_state_key(text, ids, mask, cpu) != token_state_key(text, ids.int(), mask, cpu)
+    assert token_state_key(TINY_MODEL, ids, mask, cpu) is None  # FC-Embed has no frozen transformer
 
 
 def test_second_run_reads_the_features_and_trains_identically(tmp_path, monkeypatch):
     train, val, model_config = tiny_inputs(tmp_path)
+    torch.save(TimamModel(model_config).image_encoder.backbone.state_dict(), tmp_path / "backbone.pt")
+    model_config = replace(model_config, image_weights=str(tmp_path / "backbone.pt"))
     config = training_config({"epochs": 2, "batch_size": 8, "embed_batch_size": 8, "device": "cpu",
                               "feature_cache_dir": str(tmp_path / "features")})
     computed = []

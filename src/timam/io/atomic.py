@@ -68,4 +68,3 @@ def _nearest_existing(directory: Path) -> Path:
 def _mount_point(directory: Path) -> Path:
     directory = directory.resolve()
     return next(path for path in (directory, *directory.parents) if os.path.ismount(path))
-

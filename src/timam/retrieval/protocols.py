@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from timam.retrieval.ranking import (
-    TIE_RULES,
     bidirectional_metrics,
     check_labels,
+    check_tie_rules,
     prepare_embeddings,
     ranking_metrics,
     similarity,
@@ -72,8 +72,8 @@ def fold_bounds(n_images: int, fold_images: int) -> list[tuple[int, int]]:
     """``[lo, hi)`` image ranges of consecutive folds; a partial last fold would be another protocol."""
     if fold_images < 1 or n_images < fold_images or n_images % fold_images:
         raise ValueError(
-            f"{n_images} test images do not split into folds of {fold_images}; "
-            "the 1K protocol needs the full 5K test split (5 folds of 1,000)"
+            f"{n_images} test images do not split into folds of {fold_images}; the fold protocol needs a "
+            "whole number of folds (MSCOCO 1K: the 5K test split, evaluation.coco_fold_images 1000)"
         )
     return [(lo, lo + fold_images) for lo in range(0, n_images, fold_images)]
 
@@ -169,12 +169,6 @@ def _hits_in_top(scores: Tensor, relevant: Tensor, depth: int, rule: str) -> Ten
     return rel_above + (first_tied & relevant).sum(dim=1).to(torch.float64)
 
 
-def _check_rules(tie_rules: Sequence[str]) -> tuple[str, ...]:
-    if not tie_rules or set(tie_rules) - set(TIE_RULES):
-        raise ValueError(f"tie_rules must be a non-empty subset of {TIE_RULES}, got {tie_rules!r}")
-    return tuple(tie_rules)
-
-
 def ap_at_depth(
     query_emb: Tensor,
     gallery_emb: Tensor,
@@ -189,7 +183,7 @@ def ap_at_depth(
     That is precision at ``depth`` with denominator ``depth`` even when fewer relevant items exist
     (see the module docstring). The dense ``queries x gallery`` scores are kept: one query per class.
     """
-    tie_rules = _check_rules(tie_rules)
+    tie_rules = check_tie_rules(tie_rules)
     scores = similarity(query_emb, gallery_emb)
     if not 1 <= depth <= scores.shape[1]:
         raise ValueError(f"depth must be in [1, {scores.shape[1]}] (the gallery size), got {depth}")
@@ -212,7 +206,7 @@ def top1_accuracy(
     With one gallery item per class this is image->class R@1, so :func:`ranking_metrics` gives it
     under every tie rule.
     """
-    tie_rules = _check_rules(tie_rules)
+    tie_rules = check_tie_rules(tie_rules)
     if torch.unique(torch.as_tensor(class_labels)).numel() != len(class_labels):
         raise ValueError("class_labels must name each class once")
     found = ranking_metrics(image_emb, class_emb, image_labels, class_labels, ks=(1,), tie_rules=tie_rules, metrics=("R@K",))

@@ -558,14 +558,19 @@ def _expected_metrics(
 # --------------------------------------------------------------------------------------------
 
 
+def check_tie_rules(tie_rules: Sequence[str]) -> tuple[str, ...]:
+    """``tie_rules`` as a tuple, after checking it is a non-empty subset of :data:`TIE_RULES`."""
+    if not tie_rules or set(tie_rules) - set(TIE_RULES):
+        raise ValueError(f"tie_rules must be a non-empty subset of {TIE_RULES}, got {tie_rules!r}")
+    return tuple(tie_rules)
+
+
 def _check_options(
     ks: Sequence[int], tie_rules: Sequence[str], metrics: Sequence[str], chunk_size: int
 ) -> None:
     if not ks or any(int(k) != k or k < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {ks!r}")
-    unknown = set(tie_rules) - set(TIE_RULES)
-    if not tie_rules or unknown:
-        raise ValueError(f"tie_rules must be a non-empty subset of {TIE_RULES}, got {tie_rules!r}")
+    check_tie_rules(tie_rules)
     unknown = set(metrics) - set(METRICS)
     if not metrics or unknown:
         raise ValueError(f"metrics must be a non-empty subset of {METRICS}, got {metrics!r}")

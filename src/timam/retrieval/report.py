@@ -35,6 +35,10 @@ def _cell(value: Any) -> str:
     return f"{float(value):.2f}"
 
 
+def _not_comparable(source: str, problems: list[str]) -> str:
+    return f"Published numbers ({source}) are not comparable with this run: " + "; ".join(problems) + "."
+
+
 def _count_problems(paper: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
     """Test-split counts (images, captions, classes, ...) that differ from the published ones."""
     problems = []
@@ -61,7 +65,7 @@ def paper_comparison(metrics: Mapping[str, Any], paper: Mapping[str, Any] | None
     source = paper.get("source", "published tables")
     theirs = paper.get("protocol", "standard")
     if theirs != "standard":
-        where = ("are set beside this run's in the section above" if theirs == protocol.get("name")
+        where = ("are in the protocol section above, where comparable" if theirs == protocol.get("name")
                  else f"need `evaluation.protocol: {theirs}` (this run: {protocol.get('name', 'standard')})")
         return lines + [f"Published numbers ({source}) use the {theirs} protocol; they {where}.", ""]
     problems = []
@@ -69,10 +73,7 @@ def paper_comparison(metrics: Mapping[str, Any], paper: Mapping[str, Any] | None
         problems.append(f"they use {paper['relevance']} relevance, this run {protocol['relevance']}")
     problems += _count_problems(paper, metrics.get("counts", {}))
     if problems:
-        return lines + [
-            f"Published numbers ({source}) are not comparable with this run: " + "; ".join(problems) + ".",
-            "",
-        ]
+        return lines + [_not_comparable(source, problems), ""]
     columns = [(direction, f"R@{k}") for direction in _DIRECTIONS for k in MR_KS]
     header = "| method | " + " | ".join(f"{_SHORT[d]} {m}" for d, m in columns) + " | mR |"
     lines += [f"Source: {source}.", "", header, "|---|" + "---|" * (len(columns) + 1)]
@@ -143,7 +144,7 @@ def protocol_section(metrics: Mapping[str, Any], paper: Mapping[str, Any] | None
         problems = _count_problems(paper, section["counts"])
         source = paper.get("source", "published tables")
         if problems:
-            notes.append(f"Published numbers ({source}) are not comparable with this run: " + "; ".join(problems) + ".")
+            notes.append(_not_comparable(source, problems))
         else:
             for row in paper["rows"]:
                 cells = [(row.get(d) or {}).get(m) for d, m in columns]

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed import _functional_collectives as functional_collectives
 from torch.nn.parallel import DistributedDataParallel
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,18 @@ def context_from_environment() -> DistributedContext:
         rank=int(os.environ["RANK"]), world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0"))
     )
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        # Both backends where there is a GPU: training.device may still put the tensors on the CPU.
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     return context
+
+
+def check_batch_divides(batch_size: int, group_size: int, context: DistributedContext) -> None:
+    """Refuse a global batch the ranks cannot share equally (P x K batches: every whole group)."""
+    if context.active and (batch_size // group_size * group_size) % context.world_size:
+        raise ValueError(
+            f"training.batch_size {batch_size} (in groups of {group_size}) does not split into {context.world_size} "
+            f"equal shares; use a multiple of {context.world_size * group_size}"
+        )
 
 
 def rank_device(requested: torch.device, context: DistributedContext) -> torch.device:
@@ -91,13 +104,13 @@ def gather_with_grad(tensor: torch.Tensor, context: DistributedContext) -> torch
     return functional_collectives.all_gather_single_autograd(tensor.contiguous(), gather_dim=0, group=dist.group.WORLD)
 
 
-def gather(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
-    """Every rank's rows in rank order, without gradient (labels, indices)."""
+def broadcast_from_main(value: T, context: DistributedContext) -> T:
+    """Rank 0's ``value`` on every rank (a resume state, validation scores): one source of truth."""
     if not context.active:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(context.world_size)]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def average_gradients(parameters: list[nn.Parameter], context: DistributedContext) -> None:

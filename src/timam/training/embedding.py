@@ -36,6 +36,9 @@ def image_loader(paths: Sequence[str], image_size: Sequence[int], *, batch_size:
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        # Its own seed source: drawing from the global RNG would make a run that loads cached
+        # features (no loader) diverge from one that computes them.
+        generator=torch.Generator().manual_seed(0),
     )
 
 

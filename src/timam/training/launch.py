@@ -12,25 +12,32 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch.distributed as dist
+from kedro.framework.project import pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.pipeline import Node
 from omegaconf import OmegaConf
 
-from timam.pipelines.train.nodes import train_model
 from timam.training.distributed import context_from_environment
 
 logger = logging.getLogger(__name__)
 
 
-def runtime_parameters(text: str) -> dict:
+def runtime_parameters(text: str) -> dict[str, Any]:
     """``"training.epochs=30,model.lstm_hidden=256"`` -> nested parameters, as ``kedro run --params``."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     for item in items:
         if "=" not in item or not item.partition("=")[0].strip():
             raise SystemExit(f"--params item {item!r} must read key=value, e.g. training.epochs=30")
     return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
+
+
+def training_node() -> Node:
+    """The ``train`` pipeline's ``train_model`` node: its inputs and outputs come from the pipeline."""
+    return next(node for node in pipelines["train"].nodes if node.name == "train_model")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,19 +48,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     context = context_from_environment()
-    if not context.is_main:
-        logging.getLogger("timam").setLevel(logging.WARNING)
     bootstrap_project(args.project)
     with KedroSession.create(project_path=args.project, env=args.env, runtime_params=runtime_parameters(args.params)) as session:
-        kedro_context = session.load_context()
-        catalog, parameters = kedro_context.catalog, kedro_context.params
-        checkpoint, history = train_model(
-            catalog.load("captions"), catalog.load("caption_tokens"), parameters["model"], parameters["training"]
-        )
+        catalog = session.load_context().catalog
+        if not context.is_main:  # after the session has applied conf/logging.yml
+            logging.getLogger().setLevel(logging.WARNING)
+            for name in ("timam", "kedro"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        node = training_node()
+        outputs = node.run({name: catalog.load(name) for name in node.inputs})
         if context.is_main:
-            catalog.save("model_checkpoint", checkpoint)
-            catalog.save("training_history", history)
-            logger.info("Saved model_checkpoint and training_history (%d ranks)", context.world_size)
+            for name, data in outputs.items():
+                catalog.save(name, data)
+            logger.info("Saved %s (%d ranks)", ", ".join(outputs), context.world_size)
     if context.active:
         dist.destroy_process_group()
 

@@ -35,6 +35,9 @@ from timam.training.device import pick_device, to_device_images
 from timam.training.distributed import (
     DistributedContext,
     average_gradients,
+    barrier,
+    broadcast_from_main,
+    check_batch_divides,
     context_from_environment,
     data_parallel,
     gather_with_grad,
@@ -83,7 +86,7 @@ class CachedSplit:
 
     @cached_property
     def image_features(self) -> torch.Tensor:
-        key = image_feature_key(self.model.config, self.data.image_paths)
+        key = image_feature_key(self.model.config, self.data.image_paths, self.device)
         return cached_tensor(self.cache_dir, key, lambda: image_outputs(
             self.model, self.data.image_paths, project=False, batch_size=self.batch_size, device=self.device,
             desc=f"{self.data.split} image features", show_progress=self.show_progress,
@@ -91,7 +94,7 @@ class CachedSplit:
 
     @cached_property
     def token_states(self) -> torch.Tensor:
-        key = token_state_key(self.model.config, self.input_ids, self.attention_mask)
+        key = token_state_key(self.model.config, self.input_ids, self.attention_mask, self.device)
         return cached_tensor(self.cache_dir, key, lambda: text_outputs(
             self.model, self.input_ids, self.attention_mask, project=False, batch_size=self.batch_size,
             device=self.device, desc=f"{self.data.split} token states", show_progress=self.show_progress,
@@ -210,6 +213,7 @@ class TimamTrainer:
         self.pair_encoder = PairEncoder(model, device)
         self.forward_encoders: nn.Module = self.pair_encoder
         self.wrapped_for: tuple[bool, ...] | None = None
+        self.epoch = 0
         self.objective = TimamObjective(model.config.embedding_dim, model.config.num_classes, config).to(device)
         # Image branch and discriminator: the paper's SGD; text branch and classifiers: Adam.
         self.encoder_optimizers = [
@@ -236,6 +240,7 @@ class TimamTrainer:
 
     def set_epoch(self, epoch: int) -> None:
         """Freeze the pretrained parts before their unfreeze epoch, and let them train after it."""
+        self.epoch = epoch
         schedule = {"image": self.config.freeze.image_backbone_epochs, "text": self.config.freeze.text_model_epochs}
         for name, part in pretrained_parts(self.model).items():
             frozen_until = schedule[name]
@@ -295,11 +300,31 @@ class TimamTrainer:
         if self.image_cached:
             yield from (None for _ in shares)
             return
+        # Its own generator (seed, epoch, rank): workers of different ranks draw different
+        # augmentations, and the global RNG is left alone.
+        seeds = torch.Generator().manual_seed(self.config.seed * 1_000_000 + self.epoch * 1_000 + self.context.rank)
         loader = DataLoader(
             CaptionImageDataset(self.train.data, self.train_transform), batch_sampler=[s.tolist() for s in shares],
-            num_workers=default_workers(), pin_memory=self.device.type == "cuda",
+            num_workers=default_workers(), pin_memory=self.device.type == "cuda", generator=seeds,
         )
         yield from (images for images, _ in loader)
+
+    def prepare_caches(self) -> None:
+        """Compute (or load) the frozen outputs this run uses. Under torchrun with a feature cache
+        directory, rank 0 computes and saves them while the other ranks wait, then they load them."""
+        def warm() -> None:
+            for split in (self.train, self.val):
+                if self.image_cached:
+                    split.image_features  # noqa: B018  (computes the cached property)
+                if self.text_cached:
+                    split.token_states  # noqa: B018
+        if self.context.active and self.train.cache_dir and not self.context.is_main:
+            barrier(self.context)
+            warm()
+            return
+        warm()
+        if self.context.active and self.train.cache_dir:
+            barrier(self.context)
 
     def set_train_mode(self) -> None:
         """Heads train; frozen pretrained parts stay in eval mode (no BatchNorm drift, no dropout)."""
@@ -386,7 +411,8 @@ class TimamTrainer:
             image_emb = self.model.image_encoder.projection(self.val.image_features.to(self.device))
         else:
             image_emb = image_outputs(self.model, data.image_paths, project=True, batch_size=batch_size,
-                                      device=self.device, desc="val images").to(self.device)
+                                      device=self.device, desc="val images",
+                                      show_progress=self.context.is_main).to(self.device)
         text_emb = torch.cat(
             [self.embed_texts(self.val, chunk).float() for chunk in torch.arange(data.num_captions).split(256)]
         )
@@ -403,7 +429,8 @@ class TimamTrainer:
         image_labels, text_labels = image_labels.to(self.device), text_labels.to(self.device)
         t2i = ranking_metrics(text_emb, image_emb, text_labels, image_labels, ks=(1,))
         i2t = ranking_metrics(image_emb, text_emb, image_labels, text_labels, ks=(1,))
-        return {"val_t2i_R@1": t2i["expected"]["R@1"], "val_i2t_R@1": i2t["expected"]["R@1"]}
+        scores = {"val_t2i_R@1": t2i["expected"]["R@1"], "val_i2t_R@1": i2t["expected"]["R@1"]}
+        return broadcast_from_main(scores, self.context)  # schedulers and best epoch agree on every rank
 
     def run_epoch(
         self,
@@ -431,11 +458,14 @@ class TimamTrainer:
 
 
 def _state_dict(
-    trainer: TimamTrainer, progress: dict[str, Any], generator: torch.Generator, epoch: EpochProgress | None = None
+    trainer: TimamTrainer,
+    run_progress: dict[str, Any],
+    generator: torch.Generator,
+    partial_epoch: EpochProgress | None = None,
 ) -> dict[str, Any]:
     return {
-        **progress,
-        "partial_epoch": epoch.to_state() if epoch is not None else None,
+        **run_progress,
+        "partial_epoch": partial_epoch.to_state() if partial_epoch is not None else None,
         "model": changing_state(trainer.model, trainer.config),
         "objective": {k: v.detach().cpu() for k, v in trainer.objective.state_dict().items()},
         "optimizers": [o.state_dict() for o in (*trainer.encoder_optimizers, trainer.discriminator_optimizer)],
@@ -470,6 +500,7 @@ def train_timam(
     ``context``) the ranks share each global batch; only rank 0 logs and writes the state.
     """
     context = context_from_environment() if context is None else context
+    check_batch_divides(config.batch_size, config.samples_per_identity if config.sampler == "identity" else 1, context)
     generator = seed_everything(config.seed)
     device = rank_device(pick_device(config.device), context)
     if context.is_main:
@@ -487,55 +518,63 @@ def train_timam(
     )
     trainer = TimamTrainer(model, cached_train, cached_val, config, device, context)
     trainer.set_epoch(1)
-    fingerprint = run_fingerprint(model_config.to_dict(), asdict(config), train.caption_ids, val.caption_ids)
-    progress: dict[str, Any] = {
+    # Where and how often the run saves does not change what it computes: a state saved with other
+    # such settings resumes.
+    run_only = {"state_path", "save_every_steps", "feature_cache_dir"}
+    outcome_config = {key: value for key, value in asdict(config).items() if key not in run_only}
+    fingerprint = run_fingerprint(model_config.to_dict(), outcome_config, train.caption_ids, val.caption_ids)
+    run_progress: dict[str, Any] = {
         "fingerprint": fingerprint, "epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [],
         "best_model": changing_state(model, config),
     }
-    saved = load_state(state_path, fingerprint) if state_path else None
+    # Rank 0 reads the state and hands it to the others, so all ranks resume from the same point.
+    saved = broadcast_from_main(load_state(state_path, fingerprint) if state_path and context.is_main else None, context)
     partial = None
     if saved is not None:
         trainer.set_epoch(saved["epoch"])
         _restore(trainer, saved, generator)
-        progress = {key: saved[key] for key in progress}
-        partial = EpochProgress.from_state(saved["partial_epoch"]) if saved.get("partial_epoch") else None
+        run_progress = {key: saved[key] for key in run_progress}
+        if saved.get("partial_epoch"):
+            partial = EpochProgress.from_state(saved["partial_epoch"])
+            partial.batches = [global_batch(batch, context) for batch in partial.batches]  # another world size
+    trainer.prepare_caches()
 
     def save_mid_epoch(epoch_progress: EpochProgress) -> None:
         every = config.save_every_steps
         last = epoch_progress.step == len(epoch_progress.batches)  # the epoch-end save follows
         if state_path and context.is_main and every and epoch_progress.step % every == 0 and not last:
-            save_state(state_path, _state_dict(trainer, progress, generator, epoch_progress))
+            save_state(state_path, _state_dict(trainer, run_progress, generator, epoch_progress))
 
     bar = tqdm(
-        range(progress["epoch"] + 1, config.epochs + 1), desc="training epochs", initial=progress["epoch"],
+        range(run_progress["epoch"] + 1, config.epochs + 1), desc="training epochs", initial=run_progress["epoch"],
         total=config.epochs, disable=not context.is_main,
     )
     for epoch in bar:
         row = trainer.run_epoch(epoch, generator, partial if partial and partial.epoch == epoch else None, save_mid_epoch)
-        progress["history"].append(row)
+        run_progress["history"].append(row)
         score = row["val_t2i_R@1"]
-        if score > progress["best_score"]:
-            progress.update(best_score=score, best_epoch=epoch, best_model=changing_state(model, config))
-        progress["epoch"] = epoch
+        if score > run_progress["best_score"]:
+            run_progress.update(best_score=score, best_epoch=epoch, best_model=changing_state(model, config))
+        run_progress["epoch"] = epoch
         if state_path and context.is_main:
-            save_state(state_path, _state_dict(trainer, progress, generator))
+            save_state(state_path, _state_dict(trainer, run_progress, generator))
         if not context.is_main:
             continue
-        bar.set_postfix(loss=f"{row['loss_total']:.3f}", val_r1=f"{score:.1f}", best=f"{progress['best_score']:.1f}")
+        bar.set_postfix(loss=f"{row['loss_total']:.3f}", val_r1=f"{score:.1f}", best=f"{run_progress['best_score']:.1f}")
         logger.info(
             "epoch %d: loss %.4f, val t2i R@1 %.2f (best %.2f at epoch %d)",
-            epoch, row["loss_total"], score, progress["best_score"], progress["best_epoch"],
+            epoch, row["loss_total"], score, run_progress["best_score"], run_progress["best_epoch"],
         )
     model = model.cpu()
-    model.load_state_dict(progress["best_model"], strict=False)
+    model.load_state_dict(run_progress["best_model"], strict=False)
     model.eval()
     metadata = {
-        "best_epoch": progress["best_epoch"],
-        "val_t2i_R@1": progress["best_score"],
+        "best_epoch": run_progress["best_epoch"],
+        "val_t2i_R@1": run_progress["best_score"],
         "training": asdict(config),
         "train_captions": train.num_captions,
         "train_images": len(train.image_paths),
     }
     if state_path and context.is_main:
         Path(state_path).unlink(missing_ok=True)
-    return Checkpoint(model=model, metadata=metadata), pd.DataFrame(progress["history"])
+    return Checkpoint(model=model, metadata=metadata), pd.DataFrame(run_progress["history"])
