@@ -24,7 +24,7 @@ capped (``--steps``), and for "uncached" the caches are switched off.
   backward and stay in eval mode, as the loop keeps frozen parts; with ``--unfrozen`` they train
   from the first epoch (``training.freeze`` 0, the loop's own mechanism) and get a backward pass and
   optimiser updates. Images: ``--image-source random`` takes them from a pool of random tensors in
-  device memory (the model step alone); ``files`` uses the loop's own ``batch_stream`` -- a
+  device memory (the model step alone); ``files`` uses the loop's own ``image_stream`` -- a
   DataLoader decoding the demo files (or ``--images``) with the training transform, default_workers()
   workers, pinned memory on CUDA -- so input starvation shows; its per-epoch worker start-up is
   inside the timed epoch, as in training (use enough ``--steps`` to amortise it).
@@ -47,7 +47,7 @@ line holds ``pairs_per_s`` (uncached when it ran, else cached), both rates and `
 paper config should reach >= 1,200 pairs/s uncached.
 
 Written against timam.training.loop as of its CachedSplit (lazy caches), TimamTrainer
-(image_cached/text_cached, batch_stream, embed_batch(split, captions, images), set_epoch) API.
+(image_cached/text_cached, image_stream, embed_batch(split, captions, images), set_epoch) API.
 """
 
 from __future__ import annotations
@@ -153,12 +153,12 @@ def make_trainer_classes():
         def text_cached(self) -> bool:
             return False
 
-        def batch_stream(self, batches):
+        def image_stream(self, shares):
             if self.pool is None:
-                yield from super().batch_stream(batches)
+                yield from super().image_stream(shares)
                 return
-            for captions in batches:
-                yield captions, self.pool[self.train.data.caption_image[captions] % len(self.pool)]
+            for captions in shares:
+                yield self.pool[self.train.data.caption_image[captions] % len(self.pool)]
 
     return BenchTrainer, UncachedTrainer
 

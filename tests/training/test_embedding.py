@@ -1,0 +1,36 @@
+"""Caption embedding batched by length gives each caption what it gets on its own, in input order."""
+
+import warnings
+
+import torch
+
+from tests.training.tiny_run import TINY_MODEL
+from timam.models.timam import TimamModel
+from timam.training.embedding import text_outputs
+
+
+def captions_of_varied_length(count: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, width + 1, (count,), generator=generator)
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+    ids = torch.randint(5, 900, (count, width), generator=generator) * mask  # right padding with 0
+    return ids, mask
+
+
+def test_length_batched_outputs_match_one_caption_at_a_time():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TimamModel(TINY_MODEL).eval()
+    ids, mask = captions_of_varied_length(23, 12)
+    cpu = torch.device("cpu")
+    embeddings = text_outputs(model, ids, mask, project=True, batch_size=5, device=cpu, desc="t", show_progress=False)
+    states = text_outputs(model, ids, mask, project=False, batch_size=5, device=cpu, desc="t", show_progress=False)
+    assert embeddings.shape == (23, TINY_MODEL.embedding_dim) and states.shape == (23, 12, TINY_MODEL.word_embedding_dim)
+    with torch.no_grad():
+        for row in range(len(ids)):
+            length = int(mask[row].sum())
+            alone = model.text_encoder(ids[row : row + 1, :length], mask[row : row + 1, :length])
+            assert torch.allclose(embeddings[row], alone[0], atol=1e-5), row
+            own_states = model.text_encoder.word_states(ids[row : row + 1, :length], mask[row : row + 1, :length])
+            assert torch.allclose(states[row, :length].float(), own_states[0].half().float())
+            assert not states[row, length:].any(), "padding beyond the caption is zero"
