@@ -67,3 +67,29 @@ def test_building_a_cache_restores_every_module_mode(inputs):
     image_outputs(model, train.image_paths[:2], project=False, batch_size=2, device=torch.device("cpu"), desc="t")
     assert model.training and model.text_encoder.training
     assert not model.image_encoder.backbone.training
+
+
+def test_plateau_unfreezes_the_backbone_after_validation_stalls(inputs, monkeypatch, caplog):
+    """Validation R@1 stuck at 10 from epoch 1: with patience 2 the backbone trains from epoch 4."""
+    from timam.training.loop import TimamTrainer
+
+    backbone_changed = {}
+    original_train_epoch = TimamTrainer.train_epoch
+
+    def recording_train_epoch(self, epoch, *args, **kwargs):
+        before = self.model.image_encoder.backbone.conv1.weight.detach().clone()
+        result = original_train_epoch(self, epoch, *args, **kwargs)
+        backbone_changed[epoch] = not torch.equal(before, self.model.image_encoder.backbone.conv1.weight)
+        return result
+
+    monkeypatch.setattr(TimamTrainer, "validate", lambda self: {"val_t2i_R@1": 10.0, "val_i2t_R@1": 10.0})
+    monkeypatch.setattr(TimamTrainer, "train_epoch", recording_train_epoch)
+    with caplog.at_level("INFO"):
+        _train(inputs, epochs=4, freeze={"image_backbone_epochs": "plateau", "plateau_patience": 2})
+    assert backbone_changed == {1: False, 2: False, 3: False, 4: True}
+    assert "image encoder(s) train from epoch 4" in caplog.text
+
+
+def test_freeze_schedule_rejects_unknown_values():
+    with pytest.raises(ValueError, match="'plateau'"):
+        training_config({"freeze": {"text_model_epochs": "later"}})

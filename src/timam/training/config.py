@@ -60,10 +60,21 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class FreezeConfig:
     """When the pretrained parts start training: None keeps them frozen (and cached) throughout,
-    0 trains them from the first epoch, N unfreezes them after epoch N (the paper's BERT schedule)."""
+    0 trains them from the first epoch, N unfreezes them after epoch N (the paper's BERT schedule),
+    "plateau" unfreezes them once validation R@1 has not improved for ``plateau_patience`` epochs
+    (the heads have learned what they can on frozen features)."""
 
-    image_backbone_epochs: int | None = None
-    text_model_epochs: int | None = None
+    image_backbone_epochs: int | str | None = None
+    text_model_epochs: int | str | None = None
+    plateau_patience: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("image_backbone_epochs", "text_model_epochs"):
+            value = getattr(self, name)
+            if not (value is None or value == "plateau" or (isinstance(value, int) and value >= 0)):
+                raise ValueError(f"training.freeze.{name} must be null, an epoch >= 0 or 'plateau', got {value!r}")
+        if self.plateau_patience < 1:
+            raise ValueError(f"training.freeze.plateau_patience must be >= 1, got {self.plateau_patience}")
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,13 @@ class TimamTrainer:
         self.forward_encoders: nn.Module = self.pair_encoder
         self.wrapped_for: tuple[bool, ...] | None = None
         self.epoch = 0
+        # After which epoch each pretrained part trains (None: not yet); "plateau" parts get theirs
+        # from watch_plateau.
+        schedule = {"image": config.freeze.image_backbone_epochs, "text": config.freeze.text_model_epochs}
+        self.unfreeze_after = {name: None if value == "plateau" else value for name, value in schedule.items()}
+        self.plateau_parts = sorted(name for name, value in schedule.items() if value == "plateau"
+                                    and name in pretrained_parts(model))
+        self.plateau = {"best": float("-inf"), "stale": 0}
         self.objective = TimamObjective(model.config.embedding_dim, model.config.num_classes, config).to(device)
         # Image branch and discriminator: the paper's SGD; text branch and classifiers: Adam.
         self.encoder_optimizers = [
@@ -241,9 +248,8 @@ class TimamTrainer:
     def set_epoch(self, epoch: int) -> None:
         """Freeze the pretrained parts before their unfreeze epoch, and let them train after it."""
         self.epoch = epoch
-        schedule = {"image": self.config.freeze.image_backbone_epochs, "text": self.config.freeze.text_model_epochs}
         for name, part in pretrained_parts(self.model).items():
-            frozen_until = schedule[name]
+            frozen_until = self.unfreeze_after[name]
             trainable_now = frozen_until is not None and epoch > frozen_until
             if trainable_now and not is_trainable(part) and self.context.is_main:
                 logger.info("Epoch %d: %s encoder unfrozen", epoch, name)
@@ -451,7 +457,23 @@ class TimamTrainer:
         row["seconds"] = time.perf_counter() - started
         for scheduler in self.schedulers:
             scheduler.step(row["val_t2i_R@1"])
+        self.watch_plateau(epoch, row["val_t2i_R@1"])
         return row
+
+    def watch_plateau(self, epoch: int, score: float) -> None:
+        """Schedule the "plateau" parts to train from the next epoch once validation R@1 has stalled."""
+        waiting = [name for name in self.plateau_parts if self.unfreeze_after[name] is None]
+        if score > self.plateau["best"]:
+            self.plateau.update(best=score, stale=0)
+            return
+        self.plateau["stale"] += 1
+        if waiting and self.plateau["stale"] >= self.config.freeze.plateau_patience:
+            for name in waiting:
+                self.unfreeze_after[name] = epoch
+            self.plateau["stale"] = 0
+            if self.context.is_main:
+                logger.info("Validation R@1 flat for %d epochs: %s encoder(s) train from epoch %d",
+                            self.config.freeze.plateau_patience, " and ".join(waiting), epoch + 1)
 
     def learning_rate(self) -> float:
         return self.encoder_optimizers[1].param_groups[0]["lr"]
@@ -471,6 +493,7 @@ def _state_dict(
         "optimizers": [o.state_dict() for o in (*trainer.encoder_optimizers, trainer.discriminator_optimizer)],
         "schedulers": [s.state_dict() for s in trainer.schedulers],
         "rng": rng_state(generator),
+        "freeze": {"unfreeze_after": dict(trainer.unfreeze_after), "plateau": dict(trainer.plateau)},
     }
 
 
@@ -482,6 +505,8 @@ def _restore(trainer: TimamTrainer, state: dict[str, Any], generator: torch.Gene
     for scheduler, saved in zip(trainer.schedulers, state["schedulers"], strict=True):
         scheduler.load_state_dict(saved)
     restore_rng(state["rng"], generator)
+    trainer.unfreeze_after.update(state["freeze"]["unfreeze_after"])
+    trainer.plateau.update(state["freeze"]["plateau"])
 
 
 def train_timam(
@@ -531,8 +556,8 @@ def train_timam(
     saved = broadcast_from_main(load_state(state_path, fingerprint) if state_path and context.is_main else None, context)
     partial = None
     if saved is not None:
-        trainer.set_epoch(saved["epoch"])
         _restore(trainer, saved, generator)
+        trainer.set_epoch(saved["epoch"])
         run_progress = {key: saved[key] for key in run_progress}
         if saved.get("partial_epoch"):
             partial = EpochProgress.from_state(saved["partial_epoch"])
