@@ -318,18 +318,15 @@ class TimamTrainer:
     def prepare_caches(self) -> None:
         """Compute (or load) the frozen outputs this run uses. Under torchrun with a feature cache
         directory, rank 0 computes and saves them while the other ranks wait, then they load them."""
-        def warm() -> None:
-            for split in (self.train, self.val):
-                if self.image_cached:
-                    split.image_features  # noqa: B018  (computes the cached property)
-                if self.text_cached:
-                    split.token_states  # noqa: B018
-        if self.context.active and self.train.cache_dir and not self.context.is_main:
+        rank_0_first = self.context.active and self.train.cache_dir is not None
+        if rank_0_first and not self.context.is_main:
             barrier(self.context)
-            warm()
-            return
-        warm()
-        if self.context.active and self.train.cache_dir:
+        for split in (self.train, self.val):
+            if self.image_cached:
+                split.image_features  # noqa: B018  (computes the cached property)
+            if self.text_cached:
+                split.token_states  # noqa: B018
+        if rank_0_first and self.context.is_main:
             barrier(self.context)
 
     def set_train_mode(self) -> None:
