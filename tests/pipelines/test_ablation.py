@@ -47,7 +47,8 @@ def test_deep_merge_keeps_inputs_unchanged():
 def test_summary_gives_mean_and_spread_over_seeds():
     def metrics(value):
         rule = {"R@1": value, "R@5": value + 1, "R@10": value + 2, "mAP": value}
-        return {"checkpoint_version": "v", "results": {"text_to_image": {"expected": rule}, "image_to_text": {"expected": rule}}}
+        return {"checkpoint_version": "v", "checkpoint": {"val_t2i_R@1": value / 2},
+                "results": {"text_to_image": {"expected": rule}, "image_to_text": {"expected": rule}}}
 
     table, report = summarise_ablation(
         metrics(10.0), metrics(20.0), metrics(30.0), metrics(30.0), variants=("x", "y"), seeds_per_variant=2
@@ -58,6 +59,8 @@ def test_summary_gives_mean_and_spread_over_seeds():
     assert table["t2i R@1 mean"].tolist() == [15.0, 30.0]
     assert table["t2i R@1 std"].tolist() == [5.0, 0.0]
     assert "| x | 15.00 ± 5.00 |" in report
+    assert table["mR mean"].tolist() == [16.0, 31.0]  # mean of R@1, R@1+1, R@1+2 both ways
+    assert table["val t2i R@1 mean"].tolist() == [7.5, 15.0]
     with pytest.raises(ValueError, match="3 ablation runs for 2 variants x 2 seeds"):
         summarise_ablation(metrics(1.0), metrics(2.0), metrics(3.0), variants=("x", "y"), seeds_per_variant=2)
 

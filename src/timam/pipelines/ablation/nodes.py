@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from timam.retrieval.report import mean_recall
 from timam.training.config import deep_merge
 
 
@@ -28,7 +29,8 @@ def variant_parameters(
 def summarise_ablation(
     *run_metrics: dict[str, Any], variants: tuple[str, ...], seeds_per_variant: int
 ) -> tuple[pd.DataFrame, str]:
-    """Mean and spread over seeds of R@1/5/10 and mAP both ways (expected tie rule), per variant.
+    """Mean and spread over seeds of R@1/5/10 and mAP both ways and mR (expected tie rule), and of
+    the validation R@1 that chose each checkpoint, per variant.
 
     ``run_metrics`` come in pipeline order: every seed of the first variant, then the next variant.
     """
@@ -40,6 +42,8 @@ def summarise_ablation(
         for direction, short in (("text_to_image", "t2i"), ("image_to_text", "i2t")):
             for metric in ("R@1", "R@5", "R@10", "mAP"):
                 row[f"{short} {metric}"] = metrics["results"][direction]["expected"][metric]
+        row["mR"] = mean_recall(metrics["results"], "expected")
+        row["val t2i R@1"] = metrics.get("checkpoint", {}).get("val_t2i_R@1", float("nan"))
         rows.append(row)
     runs = pd.DataFrame(rows)
     grouped = runs.groupby("variant", sort=False)
@@ -49,6 +53,8 @@ def summarise_ablation(
     metric_columns = [c for c in runs.columns if c != "variant"]
     lines = [
         f"# Ablation (test split, expected value under random tie order; mean ± std over {seeds_per_variant} seeds)",
+        "",
+        "mR: mean of R@1/5/10 both ways. val t2i R@1: the validation score that chose each checkpoint.",
         "",
         "| variant | " + " | ".join(metric_columns) + " |",
         "|---|" + "---|" * len(metric_columns),
