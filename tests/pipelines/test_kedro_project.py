@@ -134,7 +134,7 @@ def test_torchrun_trains_on_two_ranks_and_saves_one_version(trained):
                "-m", "timam.training.launch", "--params", "training.epochs=1"]
     result = subprocess.run(command, cwd=trained, capture_output=True, text=True, env=env, check=False, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("Saved model_checkpoint") == 1, "only rank 0 logs"
+    assert (result.stdout + result.stderr).count("Saved model_checkpoint") == 1, "rank 0 alone logs it"
     new = sorted(set(checkpoint_versions(trained)) - set(before))
     assert len(new) == 1, "rank 0 alone saves, one version per run"
     history = (trained / "data/08_reporting/demo/training_history.csv" / new[0] / "training_history.csv").read_text()

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from timam.training.distributed import context_from_environment
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("timam.training.launch")  # not __name__: run with -m it is "__main__"
 
 
 def runtime_parameters(text: str) -> dict[str, Any]:
