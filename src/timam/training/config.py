@@ -156,6 +156,18 @@ def training_config(values: dict[str, Any]) -> TrainingConfig:
     return _build(TrainingConfig, dict(values or {}), "training")
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as ``{"a.b.c": leaf}``: the dotted keys of ``--params`` and of tables."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``overrides`` merged in, nested dictionaries key by key (neither is changed)."""
     merged = copy.deepcopy(dict(base))

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from timam.training.config import TrainingConfig, deep_merge
+from timam.training.config import TrainingConfig, deep_merge, flatten
 
 SPEC_KEYS = {"type", "low", "high", "log", "step", "choices", "fixed", "when"}
 KINDS = {"float", "int", "categorical", "fixed"}
@@ -64,17 +64,6 @@ class Knob:
 def training_leaves() -> dict[str, Any]:
     """Every leaf of the training tree by dotted path, with its default."""
     return flatten(asdict(TrainingConfig()))
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{path}."))
-        else:
-            flat[path] = value
-    return flat
 
 
 def nest(flat: Mapping[str, Any]) -> dict[str, Any]:

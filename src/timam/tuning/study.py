@@ -25,7 +25,8 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from timam.tuning.space import Knob, flatten, nest, parse_search_space
+from timam.training.config import flatten
+from timam.tuning.space import Knob, nest, parse_search_space
 
 logger = logging.getLogger(__name__)
 

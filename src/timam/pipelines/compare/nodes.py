@@ -8,21 +8,11 @@ from typing import Any
 import pandas as pd
 
 from timam.retrieval.report import comparison_markdown, mean_recall
+from timam.training.config import flatten
 
 _DIRECTIONS = {"text_to_image": "t2i", "image_to_text": "i2t"}
 _METRICS = ("R@1", "R@5", "R@10", "mAP")
 _PROVENANCE = ("best_epoch", "val_t2i_R@1")
-
-
-def _flatten(values: dict[str, Any], prefix: str) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = json.dumps(value) if isinstance(value, list) else value
-    return flat
 
 
 def metrics_row(version: str, metrics: dict[str, Any], rule: str) -> dict[str, Any]:
@@ -49,7 +39,8 @@ def metrics_row(version: str, metrics: dict[str, Any], rule: str) -> dict[str, A
     checkpoint = metrics.get("checkpoint", {})
     for name in _PROVENANCE:
         row[name] = checkpoint.get(name)
-    row.update(_flatten(metrics.get("training", {}), "training."))
+    training = flatten(metrics.get("training", {}), "training.")
+    row.update({name: json.dumps(value) if isinstance(value, list) else value for name, value in training.items()})
     return row
 
 
