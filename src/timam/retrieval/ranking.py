@@ -27,7 +27,7 @@ Why this module exists
 
 * **Bounded memory, no per-query Python loop.** Queries are processed in chunks of
   ``chunk_size``; the largest temporaries are about two ``chunk_size x gallery`` float32
-  buffers (reused across chunks) plus per-query results. Per chunk the work is one matrix
+  buffers plus a packed copy of the gallery and the per-query results. Per chunk the work is one matrix
   product plus vectorised comparisons of the chunk's scores against each query's relevant
   scores (no sort of the rows; cost grows with the number of relevant items per query, and only
   the best one is needed for R@K alone, ``metrics=("R@K",)``). Per-query values are averaged
@@ -45,10 +45,13 @@ Why this module exists
 
 * **Shape-independent float32 scores.** BLAS libraries switch to different kernels for very
   small matrices (on MKL a 1-row product can round differently from the same row inside a big
-  product, which can even split exact duplicates). Products are therefore padded to at least
-  ``_MIN_GEMM_ROWS`` rows on both sides, so the score of a (query, item) pair -- and hence every
-  metric -- does not depend on ``chunk_size``. (On CUDA, cuBLAS may choose shape-dependent
-  algorithms; keep ``torch.get_float32_matmul_precision() == "highest"`` so scores stay float32.)
+  product, which can even split exact duplicates). On CPU the products therefore go through
+  oneDNN with the gallery packed once (its kernels do not depend on the number of query rows,
+  and it is about twice as fast as MKL on AVX-512 machines, see :class:`_GalleryScorer`);
+  elsewhere they are padded to at least ``_MIN_GEMM_ROWS`` rows on both sides. Either way the
+  score of a (query, item) pair -- and hence every metric -- does not depend on ``chunk_size``.
+  (On CUDA, cuBLAS may choose shape-dependent algorithms; keep
+  ``torch.get_float32_matmul_precision() == "highest"`` so scores stay float32.)
 
 Definitions (per query, averaged over queries, reported in percent): R@K is the hit rate (is any
 relevant item within the first K), AP the mean over relevant items of the precision at their
@@ -143,30 +146,60 @@ class _Workspace:
         return flat[:need].view(rows, cols)
 
 
-def _chunk_scores(
-    query: Tensor, gallery_padded: Tensor, n_gallery: int, workspace: _Workspace | None = None
-) -> Tensor:
-    """float32 scores of prepared queries against a prepared, row-padded gallery."""
-    rows = query.shape[0]
-    regular = rows >= _MIN_GEMM_ROWS and gallery_padded.shape[0] == n_gallery
-    if workspace is None:
-        scores = _pad_rows(query) @ gallery_padded.T
-        return scores if regular else scores[:rows, :n_gallery].contiguous()
-    out = workspace.get("scores", rows, n_gallery, query)
-    if regular:
-        return torch.mm(query, gallery_padded.T, out=out)
-    return out.copy_((_pad_rows(query) @ gallery_padded.T)[:rows, :n_gallery])
+def _onednn_usable() -> bool:
+    """Whether this torch build has oneDNN's packed-weight linear (the CPU fast path)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    ops = torch.ops.mkldnn
+    return hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")
+
+
+_ONEDNN_SCORES = _onednn_usable()
+
+
+class _GalleryScorer:
+    """float32 scores of query chunks against one prepared gallery.
+
+    On CPU the gallery is packed once into oneDNN's blocked layout and every chunk is one
+    oneDNN product: on the 2-core AVX-512 development machine that is about twice as fast as
+    MKL's ``torch.mm`` (0.36 vs 0.72 s for 5,000 x 25,000 x 512). oneDNN's kernels do not depend
+    on the number of query rows (checked down to one row in the tests), so a pair's score is the
+    same in every chunk size. Elsewhere (CUDA, or torch without oneDNN) products go through
+    ``torch.mm`` with both sides padded to ``_MIN_GEMM_ROWS`` rows, which keeps MKL on one kernel.
+    """
+
+    def __init__(self, gallery: Tensor, chunk_size: int = 1024) -> None:
+        self.n_gallery = gallery.shape[0]
+        self._packed: Tensor | None = None
+        self._padded = gallery
+        if gallery.device.type == "cpu" and _ONEDNN_SCORES:
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(gallery, max(1, chunk_size))
+        else:
+            self._padded = _pad_rows(gallery)
+
+    def __call__(self, query: Tensor, workspace: _Workspace | None = None) -> Tensor:
+        if self._packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(query, self._packed, None, "none", [], "")
+        rows = query.shape[0]
+        regular = rows >= _MIN_GEMM_ROWS and self._padded.shape[0] == self.n_gallery
+        if workspace is None:
+            scores = _pad_rows(query) @ self._padded.T
+            return scores if regular else scores[:rows, : self.n_gallery].contiguous()
+        out = workspace.get("scores", rows, self.n_gallery, query)
+        if regular:
+            return torch.mm(query, self._padded.T, out=out)
+        return out.copy_((_pad_rows(query) @ self._padded.T)[:rows, : self.n_gallery])
 
 
 def similarity(query_emb: Tensor, gallery_emb: Tensor, *, normalize: bool = True) -> Tensor:
     """float32 (cosine when ``normalize``) score matrix ``query x gallery`` on the inputs' device.
 
-    Uses the same padded product as :func:`ranking_metrics`, so scores agree bit for bit.
+    Uses the same product as :func:`ranking_metrics`, so scores agree bit for bit.
     """
     q = prepare_embeddings(query_emb, normalize, "query_emb")
     g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(q.device)
     _warn_low_precision(q.device)
-    return _chunk_scores(q, _pad_rows(g), g.shape[0])
+    return _GalleryScorer(g)(q)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,10 +254,10 @@ def topk_indices(
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     _warn_low_precision(q.device)
-    g_pad = _pad_rows(g)
+    scorer = _GalleryScorer(g, chunk_size)
     out_v, out_i = [], []
     for lo in range(0, q.shape[0], chunk_size):
-        v, i = _topk_chunk(_chunk_scores(q[lo : lo + chunk_size], g_pad, g.shape[0]), k)
+        v, i = _topk_chunk(scorer(q[lo : lo + chunk_size]), k)
         out_v.append(v)
         out_i.append(i)
     if not out_v:
@@ -699,15 +732,16 @@ def _query_block_values(
     harmonic = None
     if "expected" in plan.tie_rules and "mAP" in plan.metrics:
         harmonic = _harmonic(n_gallery, q.device)
-    g_pad = _pad_rows(inp.gallery)
+    scorer = _GalleryScorer(inp.gallery, chunk_size)
     out = {
         rule: torch.empty(len(plan.keys), q.shape[0], dtype=torch.float64, device=q.device)
         for rule in plan.tie_rules
     }
     for lo in range(0, q.shape[0], chunk_size):
         hi = min(lo + chunk_size, q.shape[0])
-        scores = _chunk_scores(q[lo:hi], g_pad, n_gallery, ws)
+        scores = scorer(q[lo:hi], ws)
         values = _chunk_values(scores, _relevant_slots(rel, lo, hi), plan, plan.all_slots, harmonic, ws)
+        del scores  # the next product allocates its own: keep one chunk of scores alive, not two
         for rule in plan.tie_rules:
             out[rule][:, lo:hi] = values[rule]
     return out
@@ -844,15 +878,16 @@ def _shared_recall(
         rule: torch.empty(len(plan.keys), n_img, dtype=torch.float64, device=img.device)
         for rule in plan.tie_rules
     }
-    txt_pad = _pad_rows(txt)
+    scorer = _GalleryScorer(txt, chunk_size)
     for lo in range(0, n_img, chunk_size):
         hi = min(lo + chunk_size, n_img)
-        scores = _chunk_scores(img[lo:hi], txt_pad, n_txt, ws)
+        scores = scorer(img[lo:hi], ws)
         values = _chunk_values(scores, _relevant_slots(images.relevance, lo, hi), plan, False, None, ws)
         for rule in plan.tie_rules:
             i2t[rule][:, lo:hi] = values[rule]
         best.update(scores, t_items, t_valid, lo, n_img)
         top_v, top_i = _merge_top(top_v, top_i, scores, lo, depth)
+        del scores  # keep one chunk of scores alive, not two
     counts, recount = _column_counts(best, top_v, top_i, n_img, plan, t_count)
     t2i = _per_query(counts, plan, None)
     if recount.numel():
