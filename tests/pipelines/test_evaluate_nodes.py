@@ -10,13 +10,14 @@ from PIL import Image
 
 from timam.io.tensor_bundle import TensorBundle
 from timam.pipelines.evaluate.nodes import (
+    plot_best_and_worst_queries,
     plot_recall_curve,
     plot_retrieval_examples,
     plot_training_curves,
     rank_test_split,
     relevance_labels,
 )
-from timam.retrieval.ranking import bidirectional_metrics
+from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics
 
 EVALUATION = {
     "dataset": "demo", "split": "test", "relevance": "identity", "ks": [1, 5, 10], "tie_rules": ["expected", "index"],
@@ -88,6 +89,27 @@ def test_example_grids_show_top_k_with_hits(bundles):
     labelled = [ax.get_xlabel() for ax in first.axes if ax.get_xlabel()]
     assert labelled[0] == "described image" and len(labelled) == 5  # target + top 4
     assert all(label.startswith(("\u2713", "\u2717")) for label in labelled[1:])
+
+
+def test_best_and_worst_queries_are_the_extremes_of_average_precision(bundles):
+    t2i, i2t = plot_best_and_worst_queries(*bundles, {**EVALUATION, "examples": {"top_k": 4, "best_worst": 2}})
+    assert len(t2i.subfigs) == 4 and len(i2t.subfigs) == 4  # 2 best + 2 worst each way
+    images, texts = bundles[0].tensors["embeddings"], bundles[1].tensors["embeddings"]
+    image_labels, text_labels = relevance_labels(*bundles, "identity")
+    ap = per_query_metrics(texts, images, text_labels, image_labels, metrics=("mAP",))["mAP"]
+    titles = [sub.get_suptitle() for sub in t2i.subfigs]
+    assert titles[0].startswith(f"[best 1, AP {float(ap.max()):.3f}]")
+    assert titles[2].startswith(f"[worst 1, AP {float(ap.min()):.3f}]")
+    worst_caption = bundles[1].metadata["captions"][int(ap.argmin())]
+    assert worst_caption in titles[2]
+    assert float(ap.min()) < float(ap.max())  # the fixture has both easy and hard queries
+    i2t_ap = per_query_metrics(images, texts, image_labels, text_labels, metrics=("mAP",))["mAP"]
+    labels = [sub.axes[0].get_xlabel() for sub in i2t.subfigs]
+    assert labels[0] == f"[best 1, AP {float(i2t_ap.max()):.3f}]"
+    assert labels[3].startswith("[worst 2, AP")
+    # every shown result is marked hit or miss, and a worst query's top result is a miss
+    worst_results = [ax.get_xlabel() for ax in t2i.subfigs[2].axes if ax.get_xlabel()][1:]
+    assert len(worst_results) == 4 and worst_results[0].startswith("\u2717")
 
 
 def test_example_grids_need_paths_from_a_current_evaluation(bundles):

@@ -89,7 +89,8 @@ def test_evaluate_pipeline_names_the_checkpoint_it_scored(trained):
     assert metrics["checkpoint_version"] in report
     assert "No published numbers for this dataset." in report
     assert "mR" in metrics
-    for figure in ("recall_curve", "example_grid", "example_grid_image_to_text", "training_curves"):
+    for figure in ("recall_curve", "example_grid", "example_grid_image_to_text", "best_worst_text_to_image",
+                   "best_worst_image_to_text", "training_curves"):
         png = next((trained / f"data/08_reporting/demo/{figure}.png").glob(f"*/{figure}.png"))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, figure
 

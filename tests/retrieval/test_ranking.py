@@ -346,3 +346,20 @@ def test_cuda_matches_cpu() -> None:
     gpu = ranking_metrics(q.cuda(), g.cuda(), ql.cuda(), gl.cuda(), ks=KS, tie_rules=RULES, normalize=False)
     for rule in RULES:
         _assert_close(gpu[rule], cpu[rule])
+
+
+def test_per_query_metrics_average_to_ranking_metrics() -> None:
+    q, g, ql, gl = _random_case(11)
+    g[7] = g[3]  # ties
+    per_query = ranking.per_query_metrics(q, g, ql, gl, ks=KS, tie_rule="expected")
+    means = ranking_metrics(q, g, ql, gl, ks=KS, tie_rules=("expected",))["expected"]
+    assert set(per_query) == set(means)
+    for key, values in per_query.items():
+        assert values.shape == (40,)
+        assert float(values.mean()) * 100.0 == pytest.approx(means[key], abs=1e-9)
+    scores, qn, gn = similarity(q, g).numpy(), ql.numpy(), gl.numpy()
+    index_rule = ranking.per_query_metrics(q, g, ql, gl, ks=KS, tie_rule="index")
+    for i in range(scores.shape[0]):  # query by query against the naive stable argsort
+        naive = _metrics_of_order(gn[np.argsort(-scores[i], kind="stable")] == qn[i], KS)
+        for key, value in naive.items():
+            assert float(index_rule[key][i]) == pytest.approx(value, abs=1e-12), (i, key)

@@ -71,10 +71,11 @@ class TextQueryExample:
 
 @dataclass(frozen=True)
 class ImageQueryExample:
-    """An image query and its ranked captions."""
+    """An image query and its ranked captions (``label`` under the image; default: its file name)."""
 
     path: str
     results: Sequence[RankedCaption]
+    label: str = ""
 
 
 def _colour(hit: bool | None) -> str:
@@ -240,7 +241,7 @@ def image_query_figure(
     subfigs = np.atleast_1d(fig.subfigures(len(examples), 1, height_ratios=heights))
     for subfig, example in zip(subfigs, examples, strict=True):
         image_ax, text_ax = subfig.subplots(1, 2, width_ratios=[1, 6])
-        _show_image(image_ax, example.path, border=TARGET, label=Path(example.path).name, fontsize=7)
+        _show_image(image_ax, example.path, border=TARGET, label=example.label or Path(example.path).name, fontsize=7)
         text_ax.axis("off")
         y = 1.0
         step = 1.0 / max(1, sum(min(caption_lines, _wrap(r.caption, caption_width).count("\n") + 1) + 0.7

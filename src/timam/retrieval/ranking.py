@@ -74,6 +74,7 @@ __all__ = [
     "METRICS",
     "TIE_RULES",
     "bidirectional_metrics",
+    "per_query_metrics",
     "ranking_metrics",
     "similarity",
     "topk_indices",
@@ -770,6 +771,29 @@ def ranking_metrics(
     plan = _plan(ks, tie_rules, metrics, chunk_size)
     inp = _inputs(query_emb, gallery_emb, query_labels, gallery_labels, normalize)
     return _summarise(_query_block_values(inp, plan, None, chunk_size, _Workspace()), plan)
+
+
+def per_query_metrics(
+    query_emb: Tensor,
+    gallery_emb: Tensor,
+    query_labels: Tensor,
+    gallery_labels: Tensor,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    tie_rule: str = "expected",
+    chunk_size: int = 1024,
+    normalize: bool = True,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, Tensor]:
+    """Each query's own R@K / AP / INP (fractions in [0, 1], float64) under one tie rule.
+
+    The values :func:`ranking_metrics` averages, for finding the queries a model gets most and
+    least right: ``{"R@1": (queries,), ..., "mAP": (queries,), "mINP": (queries,)}``.
+    """
+    plan = _plan(ks, (tie_rule,), metrics, chunk_size)
+    inp = _inputs(query_emb, gallery_emb, query_labels, gallery_labels, normalize)
+    values = _query_block_values(inp, plan, None, chunk_size, _Workspace())[tie_rule]
+    return dict(zip(plan.keys, values, strict=True))
 
 
 # --------------------------------------------------------------------------------------------

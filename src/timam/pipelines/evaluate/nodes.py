@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from timam.retrieval.plots import (
     training_curves_figure,
 )
 from timam.retrieval.protocols import PROTOCOLS, fold_metrics, zero_shot_metrics
-from timam.retrieval.ranking import bidirectional_metrics, topk_indices
+from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, topk_indices
 from timam.retrieval.report import markdown_report, mean_recall
 from timam.training.data import split_data
 from timam.training.device import pick_device
@@ -214,6 +215,66 @@ def _metadata_list(bundle: TensorBundle, key: str, what: str) -> list[str]:
     return list(values)
 
 
+@dataclass(frozen=True)
+class _ExampleData:
+    """What the example figures need: embeddings, relevance labels, paths and captions."""
+
+    images: torch.Tensor
+    texts: torch.Tensor
+    image_labels: torch.Tensor
+    text_labels: torch.Tensor
+    paths: list[str]
+    captions: list[str]
+    caption_image: torch.Tensor
+
+    @classmethod
+    def of(cls, image_embeddings: TensorBundle, text_embeddings: TensorBundle, relevance: str) -> _ExampleData:
+        image_labels, text_labels = relevance_labels(image_embeddings, text_embeddings, relevance)
+        return cls(
+            images=image_embeddings.tensors["embeddings"],
+            texts=text_embeddings.tensors["embeddings"],
+            image_labels=image_labels,
+            text_labels=text_labels,
+            paths=_metadata_list(image_embeddings, "image_paths", "image_embeddings"),
+            captions=_metadata_list(text_embeddings, "captions", "text_embeddings"),
+            caption_image=text_embeddings.tensors["image_index"],
+        )
+
+    def text_examples(self, queries: list[int], k: int, notes: list[str] | None = None) -> list[TextQueryExample]:
+        """Caption queries with their top-``k`` images (ties by gallery index, as ``topk_indices``)."""
+        scores, found = topk_indices(self.texts[queries], self.images, min(k, len(self.images)))
+        return [
+            TextQueryExample(
+                caption=(f"{notes[row]}  " if notes else "") + self.captions[q],
+                target_path=self.paths[int(self.caption_image[q])],
+                results=[RankedImage(self.paths[int(j)], float(s), bool(self.image_labels[j] == self.text_labels[q]))
+                         for s, j in zip(scores[row], found[row], strict=True)],
+            )
+            for row, q in enumerate(queries)
+        ]
+
+    def image_examples(self, queries: list[int], k: int, notes: list[str] | None = None) -> list[ImageQueryExample]:
+        """Image queries with their top-``k`` captions."""
+        scores, found = topk_indices(self.images[queries], self.texts, min(k, len(self.texts)))
+        return [
+            ImageQueryExample(
+                path=self.paths[q],
+                results=[RankedCaption(self.captions[int(j)], float(s), bool(self.text_labels[j] == self.image_labels[q]))
+                         for s, j in zip(scores[row], found[row], strict=True)],
+                label=notes[row] if notes else "",
+            )
+            for row, q in enumerate(queries)
+        ]
+
+
+def _example_options(evaluation: dict[str, Any]) -> tuple[int, int, int]:
+    options = evaluation.get("examples") or {}
+    return int(options.get("queries", 6)), int(options.get("top_k", 5)), int(options.get("seed", 0))
+
+
+_LEGEND = "green = relevant, red = not"
+
+
 def plot_retrieval_examples(
     image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]
 ) -> tuple[Figure, Figure]:
@@ -222,39 +283,52 @@ def plot_retrieval_examples(
     ``evaluation.examples``: ``queries`` (default 6), ``top_k`` (5), ``seed`` (0). Hits follow the
     evaluation's relevance rule; ties are broken by gallery index (as in ``topk_indices``).
     """
-    options = evaluation.get("examples") or {}
-    count, k, seed = int(options.get("queries", 6)), int(options.get("top_k", 5)), int(options.get("seed", 0))
-    image_labels, text_labels = relevance_labels(image_embeddings, text_embeddings, evaluation["relevance"])
-    paths = _metadata_list(image_embeddings, "image_paths", "image_embeddings")
-    captions = _metadata_list(text_embeddings, "captions", "text_embeddings")
-    images, texts = image_embeddings.tensors["embeddings"], text_embeddings.tensors["embeddings"]
-    caption_image = text_embeddings.tensors["image_index"]
-
-    queries = _sample(len(texts), count, seed)
-    scores, found = topk_indices(texts[queries], images, min(k, len(images)))
-    text_examples = [
-        TextQueryExample(
-            caption=captions[q],
-            target_path=paths[int(caption_image[q])],
-            results=[RankedImage(paths[int(j)], float(s), bool(image_labels[j] == text_labels[q]))
-                     for s, j in zip(scores[row], found[row], strict=True)],
-        )
-        for row, q in enumerate(queries)
-    ]
-    queries = _sample(len(images), count, seed)
-    scores, found = topk_indices(images[queries], texts, min(k, len(texts)))
-    image_examples = [
-        ImageQueryExample(
-            path=paths[q],
-            results=[RankedCaption(captions[int(j)], float(s), bool(text_labels[j] == image_labels[q]))
-                     for s, j in zip(scores[row], found[row], strict=True)],
-        )
-        for row, q in enumerate(queries)
-    ]
-    legend = "green = relevant, red = not"
+    count, k, seed = _example_options(evaluation)
+    data = _ExampleData.of(image_embeddings, text_embeddings, evaluation["relevance"])
+    text_examples = data.text_examples(_sample(len(data.texts), count, seed), k)
+    image_examples = data.image_examples(_sample(len(data.images), count, seed), k)
     return (
-        text_query_figure(text_examples, title=_title(image_embeddings, evaluation, f"Text -> image top-{k} ({legend}; blue = described image)")),
-        image_query_figure(image_examples, title=_title(image_embeddings, evaluation, f"Image -> text top-{k} ({legend})")),
+        text_query_figure(text_examples, title=_title(image_embeddings, evaluation, f"Text -> image top-{k} ({_LEGEND}; blue = described image)")),
+        image_query_figure(image_examples, title=_title(image_embeddings, evaluation, f"Image -> text top-{k} ({_LEGEND})")),
+    )
+
+
+def _best_and_worst(average_precision: torch.Tensor, count: int) -> tuple[list[int], list[str]]:
+    """The ``count`` highest- and lowest-AP queries (ties by query index), with a note for each."""
+    n = min(count, len(average_precision) // 2) or min(count, len(average_precision))
+    order = np.argsort(-average_precision.numpy(), kind="stable")
+    best, worst = order[:n].tolist(), order[::-1][:n].tolist()
+    if set(best) & set(worst):  # fewer queries than two groups: show each once
+        worst = [q for q in worst if q not in best]
+    notes = [f"[best {i + 1}, AP {float(average_precision[q]):.3f}]" for i, q in enumerate(best)]
+    notes += [f"[worst {i + 1}, AP {float(average_precision[q]):.3f}]" for i, q in enumerate(worst)]
+    return best + worst, notes
+
+
+def plot_best_and_worst_queries(
+    image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]
+) -> tuple[Figure, Figure]:
+    """The queries the model gets most and least right, both ways, with their top-K results.
+
+    Queries are ordered by their own average precision under the expected tie rule (for a caption
+    with one relevant image that is the expected 1 / rank of it); ``evaluation.examples.best_worst``
+    (default 3) of each end are shown, best first. Where sampled examples show what is typical,
+    these show where the model fails: read them before trusting a mean.
+    """
+    count = int((evaluation.get("examples") or {}).get("best_worst", 3))
+    _, k, _ = _example_options(evaluation)
+    data = _ExampleData.of(image_embeddings, text_embeddings, evaluation["relevance"])
+    ks = (1,)
+    t2i_ap = per_query_metrics(data.texts, data.images, data.text_labels, data.image_labels, ks=ks, metrics=("mAP",))
+    i2t_ap = per_query_metrics(data.images, data.texts, data.image_labels, data.text_labels, ks=ks, metrics=("mAP",))
+    text_queries, text_notes = _best_and_worst(t2i_ap["mAP"], count)
+    image_queries, image_notes = _best_and_worst(i2t_ap["mAP"], count)
+    what = f"best and worst {count} queries by average precision, top-{k} ({_LEGEND})"
+    return (
+        text_query_figure(data.text_examples(text_queries, k, text_notes),
+                          title=_title(image_embeddings, evaluation, f"Text -> image, {what}; blue = described image")),
+        image_query_figure(data.image_examples(image_queries, k, image_notes),
+                           title=_title(image_embeddings, evaluation, f"Image -> text, {what}")),
     )
 
 

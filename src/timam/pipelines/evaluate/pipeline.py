@@ -8,6 +8,7 @@ from kedro.pipeline import Node, Pipeline
 
 from timam.pipelines.evaluate.nodes import (
     embed_test_split,
+    plot_best_and_worst_queries,
     plot_recall_curve,
     plot_retrieval_examples,
     plot_training_curves,
@@ -41,6 +42,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["image_embeddings", "text_embeddings", "params:evaluation"],
                 outputs=["example_grid", "example_grid_image_to_text"],
                 name="plot_retrieval_examples",
+            ),
+            Node(
+                plot_best_and_worst_queries,
+                inputs=["image_embeddings", "text_embeddings", "params:evaluation"],
+                outputs=["best_worst_text_to_image", "best_worst_image_to_text"],
+                name="plot_best_and_worst_queries",
             ),
             Node(
                 plot_training_curves,
