@@ -296,8 +296,9 @@ def plot_retrieval_examples(
 def _best_and_worst(average_precision: torch.Tensor, count: int) -> tuple[list[int], list[str]]:
     """The ``count`` highest- and lowest-AP queries (ties by query index), with a note for each."""
     n = min(count, len(average_precision) // 2) or min(count, len(average_precision))
-    order = np.argsort(-average_precision.numpy(), kind="stable")
-    best, worst = order[:n].tolist(), order[::-1][:n].tolist()
+    values = average_precision.numpy()
+    best = np.argsort(-values, kind="stable")[:n].tolist()
+    worst = np.argsort(values, kind="stable")[:n].tolist()
     if set(best) & set(worst):  # fewer queries than two groups: show each once
         worst = [q for q in worst if q not in best]
     notes = [f"[best {i + 1}, AP {float(average_precision[q]):.3f}]" for i, q in enumerate(best)]
