@@ -6,7 +6,7 @@ import torch
 
 from tests.training.tiny_run import TINY_MODEL
 from timam.models.timam import TimamModel
-from timam.training.embedding import text_outputs
+from timam.training.embedding import distinct_captions, text_outputs
 
 
 def captions_of_varied_length(count: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,3 +34,22 @@ def test_length_batched_outputs_match_one_caption_at_a_time():
             own_states = model.text_encoder.word_states(ids[row : row + 1, :length], mask[row : row + 1, :length])
             assert torch.allclose(states[row, :length].float(), own_states[0].half().float())
             assert not states[row, length:].any(), "padding beyond the caption is zero"
+
+
+def test_repeated_captions_are_embedded_once_and_tie_exactly():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TimamModel(TINY_MODEL).eval()
+    ids, mask = captions_of_varied_length(20, 12)
+    repeats = torch.tensor([0, 7, 0, 19, 3, 7, 0])  # some rows many times, spread over the input
+    ids, mask = torch.cat([ids, ids[repeats]]), torch.cat([mask, mask[repeats]])
+    seen: list[int] = []
+    original = model.text_encoder.word_states
+    model.text_encoder.word_states = lambda i, m: seen.append(len(i)) or original(i, m)
+    embeddings = text_outputs(model, ids, mask, project=True, batch_size=4, device=torch.device("cpu"), desc="t",
+                              show_progress=False)
+    assert sum(seen) == 20, "each distinct caption runs through the encoder once"
+    for offset, row in enumerate(repeats.tolist()):
+        assert torch.equal(embeddings[20 + offset], embeddings[row])
+    first, inverse = distinct_captions(ids, mask)
+    assert first.tolist() == list(range(20)) and torch.equal(inverse[20:], repeats)

@@ -45,7 +45,7 @@ from timam.training.distributed import (
     local_share,
     rank_device,
 )
-from timam.training.embedding import default_workers, image_outputs, text_outputs
+from timam.training.embedding import default_workers, distinct_captions, image_outputs, text_outputs
 from timam.training.feature_cache import cached_tensor, image_feature_key, token_state_key
 from timam.training.images import load_rgb, train_transform
 from timam.training.objective import TimamObjective
@@ -416,10 +416,10 @@ class TimamTrainer:
             image_emb = image_outputs(self.model, data.image_paths, project=True, batch_size=batch_size,
                                       device=self.device, desc="val images",
                                       show_progress=self.context.is_main).to(self.device)
-        text_emb = torch.cat(
-            [self.embed_texts(self.val, chunk).float() for chunk in torch.arange(data.num_captions).split(256)]
-        )
-        return image_emb.float(), text_emb
+        # One pass per distinct caption: repeats must tie exactly (see distinct_captions).
+        first, inverse = distinct_captions(self.val.input_ids, self.val.attention_mask)
+        text_emb = torch.cat([self.embed_texts(self.val, chunk).float() for chunk in first.split(256)])
+        return image_emb.float(), text_emb[inverse.to(text_emb.device)]
 
     def validate(self) -> dict[str, float]:
         """Text->image and image->text R@1 on the validation split (expected value under random ties)."""
