@@ -38,6 +38,7 @@ def test_keys_change_with_what_the_outputs_depend_on(tmp_path):
     key = image_feature_key(model, paths, cpu)
     assert image_feature_key(model, paths, cpu) == key
     assert image_feature_key(replace(model, image_size=(64, 32)), paths, cpu) != key
+    assert image_feature_key(replace(model, image_views=2), paths, cpu) != key  # a mean over views
     assert image_feature_key(model, paths[::-1], cpu) != key
     assert image_feature_key(model, paths, cuda) != key  # bf16 features are not float32 features
     os.utime(weights, ns=(1, 1))

@@ -7,6 +7,7 @@ from typing import Any
 
 OFFLINE_TEXT_MODEL = "offline:minilm"
 OFFLINE_IMAGE_WEIGHTS = "offline"
+IMAGE_VIEWS = (1, 2, 8)
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,10 @@ class ModelConfig:
 
     ``image_weights``: "offline" (packaged ImageNet weights, efficientnet_lite0 only), "imagenet"
     (the library's hub weights, needs a network or cache), a path to a state dict, or None
-    (random init, warned loudly). ``image_size`` is (height, width).
+    (random init, warned loudly). ``image_size`` is (height, width). ``image_views``: image
+    features are the mean over this many views of the image -- 1 (as it is), 2 (and mirrored) or
+    8 (the four quarter turns, each also mirrored; square images only) -- for data whose
+    orientation means nothing, such as aerial photographs.
     """
 
     num_classes: int
@@ -29,6 +33,7 @@ class ModelConfig:
     word_embedding_dim: int = 300
     lstm_hidden: int = 512
     embedding_dim: int = 512
+    image_views: int = 1
     transformer_config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -39,6 +44,13 @@ class ModelConfig:
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {self.num_classes}")
         object.__setattr__(self, "image_size", tuple(self.image_size))
+        if self.image_views not in IMAGE_VIEWS:
+            raise ValueError(f"image_views must be one of {IMAGE_VIEWS}, got {self.image_views!r}")
+        if self.image_views == 8 and self.image_size[0] != self.image_size[1]:
+            raise ValueError(
+                f"image_views 8 turns images by quarter turns, which needs a square image_size, got "
+                f"{list(self.image_size)}; use image_views 2 (mirrored only) or a square size"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)

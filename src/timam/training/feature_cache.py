@@ -71,7 +71,8 @@ def image_feature_key(config: ModelConfig, paths: Sequence[str], device: torch.d
     if config.image_weights is None:
         return None
     parts = ["image", config.image_backbone, config.image_library, _location_stamp(config.image_weights),
-             list(config.image_size), device.type, _software(), [_file_stamp(path) for path in paths]]
+             list(config.image_size), config.image_views, device.type, _software(),
+             [_file_stamp(path) for path in paths]]
     return _digest(parts)
 
 

@@ -1,0 +1,50 @@
+"""Image features averaged over views: the mean of the views, invariant to turning the image."""
+
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tests.training.tiny_run import TINY_MODEL
+from timam.models.config import ModelConfig
+from timam.models.image_encoder import ImageEncoder, image_view
+
+SQUARE = replace(TINY_MODEL, image_size=(32, 32))
+
+
+def encoder(views: int) -> ImageEncoder:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights are fine here
+        torch.manual_seed(0)
+        return ImageEncoder(replace(SQUARE, image_views=views)).eval()
+
+
+def test_eight_views_are_every_quarter_turn_and_its_mirror():
+    image = torch.arange(4.0).view(1, 1, 2, 2)  # [[0, 1], [2, 3]]
+    seen = {tuple(image_view(image, view).flatten().tolist()) for view in range(8)}
+    assert len(seen) == 8  # the dihedral group of the square: all distinct
+    assert image_view(image, 4).flatten().tolist() == [1.0, 0.0, 3.0, 2.0]  # mirrored left-right
+    assert torch.equal(image_view(image, 0), image)
+
+
+@torch.no_grad()
+def test_features_are_the_mean_over_the_views_and_ignore_orientation():
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    eight = encoder(8)
+    by_hand = torch.stack([eight.backbone(image_view(images, v)) for v in range(8)]).mean(0)
+    assert torch.allclose(eight.features(images), by_hand, atol=1e-6)
+    turned = torch.rot90(images, 1, dims=(2, 3)).flip(3)
+    assert torch.allclose(eight.features(turned), eight.features(images), atol=1e-5)
+    one = encoder(1)
+    assert not torch.allclose(one.features(turned), one.features(images), atol=1e-3)  # one view does see it
+    two = encoder(2)
+    assert torch.allclose(two.features(images.flip(3)), two.features(images), atol=1e-5)
+
+
+def test_bad_view_counts_name_the_fix():
+    with pytest.raises(ValueError, match="image_views must be one of"):
+        replace(SQUARE, image_views=4)
+    with pytest.raises(ValueError, match="square image_size"):
+        ModelConfig(num_classes=2, image_size=(160, 80), image_views=8)
+    assert ModelConfig.from_dict({**SQUARE.to_dict(), "image_views": 8}).image_views == 8
