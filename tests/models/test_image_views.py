@@ -48,3 +48,19 @@ def test_bad_view_counts_name_the_fix():
     with pytest.raises(ValueError, match="square image_size"):
         ModelConfig(num_classes=2, image_size=(160, 80), image_views=8)
     assert ModelConfig.from_dict({**SQUARE.to_dict(), "image_views": 8}).image_views == 8
+
+
+@torch.no_grad()
+def test_training_mode_draws_one_view_per_image():
+    images = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    eight = encoder(8).train()
+    eight.backbone.eval()  # as the trainer keeps a frozen backbone: BatchNorm statistics fixed
+    torch.manual_seed(5)
+    drawn = eight.features(images)
+    per_view = eight.view_features(images)  # (8, 6, features)
+    for row in range(len(images)):
+        distances = (per_view[:, row] - drawn[row]).abs().amax(dim=1)
+        assert float(distances.min()) < 1e-5, row  # exactly one of the eight views
+    torch.manual_seed(5)
+    assert torch.equal(eight.features(images), drawn)  # the draws follow torch's seed
+    assert not torch.allclose(eight.eval().features(images), drawn)  # eval mode: the mean instead

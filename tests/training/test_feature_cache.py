@@ -72,3 +72,26 @@ def test_second_run_reads_the_features_and_trains_identically(tmp_path, monkeypa
     assert len(computed) == 2, "the second run computed image features again"
     assert len(list((tmp_path / "features").glob("*.safetensors"))) == 2
     assert first.drop(columns="seconds").equals(second.drop(columns="seconds"))
+
+
+def test_training_split_keeps_every_view_and_validation_their_mean(tmp_path):
+    train, val, model_config = tiny_inputs(tmp_path)
+    torch.save(TimamModel(model_config).image_encoder.backbone.state_dict(), tmp_path / "backbone.pt")
+    model_config = replace(model_config, image_weights=str(tmp_path / "backbone.pt"), image_views=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TimamModel(model_config)
+    train_cache = loop.CachedSplit(model, train, batch_size=8, device=torch.device("cpu"), per_view=True)
+    val_cache = loop.CachedSplit(model, val, batch_size=8, device=torch.device("cpu"), per_view=True)
+    val_mean = loop.CachedSplit(model, val, batch_size=8, device=torch.device("cpu"))
+    views = train_cache.image_features
+    assert views.shape == (2, len(train.image_paths), model.image_encoder.feature_dim)
+    assert torch.allclose(val_cache.image_features.mean(0), val_mean.image_features, atol=1e-5)
+    drawn = train_cache.image_features_of(torch.arange(train.num_captions))
+    own = views[:, train.caption_image]  # (2, captions, features)
+    assert bool(((own - drawn).abs().amax(dim=2) < 1e-6).any(dim=0).all())  # each a view of its own image
+    config = training_config({"epochs": 1, "batch_size": 8, "embed_batch_size": 8, "device": "cpu"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checkpoint, history = loop.train_timam(train, val, model_config, config)
+    assert checkpoint.model.config.image_views == 2 and len(history) == 1

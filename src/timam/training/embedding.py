@@ -59,18 +59,28 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 @torch.no_grad()
 def image_outputs(
     model: TimamModel, paths: Sequence[str], *, project: bool, batch_size: int, device: torch.device, desc: str,
-    show_progress: bool = True,
+    show_progress: bool = True, per_view: bool = False,
 ) -> torch.Tensor:
-    """Backbone features (``project=False``) or embeddings of ``paths``, float32 on the CPU, in order."""
+    """Backbone features (``project=False``) or embeddings of ``paths``, float32 on the CPU, in order.
+
+    ``per_view`` (features only): every view's features, ``(views, images, features)``, instead of
+    their mean (``model.image_views``).
+    """
     encoder = model.image_encoder
     outputs = []
     loader = image_loader(paths, model.config.image_size, batch_size=batch_size, device=device)
     with evaluation_mode(model):
         for images, _ in tqdm(loader, desc=desc, disable=not show_progress):
             with autocast(device):
-                features = encoder.features(to_device_images(images, device))
-                result = encoder.projection(features) if project else features
+                images = to_device_images(images, device)
+                if per_view:
+                    result = encoder.view_features(images)
+                else:
+                    features = encoder.features(images)
+                    result = encoder.projection(features) if project else features
             outputs.append(result.float().cpu())
+    if per_view:
+        return torch.cat(outputs, dim=1) if outputs else torch.empty(len(encoder.views), 0, encoder.feature_dim)
     return torch.cat(outputs) if outputs else torch.empty(0, encoder.projection.out_features if project else encoder.feature_dim)
 
 

@@ -66,12 +66,15 @@ def _digest(parts: Any, *tensors: torch.Tensor) -> str:
     return digest.hexdigest()[:24]
 
 
-def image_feature_key(config: ModelConfig, paths: Sequence[str], device: torch.device) -> str | None:
-    """The key of pooled backbone features of ``paths``; None for a randomly initialised backbone."""
+def image_feature_key(
+    config: ModelConfig, paths: Sequence[str], device: torch.device, *, per_view: bool = False
+) -> str | None:
+    """The key of pooled backbone features of ``paths`` (their mean over the views, or ``per_view``);
+    None for a randomly initialised backbone."""
     if config.image_weights is None:
         return None
     parts = ["image", config.image_backbone, config.image_library, _location_stamp(config.image_weights),
-             list(config.image_size), config.image_views, device.type, _software(),
+             list(config.image_size), config.image_views, per_view, device.type, _software(),
              [_file_stamp(path) for path in paths]]
     return _digest(parts)
 

@@ -66,7 +66,9 @@ def seed_everything(seed: int) -> torch.Generator:
 class CachedSplit:
     """One split with its frozen outputs, computed on first use and then reused every epoch:
     pooled image features and float16 token states trimmed to the longest caption. With a
-    ``cache_dir`` they are also kept on disk for later runs over the same data and encoders."""
+    ``cache_dir`` they are also kept on disk for later runs over the same data and encoders.
+    ``per_view`` (the training split of a model with several ``image_views``) keeps every view's
+    features, ``(views, images, features)``, so that each step can draw one; otherwise their mean."""
 
     def __init__(
         self,
@@ -77,20 +79,30 @@ class CachedSplit:
         device: torch.device,
         show_progress: bool = True,
         cache_dir: str | Path | None = None,
+        per_view: bool = False,
     ) -> None:
         self.model, self.data, self.batch_size, self.device = model, data, batch_size, device
         self.show_progress, self.cache_dir = show_progress, cache_dir
+        self.per_view = per_view and model.config.image_views > 1
         longest = int(data.attention_mask.sum(dim=1).max())
         self.input_ids = data.input_ids[:, :longest]
         self.attention_mask = data.attention_mask[:, :longest]
 
     @cached_property
     def image_features(self) -> torch.Tensor:
-        key = image_feature_key(self.model.config, self.data.image_paths, self.device)
+        key = image_feature_key(self.model.config, self.data.image_paths, self.device, per_view=self.per_view)
         return cached_tensor(self.cache_dir, key, lambda: image_outputs(
             self.model, self.data.image_paths, project=False, batch_size=self.batch_size, device=self.device,
-            desc=f"{self.data.split} image features", show_progress=self.show_progress,
+            desc=f"{self.data.split} image features", show_progress=self.show_progress, per_view=self.per_view,
         ))
+
+    def image_features_of(self, captions: torch.Tensor) -> torch.Tensor:
+        """The cached features of these captions' images; one random view each when ``per_view``."""
+        images = self.data.caption_image[captions]
+        if not self.per_view:
+            return self.image_features[images]
+        views = torch.randint(self.image_features.shape[0], (len(images),))
+        return self.image_features[views, images]
 
     @cached_property
     def token_states(self) -> torch.Tensor:
@@ -275,7 +287,7 @@ class TimamTrainer:
         if images is not None:
             image_input = to_device_images(images, self.device)
         else:
-            image_input = split.image_features[split.data.caption_image[captions]].to(self.device)
+            image_input = split.image_features_of(captions).to(self.device)
         return self.forward_encoders(
             image_input, self.text_input(split, captions), split.attention_mask[captions].to(self.device),
             image_features_given=images is None, token_states_given=self.text_cached,
@@ -535,8 +547,8 @@ def train_timam(
         model = model.to(memory_format=torch.channels_last)  # matches the channels_last input batches
     cached_train, cached_val = (
         CachedSplit(model, split, batch_size=config.embed_batch_size, device=device, show_progress=context.is_main,
-                    cache_dir=config.feature_cache_dir)
-        for split in (train, val)
+                    cache_dir=config.feature_cache_dir, per_view=per_view)
+        for split, per_view in ((train, True), (val, False))
     )
     trainer = TimamTrainer(model, cached_train, cached_val, config, device, context)
     trainer.set_epoch(1)

@@ -66,7 +66,8 @@ class TuningWorker:
         self.pristine: dict[str, dict[str, torch.Tensor]] | None = None  # pretrained weights, once needed
         self.dirty = False
         self.seed, self.embed_batch_size = base.seed, base.embed_batch_size
-        self.train_cache = CachedSplit(self.model, train, batch_size=base.embed_batch_size, device=self.device)
+        self.train_cache = CachedSplit(self.model, train, batch_size=base.embed_batch_size, device=self.device,
+                                       per_view=True)
         self.val_cache = CachedSplit(self.model, val, batch_size=base.embed_batch_size, device=self.device)
         for cache in (self.train_cache, self.val_cache):  # now, once, rather than inside the first trial
             if base.freeze.image_backbone_epochs != 0:
