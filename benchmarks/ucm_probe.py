@@ -1,0 +1,234 @@
+"""Quick screen of UCM-Captions training settings on frozen features, ~10x faster than the pipeline.
+
+Run: ``.venv/bin/python benchmarks/ucm_probe.py --image-head pooled --text-head lstm`` (``--help``).
+
+Why: a full ``kedro run --env ucm_captions`` takes 8-9 minutes on 2 CPU cores, too slow to try
+many settings. This script computes the frozen encoder outputs once (EfficientNet-Lite0 at
+``--size`` from the 128 px Parquet images, in all 8 rotations and flips; MiniLM token states of each
+distinct caption) into ``data/05_model_input/ucm_captions/probe_features_<size>.pt``, then trains
+only the heads with the project's own losses (norm-softmax identification over the 21 classes +
+CMPM with a caption and its own image as positives) and scores with the project's tie-aware
+ranking. The checkpoint is chosen on validation instance-level mR (expected tie rule) and that
+epoch's test numbers are printed. What it adds over the pipeline, to find out whether it is worth
+building there:
+
+* ``--image-head partial``: EfficientNet-Lite0's last block, head convolution and BatchNorm are
+  trained (from the ImageNet weights, ``--finetune-lr``) on cached outputs of block 5;
+* ``--text-head mean``: mean-pooled token states -> 2-layer MLP, instead of the BiLSTM;
+* ``--train-views`` / ``--test-views``: rotations and flips of the aerial images (the 8
+  dihedral views, all cached) drawn in training, and averaged when embedding the gallery.
+
+Its results are screening numbers: settings that help here still have to be confirmed with the
+pipeline over 3 seeds. The last line reads ``ucm_probe: val_mR=.. test_mR=.. test_mR_index=..
+test_class_mR=.. epoch=..``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import timam  # noqa: F401  (the torchvision import guard runs first)
+from timam.losses.identification import IdentificationLoss
+from timam.losses.projection import cmpm_loss
+from timam.models.image_encoder import build_backbone, image_view
+from timam.models.text_encoder import resolve_text_model
+from timam.retrieval.ranking import bidirectional_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+PARQUET = ROOT.parent / "shared/data/ucm_captions/ucm_captions_128.parquet"
+SPLITS = {"train": 0, "val": 1, "test": 2}
+KS = (1, 5, 10)
+
+
+def _image_features(table: pd.DataFrame, size: int) -> dict[str, torch.Tensor]:
+    """Pooled head features of every image in all 8 dihedral views; block-5 maps (float16) of views 0, 4."""
+    from PIL import Image
+    from torchvision import transforms
+
+    model = build_backbone("efficientnet_lite0", "timm", "offline").eval()
+    prepare = transforms.Compose([
+        transforms.Resize((size, size)),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])
+    images = torch.stack([prepare(Image.open(io.BytesIO(data)).convert("RGB")) for data in table.image_jpeg])
+    pooled, maps = [], {}
+    with torch.no_grad():
+        for view in range(8):
+            batch_maps, batch_pooled = [], []
+            for part in image_view(images, view).split(64):
+                h = model.bn1(model.conv_stem(part))
+                for block in model.blocks[:6]:
+                    h = block(h)
+                batch_maps.append(h.half())
+                for block in model.blocks[6:]:
+                    h = block(h)
+                batch_pooled.append(model.bn2(model.conv_head(h)).mean((2, 3)))
+            pooled.append(torch.cat(batch_pooled))
+            if view in (0, 4):
+                maps[view] = torch.cat(batch_maps)
+    return {"pooled": torch.stack(pooled), "maps": torch.stack([maps[0], maps[4]])}
+
+
+def _text_features(captions: list[str]) -> dict[str, torch.Tensor]:
+    """MiniLM token states (float16) of each distinct caption, and each caption's string index."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_text_model("offline:minilm")
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    distinct = sorted(set(captions))
+    index = {text: i for i, text in enumerate(distinct)}
+    tokens = tokenizer(distinct, padding="max_length", truncation=True, max_length=48, return_tensors="pt")
+    with torch.no_grad():
+        states = [
+            model(input_ids=ids, attention_mask=mask).last_hidden_state.half()
+            for ids, mask in zip(tokens["input_ids"].split(128), tokens["attention_mask"].split(128), strict=True)
+        ]
+    return {"token_states": torch.cat(states), "token_mask": tokens["attention_mask"],
+            "caption_string": torch.tensor([index[c] for c in captions])}
+
+
+def load_features(size: int) -> dict[str, torch.Tensor]:
+    cache = ROOT / f"data/05_model_input/ucm_captions/probe_features_{size}.pt"
+    if cache.is_file():
+        return torch.load(cache, weights_only=True)
+    if not PARQUET.is_file():
+        raise FileNotFoundError(f"{PARQUET} not found: the probe reads UCM-Captions from ../shared/data")
+    table = pd.read_parquet(PARQUET)
+    features = _image_features(table, size)
+    features |= _text_features([c for captions in table.captions for c in captions])
+    features["caption_image"] = torch.arange(len(table)).repeat_interleave(5)
+    features["image_class"] = torch.tensor(table.identity_id.values).long()
+    features["image_split"] = torch.tensor(table.split.map(SPLITS).values)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(features, cache)
+    return features
+
+
+class ImageHead(nn.Module):
+    """Cached features of one view per image (training), or the mean over ``test_views`` (evaluation)."""
+
+    def __init__(self, features: dict[str, torch.Tensor], partial: bool, test_views: int) -> None:
+        super().__init__()
+        self.features, self.partial, self.test_views = features, partial, test_views
+        if partial:
+            backbone = build_backbone("efficientnet_lite0", "timm", "offline")
+            self.top = nn.Sequential(*backbone.blocks[6:], backbone.conv_head, backbone.bn2)
+        self.projection = nn.Linear(1280, 512)
+
+    def forward(self, images: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
+        """``views``: one view index per image (training); ``None``: the mean over the test views."""
+        if self.partial:  # maps exist for views 0 and 4 (plain and flipped)
+            chosen = torch.zeros_like(images) if views is None else (views >= 4).long()
+            x = self.features["maps"][chosen, images].float()
+            return self.projection(self.top(x).mean((2, 3)))
+        if views is None:
+            return self.projection(self.features["pooled"][: self.test_views, images].mean(0))
+        return self.projection(self.features["pooled"][views, images])
+
+
+class TextHead(nn.Module):
+    def __init__(self, features: dict[str, torch.Tensor], kind: str) -> None:
+        super().__init__()
+        self.features, self.kind = features, kind
+        if kind == "lstm":
+            self.lstm = nn.LSTM(384, 512, batch_first=True, bidirectional=True)
+            self.projection = nn.Linear(1024, 512)
+        else:
+            self.mlp = nn.Sequential(nn.Linear(384, 1024), nn.GELU(), nn.Linear(1024, 512))
+
+    def forward(self, captions: torch.Tensor) -> torch.Tensor:
+        strings = self.features["caption_string"][captions]
+        states, mask = self.features["token_states"][strings].float(), self.features["token_mask"][strings]
+        if self.kind == "mean":
+            return self.mlp((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+        packed = pack_padded_sequence(states, mask.sum(1).clamp(min=1), batch_first=True, enforce_sorted=False)
+        _, (hidden, _) = self.lstm(packed)
+        return self.projection(torch.cat([hidden[-2], hidden[-1]], dim=1))
+
+
+def evaluate(image_head: ImageHead, text_head: TextHead, f: dict[str, torch.Tensor], split: int) -> dict[str, float]:
+    """Instance-level mR (expected and index tie rules) and class-level mR of one split."""
+    images = (f["image_split"] == split).nonzero().flatten()
+    captions = (f["image_split"][f["caption_image"]] == split).nonzero().flatten()
+    image_head.eval(), text_head.eval()
+    with torch.no_grad():
+        image_emb = image_head(images)
+        text_emb = text_head(captions)
+    image_head.train(), text_head.train()
+    owner = f["caption_image"][captions]
+    instance = bidirectional_metrics(image_emb, text_emb, images, owner, tie_rules=("expected", "index"), metrics=("R@K",))
+    classes = bidirectional_metrics(image_emb, text_emb, f["image_class"][images], f["image_class"][owner], metrics=("R@K",))
+    mean = lambda r, rule: sum(r[d][rule][f"R@{k}"] for d in r for k in KS) / 6  # noqa: E731
+    return {"mR": mean(instance, "expected"), "mR_index": mean(instance, "index"), "class_mR": mean(classes, "expected")}
+
+
+def draw_views(views: list[int] | None, count: int) -> torch.Tensor | None:
+    """One random view of ``views`` per image; None (the mean over the test views) for ``mean``."""
+    if views is None:
+        return None
+    return torch.tensor(views)[torch.randint(len(views), (count,))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-head", choices=("pooled", "partial"), default="pooled")
+    parser.add_argument("--text-head", choices=("lstm", "mean"), default="lstm")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    parser.add_argument("--identification-weight", type=float, default=1.0)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-views", default="0,4",
+                        help="dihedral views drawn in training (0-3 quarter turns, +4 flipped), or 'mean': "
+                             "train on the mean over the test views, as the gallery is embedded")
+    parser.add_argument("--test-views", type=int, default=1, help="mean image features over views 0..N-1 when scoring")
+    args = parser.parse_args()
+    args.train_views = None if args.train_views == "mean" else [int(v) for v in args.train_views.split(",")]
+    torch.manual_seed(args.seed)
+    f = load_features(args.size)
+    image_head = ImageHead(f, args.image_head == "partial", args.test_views)
+    text_head = TextHead(f, args.text_head)
+    identification = IdentificationLoss(512, 21)
+    heads = [p for m in (image_head.projection, text_head, identification) for p in m.parameters()]
+    groups = [{"params": heads, "lr": args.lr}]
+    if args.image_head == "partial":
+        groups.append({"params": list(image_head.top.parameters()), "lr": args.finetune_lr})
+    optimizer = torch.optim.Adam(groups, weight_decay=4e-4)
+    train = (f["image_split"][f["caption_image"]] == 0).nonzero().flatten()
+    best, start = None, time.perf_counter()
+    for epoch in range(args.epochs):
+        for batch in train[torch.randperm(len(train))].split(args.batch_size):
+            if len(batch) < 2:
+                continue
+            images = f["caption_image"][batch]
+            image_emb = image_head(images, draw_views(args.train_views, len(batch)))
+            text_emb = text_head(batch)
+            loss = sum(cmpm_loss(image_emb, text_emb, images))
+            loss = loss + args.identification_weight * sum(identification(image_emb, text_emb, f["image_class"][images]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        val = evaluate(image_head, text_head, f, SPLITS["val"])
+        if best is None or val["mR"] > best[0]["mR"]:
+            best = (val, epoch, evaluate(image_head, text_head, f, SPLITS["test"]))
+        print(f"epoch {epoch}: val mR {val['mR']:.2f} (class {val['class_mR']:.1f}), {time.perf_counter() - start:.0f} s")
+    val, epoch, test = best
+    print(json.dumps({"args": vars(args), "val": val, "test": test, "epoch": epoch}))
+    print(f"ucm_probe: val_mR={val['mR']:.2f} test_mR={test['mR']:.2f} test_mR_index={test['mR_index']:.2f} "
+          f"test_class_mR={test['class_mR']:.2f} epoch={epoch}")
+
+
+if __name__ == "__main__":
+    main()
