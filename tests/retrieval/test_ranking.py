@@ -363,3 +363,7 @@ def test_per_query_metrics_average_to_ranking_metrics() -> None:
         naive = _metrics_of_order(gn[np.argsort(-scores[i], kind="stable")] == qn[i], KS)
         for key, value in naive.items():
             assert float(index_rule[key][i]) == pytest.approx(value, abs=1e-12), (i, key)
+
+
+def test_similarity_with_an_empty_gallery_is_empty(score_path: str) -> None:
+    assert similarity(torch.randn(3, 8), torch.zeros(0, 8)).shape == (3, 0)

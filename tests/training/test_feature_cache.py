@@ -87,11 +87,17 @@ def test_training_split_keeps_every_view_and_validation_their_mean(tmp_path):
     views = train_cache.image_features
     assert views.shape == (2, len(train.image_paths), model.image_encoder.feature_dim)
     assert torch.allclose(val_cache.image_features.mean(0), val_mean.image_features, atol=1e-5)
-    drawn = train_cache.image_features_of(torch.arange(train.num_captions))
-    own = views[:, train.caption_image]  # (2, captions, features)
-    assert bool(((own - drawn).abs().amax(dim=2) < 1e-6).any(dim=0).all())  # each a view of its own image
-    config = training_config({"epochs": 1, "batch_size": 8, "embed_batch_size": 8, "device": "cpu"})
+    chosen = train_cache.draw_views(train.num_captions)
+    drawn = train_cache.image_features_of(torch.arange(train.num_captions), chosen)
+    assert torch.equal(drawn, views[chosen, train.caption_image])  # each the drawn view of its own image
+    assert set(chosen.tolist()) == {0, 1} and val_mean.draw_views(3) is None
+    config = training_config({"epochs": 1, "batch_size": 8, "embed_batch_size": 8, "device": "cpu",
+                              "feature_cache_dir": str(tmp_path / "features")})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         checkpoint, history = loop.train_timam(train, val, model_config, config)
     assert checkpoint.model.config.image_views == 2 and len(history) == 1
+    from safetensors.torch import load_file
+    shapes = sorted(tuple(t.shape) for f in (tmp_path / "features").glob("*.safetensors") for t in load_file(f).values())
+    feature = model.image_encoder.feature_dim
+    assert (2, len(train.image_paths), feature) in shapes and (len(val.image_paths), feature) in shapes

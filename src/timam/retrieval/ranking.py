@@ -173,7 +173,7 @@ class _GalleryScorer:
         self.n_gallery = gallery.shape[0]
         self._packed: Tensor | None = None
         self._padded = gallery
-        if gallery.device.type == "cpu" and _ONEDNN_SCORES:
+        if gallery.device.type == "cpu" and _ONEDNN_SCORES and self.n_gallery > 0:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(gallery, max(1, chunk_size))
         else:
             self._padded = _pad_rows(gallery)

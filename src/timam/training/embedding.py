@@ -66,6 +66,8 @@ def image_outputs(
     ``per_view`` (features only): every view's features, ``(views, images, features)``, instead of
     their mean (``model.image_views``).
     """
+    if per_view and project:
+        raise ValueError("per_view gives backbone features of every view; it cannot be combined with project")
     encoder = model.image_encoder
     outputs = []
     loader = image_loader(paths, model.config.image_size, batch_size=batch_size, device=device)

@@ -96,12 +96,21 @@ class CachedSplit:
             desc=f"{self.data.split} image features", show_progress=self.show_progress, per_view=self.per_view,
         ))
 
-    def image_features_of(self, captions: torch.Tensor) -> torch.Tensor:
-        """The cached features of these captions' images; one random view each when ``per_view``."""
+    def draw_views(self, count: int) -> torch.Tensor | None:
+        """One random view index for each of ``count`` captions (torch's global generator, which
+        the resume state saves); None without ``per_view``. Drawn for a whole global batch, the
+        same on every rank, so that each rank takes its share as it does of the captions."""
+        if not self.per_view:
+            return None
+        return torch.randint(self.image_features.shape[0], (count,))
+
+    def image_features_of(self, captions: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
+        """The cached features of these captions' images, in the given views when ``per_view``."""
         images = self.data.caption_image[captions]
         if not self.per_view:
             return self.image_features[images]
-        views = torch.randint(self.image_features.shape[0], (len(images),))
+        if views is None or len(views) != len(images):
+            raise ValueError("a per-view feature cache needs one view index per caption (draw_views)")
         return self.image_features[views, images]
 
     @cached_property
@@ -281,13 +290,15 @@ class TimamTrainer:
         return "text" in parts and not is_trainable(parts["text"])
 
     def embed_batch(
-        self, split: CachedSplit, captions: torch.Tensor, images: torch.Tensor | None = None
+        self, split: CachedSplit, captions: torch.Tensor, images: torch.Tensor | None = None,
+        views: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings of a batch of captions and their images, from the caches where frozen."""
+        """Embeddings of a batch of captions and their images, from the caches where frozen
+        (``views``: the view of each caption's image in a per-view cache)."""
         if images is not None:
             image_input = to_device_images(images, self.device)
         else:
-            image_input = split.image_features_of(captions).to(self.device)
+            image_input = split.image_features_of(captions, views).to(self.device)
         return self.forward_encoders(
             image_input, self.text_input(split, captions), split.attention_mask[captions].to(self.device),
             image_features_given=images is None, token_states_given=self.text_cached,
@@ -356,7 +367,9 @@ class TimamTrainer:
         This rank embeds its share (``images`` are that share's, or None when cached) and gathers
         the others' with gradient, so every term sees the whole global batch.
         """
-        image_emb, text_emb = self.embed_batch(self.train, local_share(batch, self.context), images)
+        views = self.train.draw_views(len(batch)) if images is None else None
+        share_views = None if views is None else local_share(views, self.context)
+        image_emb, text_emb = self.embed_batch(self.train, local_share(batch, self.context), images, share_views)
         image_emb, text_emb = gather_with_grad(image_emb, self.context), gather_with_grad(text_emb, self.context)
         labels = self.train.data.caption_labels[batch].to(self.device)
         match_ids = self.train.data.caption_image[batch].to(self.device) if self.config.matching == "instance" else labels

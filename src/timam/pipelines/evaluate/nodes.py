@@ -294,16 +294,16 @@ def plot_retrieval_examples(
 
 
 def _best_and_worst(average_precision: torch.Tensor, count: int) -> tuple[list[int], list[str]]:
-    """The ``count`` highest- and lowest-AP queries (ties by query index), with a note for each."""
-    n = min(count, len(average_precision) // 2) or min(count, len(average_precision))
+    """The ``count`` highest-AP queries, then the ``count`` lowest-AP of the rest (ties by query
+    index), with a note for each. A query is shown once, even when many share one AP."""
     values = average_precision.numpy()
-    best = np.argsort(-values, kind="stable")[:n].tolist()
-    worst = np.argsort(values, kind="stable")[:n].tolist()
-    if set(best) & set(worst):  # fewer queries than two groups: show each once
-        worst = [q for q in worst if q not in best]
-    notes = [f"[best {i + 1}, AP {float(average_precision[q]):.3f}]" for i, q in enumerate(best)]
-    notes += [f"[worst {i + 1}, AP {float(average_precision[q]):.3f}]" for i, q in enumerate(worst)]
-    return best + worst, notes
+    n = min(count, len(values) // 2) or min(count, len(values))
+    order = np.argsort(-values, kind="stable")
+    best, rest = order[:n], order[n:]
+    worst = rest[np.argsort(values[rest], kind="stable")][:n]
+    notes = [f"[best {i + 1}, AP {float(values[q]):.3f}]" for i, q in enumerate(best)]
+    notes += [f"[worst {i + 1}, AP {float(values[q]):.3f}]" for i, q in enumerate(worst)]
+    return best.tolist() + worst.tolist(), notes
 
 
 def plot_best_and_worst_queries(
@@ -317,6 +317,9 @@ def plot_best_and_worst_queries(
     these show where the model fails: read them before trusting a mean.
     """
     count = int((evaluation.get("examples") or {}).get("best_worst", 3))
+    if count < 1:
+        empty = message_figure("evaluation.examples.best_worst is 0: no best and worst queries drawn")
+        return empty, empty
     _, k, _ = _example_options(evaluation)
     data = _ExampleData.of(image_embeddings, text_embeddings, evaluation["relevance"])
     ks = (1,)
