@@ -184,7 +184,8 @@ def markdown_report(metrics: dict[str, Any], paper: Mapping[str, Any] | None = N
         "Metrics in percent. R@K is the hit rate (any relevant item in the top K). "
         "`expected` is the exact expected value under random order of tied scores. "
         "The figures of this run (recall_curve.png, example_grid.png, example_grid_image_to_text.png, "
-        "best_worst_text_to_image.png, best_worst_image_to_text.png, training_curves.png) are saved beside this report, in version folders of the same name."
+        "best_worst_text_to_image.png, best_worst_image_to_text.png, training_curves.png) are saved "
+        "beside this report, in version folders of the same name."
     )
     return "\n".join(lines) + "\n"
 
