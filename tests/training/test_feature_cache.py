@@ -5,6 +5,7 @@ import warnings
 from dataclasses import replace
 
 import torch
+from safetensors.torch import load_file
 
 import timam.training.loop as loop
 from tests.training.tiny_run import TINY_MODEL, tiny_inputs
@@ -97,7 +98,6 @@ def test_training_split_keeps_every_view_and_validation_their_mean(tmp_path):
         warnings.simplefilter("ignore")
         checkpoint, history = loop.train_timam(train, val, model_config, config)
     assert checkpoint.model.config.image_views == 2 and len(history) == 1
-    from safetensors.torch import load_file
     shapes = sorted(tuple(t.shape) for f in (tmp_path / "features").glob("*.safetensors") for t in load_file(f).values())
     feature = model.image_encoder.feature_dim
     assert (2, len(train.image_paths), feature) in shapes and (len(val.image_paths), feature) in shapes

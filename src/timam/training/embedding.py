@@ -122,8 +122,9 @@ def text_outputs(
     Each distinct caption is run once and copied to its repeats (:func:`distinct_captions`), so
     repeated captions get identical outputs. Captions are batched by length and each batch cut to
     its longest caption (tokens are padded on the right), so the transformer never runs over
-    padding: on CPU that doubled caption throughput (benchmarks/embedding_speed.py). Token states are padded back with zeros to the input length;
-    the BiLSTM reads only the real tokens, so the padding's value never matters.
+    padding: on CPU that doubled caption throughput (benchmarks/embedding_speed.py). Token states
+    are padded back with zeros to the input length; the BiLSTM reads only the real tokens, so the
+    padding's value never matters.
     """
     encoder = model.text_encoder
     first, inverse = distinct_captions(input_ids, attention_mask)

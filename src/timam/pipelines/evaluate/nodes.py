@@ -322,9 +322,8 @@ def plot_best_and_worst_queries(
         return empty, empty
     _, k, _ = _example_options(evaluation)
     data = _ExampleData.of(image_embeddings, text_embeddings, evaluation["relevance"])
-    ks = (1,)
-    t2i_ap = per_query_metrics(data.texts, data.images, data.text_labels, data.image_labels, ks=ks, metrics=("mAP",))
-    i2t_ap = per_query_metrics(data.images, data.texts, data.image_labels, data.text_labels, ks=ks, metrics=("mAP",))
+    t2i_ap = per_query_metrics(data.texts, data.images, data.text_labels, data.image_labels, metrics=("mAP",))
+    i2t_ap = per_query_metrics(data.images, data.texts, data.image_labels, data.text_labels, metrics=("mAP",))
     text_queries, text_notes = _best_and_worst(t2i_ap["mAP"], count)
     image_queries, image_notes = _best_and_worst(i2t_ap["mAP"], count)
     what = f"best and worst {count} queries by average precision, top-{k} ({_LEGEND})"
