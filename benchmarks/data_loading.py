@@ -6,14 +6,14 @@ Run: ``.venv/bin/python benchmarks/data_loading.py [--config default|paper] [--i
 Loader: ``torch.utils.data.DataLoader`` over ``timam.training.images.ImageFileDataset`` (Pillow
 ``load_rgb`` + the eval transform, or with ``--transform train`` the training augmentation: flip,
 10-pixel padded crop, colour jitter 0.1) at each worker count, ``pin_memory`` on CUDA, each batch
-moved to the device as the loop does (``to_device_images``: non-blocking, channels_last on CUDA).
+moved to the device as the loop does (``to_device_images``: channels_last, non-blocking on CUDA).
 Images are ``--num-images`` paths cycled from ``--images`` (default: the demo data; generated into
 /tmp when the project has none). Files are read through the OS page cache after the first pass, so
 this is decode + transform speed, not disk speed. Demo images are 80x160 JPEGs like CUHK-PEDES crops;
 larger source images (COCO, Flickr30K) decode several times slower.
 
 Model: the image backbone of the config (architecture only, random weights: speed does not depend
-on them) on random input at the same size and batch, bf16 autocast + channels_last on CUDA:
+on them) on random input at the same size and batch, channels_last, bf16 autocast on CUDA:
 ``forward`` (frozen backbone: feature caching, embedding, uncached frozen training) and
 ``train`` (forward + backward, an unfrozen backbone; no optimiser step).
 
@@ -96,15 +96,11 @@ def loader_rate(paths, transform, workers: int, batch: int, device: torch.device
 def model_rates(config: str, size, batch: int, steps: int, device: torch.device) -> tuple[float, float]:
     """Images/s of the backbone: frozen forward, and forward + backward."""
     from timam.models.image_encoder import build_backbone
-    from timam.training.device import autocast
+    from timam.training.device import autocast, model_to, to_device_images
 
     name, library = BACKBONES[config]
-    backbone = build_backbone(name, library, None, architecture_only=True).to(device)
-    if device.type == "cuda":
-        backbone = backbone.to(memory_format=torch.channels_last)
-    images = torch.randn(batch, 3, *size, device=device)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
+    backbone = model_to(build_backbone(name, library, None, architecture_only=True), device)
+    images = to_device_images(torch.randn(batch, 3, *size), device)
 
     def forward() -> None:
         with torch.no_grad(), autocast(device):

@@ -20,7 +20,7 @@ capped (``--steps``), and for "uncached" the caches are switched off.
   MiniLM / 768 BERT) float16) in host memory, copied to the device per batch as in the loop; a
   step's speed does not depend on the values.
 * uncached -- ``image_cached``/``text_cached`` forced off: every step also runs the backbone and the
-  transformer forward (bf16 autocast and channels_last on CUDA). Frozen (default) they get no
+  transformer forward (channels_last; bf16 autocast on CUDA). Frozen (default) they get no
   backward and stay in eval mode, as the loop keeps frozen parts; with ``--unfrozen`` they train
   from the first epoch (``training.freeze`` 0, the loop's own mechanism) and get a backward pass and
   optimiser updates. Images: ``--image-source random`` takes them from a pool of random tensors in
@@ -181,6 +181,7 @@ def main() -> None:
     _common.set_threads(args.threads)
     kedro_note = _common.ensure_kedro_io()  # timam.training.loop imports timam.io (Kedro datasets)
     from timam.training.config import training_config
+    from timam.training.device import model_to
     from timam.training.embedding import default_workers
     from timam.training.loop import seed_everything
 
@@ -198,9 +199,7 @@ def main() -> None:
     generator = seed_everything(args.seed)
 
     model, weights = _common.build_model(args.config, weights=args.weights, num_classes=args.num_classes)
-    model = model.to(device)
-    if device.type == "cuda":
-        model.image_encoder.backbone.to(memory_format=torch.channels_last)
+    model = model_to(model, device)  # channels_last convolutions, as the training loop has them
     mc, text_config = model.config, model.text_encoder.transformer.config
     print(_common.device_info(device))
     print(f"model: config={args.config} {mc.image_library} {mc.image_backbone} {mc.image_size[0]}x{mc.image_size[1]} "

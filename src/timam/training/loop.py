@@ -31,7 +31,7 @@ from timam.retrieval.ranking import ranking_metrics
 from timam.training.batches import identity_batches, random_batches
 from timam.training.config import OptimizerConfig, TrainingConfig
 from timam.training.data import SplitData
-from timam.training.device import pick_device, to_device_images
+from timam.training.device import model_to, pick_device, to_device_images
 from timam.training.distributed import (
     DistributedContext,
     average_gradients,
@@ -555,9 +555,7 @@ def train_timam(
             "Training on %s x %d: %d train captions, %d val captions",
             device, context.world_size, train.num_captions, val.num_captions,
         )
-    model = TimamModel(model_config).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # matches the channels_last input batches
+    model = model_to(TimamModel(model_config), device)
     cached_train, cached_val = (
         CachedSplit(model, split, batch_size=config.embed_batch_size, device=device, show_progress=context.is_main,
                     cache_dir=config.feature_cache_dir, per_view=per_view)

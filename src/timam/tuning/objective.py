@@ -30,7 +30,7 @@ from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.training.config import TrainingConfig, training_config
 from timam.training.data import SplitData
-from timam.training.device import pick_device
+from timam.training.device import model_to, pick_device
 from timam.training.loop import CachedSplit, TimamTrainer, freeze_pretrained, pretrained_parts, seed_everything
 from timam.training.resume import restore_rng, rng_state, trainable_state
 from timam.tuning.space import Knob, deep_merge, suggest_overrides
@@ -59,7 +59,7 @@ class TuningWorker:
         started = time.perf_counter()
         generator = seed_everything(base.seed)
         self.device = pick_device(base.device)
-        self.model = TimamModel(model_config).to(self.device)
+        self.model = model_to(TimamModel(model_config), self.device)
         freeze_pretrained(self.model)
         self.initial_heads = trainable_state(self.model)
         self.rng = rng_state(generator)

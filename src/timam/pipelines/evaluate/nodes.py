@@ -29,7 +29,7 @@ from timam.retrieval.protocols import PROTOCOLS, fold_metrics, zero_shot_metrics
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, topk_indices
 from timam.retrieval.report import markdown_report, mean_recall
 from timam.training.data import split_data
-from timam.training.device import pick_device
+from timam.training.device import model_to, pick_device
 from timam.training.embedding import image_outputs, text_outputs
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def embed_test_split(
     if rows["caption_id"].tolist() != data.caption_ids:  # split_data's row order, checked not assumed
         raise ValueError("caption rows of the split are not in the order of their tokens; re-run the prepare pipeline")
     device = pick_device(evaluation.get("device", "auto"))
-    model = model_checkpoint.model.to(device)
+    model = model_to(model_checkpoint.model, device)
     batch_size = int(evaluation["batch_size"])
     images = image_outputs(model, data.image_paths, project=True, batch_size=batch_size, device=device, desc="embedding images")
     texts = text_outputs(

@@ -15,7 +15,7 @@ from timam.models.checkpoint import Checkpoint
 from timam.retrieval.plots import ImageQueryExample, RankedCaption, RankedImage, TextQueryExample, image_query_figure, text_query_figure
 from timam.retrieval.ranking import topk_indices
 from timam.tokenization import load_tokenizer
-from timam.training.device import pick_device
+from timam.training.device import model_to, pick_device
 from timam.training.embedding import image_outputs, text_outputs
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _embed_text(model_checkpoint: Checkpoint, query: str, tokenization: dict[str
     if config.text_encoder == "fc_embed" and int(tokens["input_ids"].max()) >= config.vocab_size:
         raise ValueError(f"tokenizer {tokenizer_name!r} gives ids beyond the checkpoint's vocabulary ({config.vocab_size})")
     return text_outputs(
-        model_checkpoint.model.to(device), tokens["input_ids"].to(torch.int32), tokens["attention_mask"].to(torch.int8),
+        model_to(model_checkpoint.model, device), tokens["input_ids"].to(torch.int32), tokens["attention_mask"].to(torch.int8),
         project=True, batch_size=1, device=device, desc="embedding the query",
     )
 
@@ -127,7 +127,7 @@ def search(
             raise ValueError("text_embeddings have no caption texts (older timam); re-run `kedro run --pipelines evaluate`")
         gallery = text_embeddings.tensors["embeddings"]
         k = min(top_k, len(gallery))
-        embedded = image_outputs(model_checkpoint.model.to(device), [query_image], project=True, batch_size=1,
+        embedded = image_outputs(model_to(model_checkpoint.model, device), [query_image], project=True, batch_size=1,
                                  device=device, desc="embedding the query image")
         scores, found = topk_indices(embedded, gallery, k)
         caption_ids = text_embeddings.metadata.get("caption_ids") or [None] * len(captions)
