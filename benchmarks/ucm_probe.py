@@ -16,7 +16,11 @@ building there:
   trained (from the ImageNet weights, ``--finetune-lr``) on cached outputs of block 5;
 * ``--text-head mean``: mean-pooled token states -> 2-layer MLP, instead of the BiLSTM;
 * ``--train-views`` / ``--test-views``: rotations and flips of the aerial images (the 8
-  dihedral views, all cached) drawn in training, and averaged when embedding the gallery.
+  dihedral views, all cached) drawn in training, and averaged when embedding the gallery;
+* ``--image-head full``: the whole backbone trained end to end from the 128 px pixels (resized to
+  ``--size``, channels_last), in batches of ``--batch-size`` images with all five captions each;
+* ``--matching string``: CMPM positives are every image that has the caption's string;
+* ``--qb-beta``: also score with the inverted softmax over the training split (hubness correction).
 
 Its results are screening numbers: settings that help here still have to be confirmed with the
 pipeline over 3 seeds. The last line reads ``ucm_probe: val_mR=.. test_mR=.. test_mR_index=..
@@ -38,10 +42,10 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import timam  # noqa: F401  (the torchvision import guard runs first)
 from timam.losses.identification import IdentificationLoss
-from timam.losses.projection import cmpm_loss
+from timam.losses.projection import _projection_kl, cmpm_loss
 from timam.models.image_encoder import build_backbone, image_view
 from timam.models.text_encoder import resolve_text_model
-from timam.retrieval.ranking import bidirectional_metrics
+from timam.retrieval.ranking import bidirectional_metrics, ranking_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 PARQUET = ROOT.parent / "shared/data/ucm_captions/ucm_captions_128.parquet"
@@ -117,17 +121,37 @@ def load_features(size: int) -> dict[str, torch.Tensor]:
 class ImageHead(nn.Module):
     """Cached features of one view per image (training), or the mean over ``test_views`` (evaluation)."""
 
-    def __init__(self, features: dict[str, torch.Tensor], partial: bool, test_views: int) -> None:
+    def __init__(self, features: dict[str, torch.Tensor], kind: str, test_views: int, size: int) -> None:
         super().__init__()
-        self.features, self.partial, self.test_views = features, partial, test_views
-        if partial:
+        self.features, self.kind, self.test_views, self.size = features, kind, test_views, size
+        if kind == "partial":
             backbone = build_backbone("efficientnet_lite0", "timm", "offline")
             self.top = nn.Sequential(*backbone.blocks[6:], backbone.conv_head, backbone.bn2)
+        if kind == "full":
+            self.top = build_backbone("efficientnet_lite0", "timm", "offline").to(memory_format=torch.channels_last)
         self.projection = nn.Linear(1280, 512)
+
+    def _full(self, images: torch.Tensor, views: torch.Tensor | None) -> torch.Tensor:
+        """The whole backbone on raw pixels, one view per image or the mean over the test views."""
+        if views is None:
+            with torch.no_grad():
+                return torch.cat([
+                    torch.stack([self._full(part, torch.full_like(part, v)) for v in range(self.test_views)]).mean(0)
+                    for part in images.split(64)
+                ])
+        pixels = self.features["pixels"][images].float().div(255)
+        pixels = torch.stack([image_view(p[None], int(v))[0] for p, v in zip(pixels, views, strict=True)])
+        pixels = nn.functional.interpolate(pixels, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        pixels = ((pixels - mean) / std).contiguous(memory_format=torch.channels_last)
+        return self.projection(self.top(pixels))
 
     def forward(self, images: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
         """``views``: one view index per image (training); ``None``: the mean over the test views."""
-        if self.partial:  # maps exist for views 0 and 4 (plain and flipped)
+        if self.kind == "full":
+            return self._full(images, views)
+        if self.kind == "partial":  # maps exist for views 0 and 4 (plain and flipped)
             chosen = torch.zeros_like(images) if views is None else (views >= 4).long()
             x = self.features["maps"][chosen, images].float()
             return self.projection(self.top(x).mean((2, 3)))
@@ -156,20 +180,99 @@ class TextHead(nn.Module):
         return self.projection(torch.cat([hidden[-2], hidden[-1]], dim=1))
 
 
-def evaluate(image_head: ImageHead, text_head: TextHead, f: dict[str, torch.Tensor], split: int) -> dict[str, float]:
-    """Instance-level mR (expected and index tie rules) and class-level mR of one split."""
+def _split_embeddings(
+    image_head: ImageHead, text_head: TextHead, f: dict[str, torch.Tensor], split: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L2-normalised image and caption embeddings of one split, with their image and caption indices."""
     images = (f["image_split"] == split).nonzero().flatten()
     captions = (f["image_split"][f["caption_image"]] == split).nonzero().flatten()
     image_head.eval(), text_head.eval()
     with torch.no_grad():
-        image_emb = image_head(images)
-        text_emb = text_head(captions)
+        image_emb = nn.functional.normalize(image_head(images), dim=1)
+        # Each distinct string embedded once, so repeats tie exactly (as the pipeline does it).
+        strings, inverse = f["caption_string"][captions].unique(return_inverse=True)
+        first = torch.full((len(strings),), len(captions)).scatter_reduce(0, inverse, torch.arange(len(captions)), "amin")
+        text_emb = nn.functional.normalize(text_head(captions[first]), dim=1)[inverse]
     image_head.train(), text_head.train()
+    return image_emb, text_emb, images, captions
+
+
+def hubness_offsets(gallery: torch.Tensor, bank: torch.Tensor, beta: float) -> torch.Tensor:
+    """Inverted-softmax offsets (Smith et al. 2017; QB-Norm, Bogolin et al. 2022): a gallery item's
+    log-sum-exp similarity to a bank of training queries, so hubs that are close to every query are
+    pushed down. Ranking by ``score - offset`` equals ranking by the inverted softmax."""
+    return torch.logsumexp(beta * bank @ gallery.T, dim=0) / beta
+
+
+def evaluate(
+    image_head: ImageHead, text_head: TextHead, f: dict[str, torch.Tensor], split: int, qb_beta: float = 0.0
+) -> dict[str, float]:
+    """Instance-level mR (expected and index tie rules) and class-level mR of one split.
+
+    ``qb_beta`` > 0: scores are normalised by the inverted softmax over the training split's
+    captions (text->image) and images (image->text), as an extra embedding column."""
+    image_emb, text_emb, images, captions = _split_embeddings(image_head, text_head, f, split)
+    if qb_beta > 0:
+        bank_images, bank_texts, _, _ = _split_embeddings(image_head, text_head, f, SPLITS["train"])
+        image_offsets = hubness_offsets(image_emb, bank_texts, qb_beta)
+        text_offsets = hubness_offsets(text_emb, bank_images, qb_beta)
+        # image x text score = i.t - offset(i) - offset(t) would mix both directions; keep each
+        # direction's own offset by scoring twice.
+        return _qb_metrics(image_emb, text_emb, image_offsets, text_offsets, f, images, captions)
     owner = f["caption_image"][captions]
     instance = bidirectional_metrics(image_emb, text_emb, images, owner, tie_rules=("expected", "index"), metrics=("R@K",))
     classes = bidirectional_metrics(image_emb, text_emb, f["image_class"][images], f["image_class"][owner], metrics=("R@K",))
     mean = lambda r, rule: sum(r[d][rule][f"R@{k}"] for d in r for k in KS) / 6  # noqa: E731
     return {"mR": mean(instance, "expected"), "mR_index": mean(instance, "index"), "class_mR": mean(classes, "expected")}
+
+
+def _qb_metrics(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, image_offsets: torch.Tensor, text_offsets: torch.Tensor,
+    f: dict[str, torch.Tensor], images: torch.Tensor, captions: torch.Tensor,
+) -> dict[str, float]:
+    """Both directions with each gallery's hubness offset, as an extra column ``[q, 1] . [g, -offset]``."""
+    ones = lambda x: torch.ones(len(x), 1)  # noqa: E731
+    owner = f["caption_image"][captions]
+    out = {}
+    for name, labels in (("mR", (images, owner)), ("class_mR", (f["image_class"][images], f["image_class"][owner]))):
+        t2i = ranking_metrics(torch.cat([text_emb, ones(text_emb)], 1), torch.cat([image_emb, -image_offsets[:, None]], 1),
+                              labels[1], labels[0], normalize=False, tie_rules=("expected", "index"), metrics=("R@K",))
+        i2t = ranking_metrics(torch.cat([image_emb, ones(image_emb)], 1), torch.cat([text_emb, -text_offsets[:, None]], 1),
+                              labels[0], labels[1], normalize=False, tie_rules=("expected", "index"), metrics=("R@K",))
+        for rule, key in (("expected", name), ("index", name + "_index")):
+            out[key] = sum(r[rule][f"R@{k}"] for r in (t2i, i2t) for k in KS) / 6
+    out.pop("class_mR_index")
+    return out
+
+
+def _pixels() -> torch.Tensor:
+    """Every image's 128 px pixels, uint8 (N, 3, 128, 128), for ``--image-head full``."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    table = pd.read_parquet(PARQUET, columns=["image_jpeg"])
+    return torch.stack([pil_to_tensor(Image.open(io.BytesIO(data)).convert("RGB")) for data in table.image_jpeg])
+
+
+def _batches(f: dict[str, torch.Tensor], train: torch.Tensor, size: int, *, per_image: bool) -> list[torch.Tensor]:
+    """Shuffled caption batches; ``per_image``: ``size`` images with all their captions each."""
+    if not per_image:
+        return list(train[torch.randperm(len(train))].split(size))
+    owners = f["caption_image"][train]
+    images = owners.unique()
+    return [train[torch.isin(owners, chunk)] for chunk in images[torch.randperm(len(images))].split(size)]
+
+
+def string_cmpm(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, f: dict[str, torch.Tensor], images: torch.Tensor, captions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CMPM whose positives are the pairs where the caption's string is one of the image's captions
+    (identical captions of other images are not pushed away)."""
+    strings = f["caption_string"].view(-1, 5)[images]  # each image's 5 caption strings
+    same = (strings[:, :, None] == f["caption_string"][captions][None, None, :]).any(1).float()
+    log_q = torch.log(same / same.sum(1, keepdim=True) + 1e-8)
+    log_q_t = torch.log(same.T / same.T.sum(1, keepdim=True) + 1e-8)
+    return _projection_kl(image_emb, text_emb, log_q), _projection_kl(text_emb, image_emb, log_q_t)
 
 
 def draw_views(views: list[int] | None, count: int) -> torch.Tensor | None:
@@ -181,7 +284,7 @@ def draw_views(views: list[int] | None, count: int) -> torch.Tensor | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-head", choices=("pooled", "partial"), default="pooled")
+    parser.add_argument("--image-head", choices=("pooled", "partial", "full"), default="pooled")
     parser.add_argument("--text-head", choices=("lstm", "mean"), default="lstm")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -190,6 +293,10 @@ def main() -> None:
     parser.add_argument("--identification-weight", type=float, default=1.0)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--matching", choices=("instance", "string"), default="instance",
+                        help="CMPM positives: a caption and its own image, or every image that has that caption string")
+    parser.add_argument("--qb-beta", type=float, default=0.0,
+                        help="> 0: inverted-softmax hubness normalisation over the training split (also printed without)")
     parser.add_argument("--train-views", default="0,4",
                         help="dihedral views drawn in training (0-3 quarter turns, +4 flipped), or 'mean': "
                              "train on the mean over the test views, as the gallery is embedded")
@@ -198,36 +305,52 @@ def main() -> None:
     args.train_views = None if args.train_views == "mean" else [int(v) for v in args.train_views.split(",")]
     torch.manual_seed(args.seed)
     f = load_features(args.size)
-    image_head = ImageHead(f, args.image_head == "partial", args.test_views)
+    if args.image_head == "full":
+        f["pixels"] = _pixels()
+    image_head = ImageHead(f, args.image_head, args.test_views, args.size)
     text_head = TextHead(f, args.text_head)
     identification = IdentificationLoss(512, 21)
     heads = [p for m in (image_head.projection, text_head, identification) for p in m.parameters()]
     groups = [{"params": heads, "lr": args.lr}]
-    if args.image_head == "partial":
+    if args.image_head in ("partial", "full"):
         groups.append({"params": list(image_head.top.parameters()), "lr": args.finetune_lr})
     optimizer = torch.optim.Adam(groups, weight_decay=4e-4)
     train = (f["image_split"][f["caption_image"]] == 0).nonzero().flatten()
     best, start = None, time.perf_counter()
     for epoch in range(args.epochs):
-        for batch in train[torch.randperm(len(train))].split(args.batch_size):
+        for batch in _batches(f, train, args.batch_size, per_image=args.image_head == "full"):
             if len(batch) < 2:
                 continue
             images = f["caption_image"][batch]
-            image_emb = image_head(images, draw_views(args.train_views, len(batch)))
+            if args.image_head == "full":  # one backbone pass per image, shared by its 5 captions
+                distinct, inverse = images.unique(return_inverse=True)
+                image_emb = image_head(distinct, draw_views(args.train_views, len(distinct)))[inverse]
+            else:
+                image_emb = image_head(images, draw_views(args.train_views, len(batch)))
             text_emb = text_head(batch)
-            loss = sum(cmpm_loss(image_emb, text_emb, images))
+            if args.matching == "string":
+                loss = sum(string_cmpm(image_emb, text_emb, f, images, batch))
+            else:
+                loss = sum(cmpm_loss(image_emb, text_emb, images))
             loss = loss + args.identification_weight * sum(identification(image_emb, text_emb, f["image_class"][images]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         val = evaluate(image_head, text_head, f, SPLITS["val"])
+        if args.qb_beta > 0:
+            val |= {f"qb_{key}": value for key, value in evaluate(image_head, text_head, f, SPLITS["val"], args.qb_beta).items()}
         if best is None or val["mR"] > best[0]["mR"]:
-            best = (val, epoch, evaluate(image_head, text_head, f, SPLITS["test"]))
-        print(f"epoch {epoch}: val mR {val['mR']:.2f} (class {val['class_mR']:.1f}), {time.perf_counter() - start:.0f} s")
+            test = evaluate(image_head, text_head, f, SPLITS["test"])
+            if args.qb_beta > 0:
+                test |= {f"qb_{k}": v for k, v in evaluate(image_head, text_head, f, SPLITS["test"], args.qb_beta).items()}
+            best = (val, epoch, test)
+        qb = f", with hubness norm {val['qb_mR']:.2f}" if args.qb_beta > 0 else ""
+        print(f"epoch {epoch}: val mR {val['mR']:.2f}{qb} (class {val['class_mR']:.1f}), {time.perf_counter() - start:.0f} s")
     val, epoch, test = best
     print(json.dumps({"args": vars(args), "val": val, "test": test, "epoch": epoch}))
+    qb = f" qb_val_mR={val['qb_mR']:.2f} qb_test_mR={test['qb_mR']:.2f}" if args.qb_beta > 0 else ""
     print(f"ucm_probe: val_mR={val['mR']:.2f} test_mR={test['mR']:.2f} test_mR_index={test['mR_index']:.2f} "
-          f"test_class_mR={test['class_mR']:.2f} epoch={epoch}")
+          f"test_class_mR={test['class_mR']:.2f} epoch={epoch}{qb}")
 
 
 if __name__ == "__main__":
