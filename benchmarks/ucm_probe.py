@@ -58,7 +58,7 @@ def _image_features(table: pd.DataFrame, size: int) -> dict[str, torch.Tensor]:
     from PIL import Image
     from torchvision import transforms
 
-    model = build_backbone("efficientnet_lite0", "timm", "offline").eval()
+    model = build_backbone("efficientnet_lite0", "timm", "offline").eval().to(memory_format=torch.channels_last)
     prepare = transforms.Compose([
         transforms.Resize((size, size)),
         transforms.ToTensor(),
@@ -70,7 +70,7 @@ def _image_features(table: pd.DataFrame, size: int) -> dict[str, torch.Tensor]:
         for view in range(8):
             batch_maps, batch_pooled = [], []
             for part in image_view(images, view).split(64):
-                h = model.bn1(model.conv_stem(part))
+                h = model.bn1(model.conv_stem(part.contiguous(memory_format=torch.channels_last)))
                 for block in model.blocks[:6]:
                     h = block(h)
                 batch_maps.append(h.half())
