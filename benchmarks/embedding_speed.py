@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/embedding_speed.py [--config default|paper] [
 
 Times ``timam.training.embedding.image_outputs(project=True)`` -- decode with Pillow in a DataLoader
 (``default_workers()``: none on <= 2 cores, else cores - 1 up to 8), eval transform, backbone +
-FC under bf16 autocast / channels_last on CUDA -- and ``text_outputs(project=True)`` -- transformer
+FC channels_last (bf16 autocast on CUDA) -- and ``text_outputs(project=True)`` -- transformer
 + BiLSTM + FC on token ids. Default sizes are the CUHK-PEDES test split: 3,074 gallery images and
 6,156 caption queries. Images are paths cycled from the demo data (``--images-dir`` to use
 another folder; read through the page cache after the first pass). Captions are the demo captions
@@ -78,13 +78,12 @@ def caption_tokens(model, count: int, max_length: int, kind: str) -> tuple[torch
 def main() -> None:
     args = parse_args()
     _common.set_threads(args.threads)
+    from timam.training.device import model_to
     from timam.training.embedding import default_workers, image_outputs, text_outputs
 
     device = _common.pick(args.device)
     model, weights = _common.build_model(args.config, weights=args.weights)
-    model = model.to(device).eval()
-    if device.type == "cuda":
-        model.image_encoder.backbone.to(memory_format=torch.channels_last)
+    model = model_to(model, device).eval()  # channels_last, as the evaluate node has it
     paths = _common.cycle(_common.image_files(args.images_dir), args.images)
     ids, mask, token_note = caption_tokens(model, args.captions, args.max_length, args.tokens)
     mean_length = float(mask.float().sum(1).mean())

@@ -14,6 +14,7 @@ from timam.models.timam import TimamModel
 from timam.pipelines.search.nodes import search, search_request
 from timam.retrieval.ranking import topk_indices
 from timam.tokenization import load_tokenizer
+from timam.training.device import model_to
 from timam.training.embedding import image_outputs, text_outputs
 
 TOKENIZATION = {"tokenizer": "offline:minilm", "max_length": 16}
@@ -36,7 +37,7 @@ def setup(tmp_path_factory):
     )
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        model = TimamModel(config).eval()
+        model = model_to(TimamModel(config), CPU).eval()  # the layout the evaluate node embeds the gallery in
     checkpoint = Checkpoint(model=model, metadata={}, version="2026-01-01T00.00.00.000Z")
     tokens = load_tokenizer(TOKENIZATION["tokenizer"])(CAPTIONS, padding="max_length", truncation=True,
                                                        max_length=16, return_tensors="pt")

@@ -5,7 +5,7 @@ take minutes to compute and seconds to load. A cache entry is named by a hash of
 depend on: the encoder's name and weights (a weight file or model directory by size and time, a
 named weight set by the versions of the libraries that provide it), the image size, each image
 file's path, size and modification time, the token ids, the device type (bf16 on CUDA, float32 on
-CPU), and the versions of torch, torchvision, timm and transformers. Randomly initialised encoders
+CPU), the images' memory layout (it changes the rounding), and the versions of torch, torchvision, timm and transformers. Randomly initialised encoders
 are never cached (their weights depend on the seed). A write that fails (a full disk) only logs a
 warning: the cache is an optimisation, training goes on with the computed tensor.
 """
@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save
 from timam.io.atomic import ArtifactWriteError, atomic_path
 from timam.models.config import ModelConfig
 from timam.models.text_encoder import resolve_text_model
+from timam.training.device import IMAGE_MEMORY_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ def image_feature_key(
     if config.image_weights is None:
         return None
     parts = ["image", config.image_backbone, config.image_library, _location_stamp(config.image_weights),
-             list(config.image_size), config.image_views, per_view, device.type, _software(),
+             list(config.image_size), config.image_views, per_view, device.type, str(IMAGE_MEMORY_FORMAT),
+             _software(),
              [_file_stamp(path) for path in paths]]
     return _digest(parts)
 
