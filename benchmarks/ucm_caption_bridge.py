@@ -1,7 +1,7 @@
 """A training-free UCM-Captions baseline: score captions through the captions of visual neighbours.
 
-Run: ``.venv/bin/python benchmarks/ucm_caption_bridge.py`` (needs the probe's feature cache: run
-``benchmarks/ucm_probe.py`` once).
+Run: ``.venv/bin/python benchmarks/ucm_caption_bridge.py`` (uses the probe's feature cache, and
+builds it on first use as ``benchmarks/ucm_probe.py`` does).
 
 Why: every trained head on the frozen features lands at 47-50 instance mR (benchmarks/RESULTS.md).
 If a model that learns nothing reaches the same by looking up the captions of the nearest training
@@ -24,7 +24,7 @@ from ucm_probe import SPLITS, load_features
 
 from timam.retrieval.ranking import ranking_metrics
 
-KS, TAUS = (5, 10, 20, 50), (0.02, 0.05, 0.1)
+KS, TAUS = (1, 2, 3, 5, 10, 20, 50), (0.02, 0.05, 0.1)
 
 
 def sentence_embeddings(f: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -41,9 +41,10 @@ def bridge_mr(f: dict[str, torch.Tensor], split: int, mode: str, k: int, tau: fl
     visual = F.normalize(f["pooled"].float().mean(0), dim=1)
     sentences = sentence_embeddings(f)
     strings = f["caption_string"].view(-1, 5)  # each image's five caption strings
-    match = torch.einsum("nfd,cd->ncf", sentences[strings[train]], sentences[f["caption_string"][captions]]).amax(2)
     if mode == "exact":
-        match = (match > 0.9999).float()
+        match = (strings[train][:, None, :] == f["caption_string"][captions][None, :, None]).any(2).float()
+    else:
+        match = torch.einsum("nfd,cd->ncf", sentences[strings[train]], sentences[f["caption_string"][captions]]).amax(2)
     near = (visual[images] @ visual[train].T).topk(k, dim=1)
     weights = torch.zeros(len(images), len(train)).scatter_(1, near.indices, torch.softmax(near.values / tau, dim=1))
     owner, gallery = f["caption_image"][captions], match.T.contiguous()

@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/ucm_probe.py --image-head pooled --text-head 
 Why: a full ``kedro run --env ucm_captions`` takes 8-9 minutes on 2 CPU cores, too slow to try
 many settings. This script computes the frozen encoder outputs once (EfficientNet-Lite0 at
 ``--size`` from the 128 px Parquet images, in all 8 rotations and flips; MiniLM token states of each
-distinct caption) into ``data/05_model_input/ucm_captions/probe_features_<size>.pt``, then trains
+distinct caption) into ``data/05_model_input/ucm_captions/probe_features_<size>_channels_last.pt``, then trains
 only the heads with the project's own losses (norm-softmax identification over the 21 classes +
 CMPM with a caption and its own image as positives) and scores with the project's tie-aware
 ranking. The checkpoint is chosen on validation instance-level mR (expected tie rule) and that
@@ -24,7 +24,7 @@ building there:
 
 Its results are screening numbers: settings that help here still have to be confirmed with the
 pipeline over 3 seeds. The last line reads ``ucm_probe: val_mR=.. test_mR=.. test_mR_index=..
-test_class_mR=.. epoch=..``.
+test_class_mR=.. epoch=..`` (with ``--qb-beta``, then ``qb_val_mR=.. qb_test_mR=..``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _text_features(captions: list[str]) -> dict[str, torch.Tensor]:
 
 
 def load_features(size: int) -> dict[str, torch.Tensor]:
-    cache = ROOT / f"data/05_model_input/ucm_captions/probe_features_{size}.pt"
+    cache = ROOT / f"data/05_model_input/ucm_captions/probe_features_{size}_channels_last.pt"  # layout: rounding
     if cache.is_file():
         return torch.load(cache, weights_only=True)
     if not PARQUET.is_file():
@@ -303,6 +303,8 @@ def main() -> None:
     parser.add_argument("--test-views", type=int, default=1, help="mean image features over views 0..N-1 when scoring")
     args = parser.parse_args()
     args.train_views = None if args.train_views == "mean" else [int(v) for v in args.train_views.split(",")]
+    if args.image_head == "full" and args.train_views is None:
+        parser.error("--image-head full trains on one view per image: give --train-views a list, not 'mean'")
     torch.manual_seed(args.seed)
     f = load_features(args.size)
     if args.image_head == "full":
