@@ -42,8 +42,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import timam  # noqa: F401  (the torchvision import guard runs first)
 from timam.losses.identification import IdentificationLoss
-from timam.losses.projection import _projection_kl, cmpm_loss
-from timam.models.image_encoder import build_backbone, image_view
+from timam.losses.projection import cmpm_loss, cmpm_loss_from_matches
+from timam.models.image_encoder import apply_views, build_backbone, image_view
 from timam.models.text_encoder import resolve_text_model
 from timam.retrieval.ranking import bidirectional_metrics, ranking_metrics
 
@@ -140,7 +140,7 @@ class ImageHead(nn.Module):
                     for part in images.split(64)
                 ])
         pixels = self.features["pixels"][images].float().div(255)
-        pixels = torch.stack([image_view(p[None], int(v))[0] for p, v in zip(pixels, views, strict=True)])
+        pixels = apply_views(pixels, views)
         pixels = nn.functional.interpolate(pixels, size=(self.size, self.size), mode="bilinear", align_corners=False)
         mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -269,10 +269,8 @@ def string_cmpm(
     """CMPM whose positives are the pairs where the caption's string is one of the image's captions
     (identical captions of other images are not pushed away)."""
     strings = f["caption_string"].view(-1, 5)[images]  # each image's 5 caption strings
-    same = (strings[:, :, None] == f["caption_string"][captions][None, None, :]).any(1).float()
-    log_q = torch.log(same / same.sum(1, keepdim=True) + 1e-8)
-    log_q_t = torch.log(same.T / same.T.sum(1, keepdim=True) + 1e-8)
-    return _projection_kl(image_emb, text_emb, log_q), _projection_kl(text_emb, image_emb, log_q_t)
+    matches = (strings[:, :, None] == f["caption_string"][captions][None, None, :]).any(1)
+    return cmpm_loss_from_matches(image_emb, text_emb, matches)
 
 
 def draw_views(views: list[int] | None, count: int) -> torch.Tensor | None:

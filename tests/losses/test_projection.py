@@ -7,11 +7,18 @@ import math
 import pytest
 import torch
 
-from timam.losses import NormSoftmaxClassifier, cmpc_loss, cmpm_loss
+from timam.losses import NormSoftmaxClassifier, cmpc_loss, cmpm_loss, cmpm_loss_from_matches
 
 
 def _naive_cmpm(queries: list[list[float]], keys: list[list[float]], ids: list[int], eps: float = 1e-8) -> float:
-    n = len(ids)
+    return _naive_cmpm_of_matches(queries, keys, [[a == b for b in ids] for a in ids], eps)
+
+
+def _naive_cmpm_of_matches(
+    queries: list[list[float]], keys: list[list[float]], matches: list[list[bool]], eps: float = 1e-8
+) -> float:
+    """``matches[i][j]``: query i matches key j."""
+    n = len(matches)
     total = 0.0
     for i in range(n):
         logits = []
@@ -20,8 +27,7 @@ def _naive_cmpm(queries: list[list[float]], keys: list[list[float]], ids: list[i
             logits.append(sum(a * b / norm for a, b in zip(queries[i], keys[j])))
         z = sum(math.exp(v) for v in logits)
         p = [math.exp(v) / z for v in logits]
-        matches = sum(1 for j in range(n) if ids[i] == ids[j])
-        q = [(1.0 / matches if ids[i] == ids[j] else 0.0) for j in range(n)]
+        q = [(1.0 / sum(matches[i]) if matches[i][j] else 0.0) for j in range(n)]
         total += sum(p[j] * (math.log(p[j]) - math.log(q[j] + eps)) for j in range(n))
     return total / n
 
@@ -34,6 +40,18 @@ def test_cmpm_matches_naive_reference(ids: list[int]) -> None:
     i2t, t2i = cmpm_loss(image, text, torch.tensor(ids))
     assert i2t.item() == pytest.approx(_naive_cmpm(image.tolist(), text.tolist(), ids), rel=1e-9)
     assert t2i.item() == pytest.approx(_naive_cmpm(text.tolist(), image.tolist(), ids), rel=1e-9)
+
+
+def test_cmpm_from_an_asymmetric_match_matrix_reads_it_both_ways() -> None:
+    torch.manual_seed(1)
+    image = torch.randn(4, 3, dtype=torch.float64)
+    text = torch.randn(4, 3, dtype=torch.float64)
+    matches = torch.eye(4, dtype=torch.bool)
+    matches[0, 2] = matches[3, 1] = True  # image 0 also matches text 2, image 3 text 1; not the reverse
+    i2t, t2i = cmpm_loss_from_matches(image, text, matches)
+    assert i2t.item() == pytest.approx(_naive_cmpm_of_matches(image.tolist(), text.tolist(), matches.tolist()), rel=1e-9)
+    assert t2i.item() == pytest.approx(_naive_cmpm_of_matches(text.tolist(), image.tolist(), matches.t().tolist()), rel=1e-9)
+    assert i2t.item() != pytest.approx(cmpm_loss(image, text, torch.arange(4))[0].item(), rel=1e-6)
 
 
 def test_cmpm_is_non_negative_on_random_data() -> None:

@@ -8,7 +8,7 @@ import torch
 
 from tests.training.tiny_run import TINY_MODEL
 from timam.models.config import ModelConfig
-from timam.models.image_encoder import ImageEncoder, image_view
+from timam.models.image_encoder import ImageEncoder, apply_views, image_view
 
 SQUARE = replace(TINY_MODEL, image_size=(32, 32))
 
@@ -26,6 +26,10 @@ def test_eight_views_are_every_quarter_turn_and_its_mirror():
     assert len(seen) == 8  # the dihedral group of the square: all distinct
     assert image_view(image, 4).flatten().tolist() == [1.0, 0.0, 3.0, 2.0]  # mirrored left-right
     assert torch.equal(image_view(image, 0), image)
+    batch = torch.arange(12.0).view(3, 1, 2, 2)
+    views = torch.tensor([5, 0, 5])
+    by_image = torch.cat([image_view(batch[i : i + 1], int(v)) for i, v in enumerate(views)])
+    assert torch.equal(apply_views(batch, views), by_image)  # each image in its own view
 
 
 @torch.no_grad()

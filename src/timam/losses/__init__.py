@@ -7,7 +7,7 @@ from timam.losses.adversarial import (
     grad_reverse,
 )
 from timam.losses.identification import IdentificationLoss, NormSoftmaxClassifier
-from timam.losses.projection import cmpc_loss, cmpm_loss
+from timam.losses.projection import cmpc_loss, cmpm_loss, cmpm_loss_from_matches
 from timam.losses.triplet import hardest_negative_triplet_loss
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "NormSoftmaxClassifier",
     "cmpc_loss",
     "cmpm_loss",
+    "cmpm_loss_from_matches",
     "discriminator_loss",
     "encoder_adversarial_loss",
     "grad_reverse",

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cmpc_loss", "cmpm_loss"]
+__all__ = ["cmpc_loss", "cmpm_loss", "cmpm_loss_from_matches"]
 
 
 def _check_pairs(image_emb: Tensor, text_emb: Tensor) -> None:
@@ -40,6 +40,11 @@ def _projection_kl(queries: Tensor, keys: Tensor, log_q: Tensor) -> Tensor:
     logits = queries @ F.normalize(keys, p=2, dim=1).t()
     log_p = F.log_softmax(logits, dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+
+
+def _log_q(matches: Tensor, eps: float) -> Tensor:
+    """``log(q + eps)`` with ``q`` the matches of each row sum-normalised to a distribution."""
+    return torch.log(matches / matches.sum(dim=1, keepdim=True) + eps)
 
 
 def cmpm_loss(
@@ -63,11 +68,21 @@ def cmpm_loss(
     identities = identities.reshape(-1)
     if identities.numel() != image_emb.shape[0]:
         raise ValueError("identities must hold one id per pair")
-    same = (identities.unsqueeze(1) == identities.unsqueeze(0)).to(image_emb.dtype)
-    q = same / same.sum(dim=1, keepdim=True)  # sum-normalised: a probability distribution per row
-    log_q = torch.log(q + eps)
-    image_to_text = _projection_kl(image_emb, text_emb, log_q)
-    text_to_image = _projection_kl(text_emb, image_emb, log_q)
+    same = identities.unsqueeze(1) == identities.unsqueeze(0)
+    return cmpm_loss_from_matches(image_emb, text_emb, same, eps=eps)
+
+
+def cmpm_loss_from_matches(
+    image_emb: Tensor, text_emb: Tensor, matches: Tensor, *, eps: float = 1e-8
+) -> tuple[Tensor, Tensor]:
+    """CMPM with the true matches given as a ``(B, B)`` boolean matrix, ``matches[i, j]``: image
+    ``i`` matches text ``j`` (every row and column needs one). :func:`cmpm_loss` builds it from
+    identities; a caller with another notion of a match (e.g. identical caption strings) passes
+    its own. Returns ``(image_to_text, text_to_image)``."""
+    _check_pairs(image_emb, text_emb)
+    matches = matches.to(image_emb.dtype)
+    image_to_text = _projection_kl(image_emb, text_emb, _log_q(matches, eps))
+    text_to_image = _projection_kl(text_emb, image_emb, _log_q(matches.t(), eps))
     return image_to_text, text_to_image
 
 

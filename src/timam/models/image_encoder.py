@@ -107,11 +107,19 @@ def image_view(images: torch.Tensor, view: int) -> torch.Tensor:
     return turned.flip(3) if view >= 4 else turned
 
 
+def apply_views(images: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """Image ``i`` of the batch in view ``views[i]`` (see :func:`image_view`); each image is turned once."""
+    out = torch.empty_like(images)
+    for view in views.unique().tolist():
+        rows = (views == view).nonzero().flatten()
+        out[rows] = image_view(images[rows], view)
+    return out
+
+
 def random_views(images: torch.Tensor, views: tuple[int, ...]) -> torch.Tensor:
     """Each image of the batch in one of ``views``, drawn uniformly (from torch's global generator)."""
-    chosen = torch.randint(len(views), (images.shape[0],)).to(images.device)
-    every = torch.stack([image_view(images, view) for view in views])  # (views, batch, 3, H, W)
-    return every[chosen, torch.arange(images.shape[0], device=images.device)]
+    chosen = torch.tensor(views)[torch.randint(len(views), (images.shape[0],))]
+    return apply_views(images, chosen.to(images.device))
 
 
 class ImageEncoder(nn.Module):

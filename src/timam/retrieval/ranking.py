@@ -47,8 +47,8 @@ Why this module exists
   small matrices (on MKL a 1-row product can round differently from the same row inside a big
   product, which can even split exact duplicates). On CPU the products therefore go through
   oneDNN with the gallery packed once (its kernels do not depend on the number of query rows,
-  and on the AMD AVX-512 development machine it is about twice as fast as MKL, see :class:`_GalleryScorer`);
-  elsewhere they are padded to at least ``_MIN_GEMM_ROWS`` rows on both sides. Either way the
+  and on the AMD AVX-512 development machine it is about twice as fast as MKL, see
+  :class:`_GalleryScorer`); elsewhere they are padded to at least ``_MIN_GEMM_ROWS`` rows on both sides. Either way the
   score of a (query, item) pair -- and hence every metric -- does not depend on ``chunk_size``.
   (On CUDA, cuBLAS may choose shape-dependent algorithms; keep
   ``torch.get_float32_matmul_precision() == "highest"`` so scores stay float32.)

@@ -5,9 +5,10 @@ take minutes to compute and seconds to load. A cache entry is named by a hash of
 depend on: the encoder's name and weights (a weight file or model directory by size and time, a
 named weight set by the versions of the libraries that provide it), the image size, each image
 file's path, size and modification time, the token ids, the device type (bf16 on CUDA, float32 on
-CPU), the images' memory layout (it changes the rounding), and the versions of torch, torchvision, timm and transformers. Randomly initialised encoders
-are never cached (their weights depend on the seed). A write that fails (a full disk) only logs a
-warning: the cache is an optimisation, training goes on with the computed tensor.
+CPU), the images' memory layout (it changes the rounding), and the versions of torch, torchvision,
+timm and transformers. Randomly initialised encoders are never cached (their weights depend on the
+seed). A write that fails (a full disk) only logs a warning: the cache is an optimisation, training
+goes on with the computed tensor.
 """
 
 from __future__ import annotations
@@ -76,8 +77,7 @@ def image_feature_key(
         return None
     parts = ["image", config.image_backbone, config.image_library, _location_stamp(config.image_weights),
              list(config.image_size), config.image_views, per_view, device.type, str(IMAGE_MEMORY_FORMAT),
-             _software(),
-             [_file_stamp(path) for path in paths]]
+             _software(), [_file_stamp(path) for path in paths]]
     return _digest(parts)
 
 
