@@ -8,9 +8,8 @@ Import this module FIRST in a benchmark (before torch, timm or transformers): it
   copy of the working tree);
 * imports ``timam`` so its torchvision workaround runs before anything imports timm/transformers.
 
-It never imports kedro. Benchmarks that need a timam module which imports kedro
-(``timam.training.loop`` -> ``timam.training.data`` -> ``timam.io.tensor_bundle``, and
-``timam.tokenization``) call :func:`ensure_kedro_io` first; see its docstring.
+It never imports kedro, and neither does the timam core the benchmarks measure (models, losses,
+retrieval, inference, training, tokenization): they run where Kedro is not installed.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import platform
 import resource
 import sys
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,66 +56,11 @@ CUHK_PEDES_TRAIN_IDENTITIES = 11003
 CONFIGS = ("default", "paper")
 
 
-# --------------------------------------------------------------------------------------- kedro
-
-
-def ensure_kedro_io() -> str:
-    """Make ``timam.io.tensor_bundle`` importable; return "kedro <version>" or "stand-in".
-
-    ``timam.io.tensor_bundle`` imports ``kedro.io.core`` only for its Kedro dataset class; the
-    functions the benchmarks use (``TensorBundle``, ``save_bundle``, ``load_bundle``) are plain
-    safetensors. With kedro installed nothing changes. Without it (the GPU machine), a minimal
-    stand-in ``kedro.io.core`` is registered so those modules import; the dataset classes then
-    exist but must not be used, and no benchmark uses them. Alternatively carry the real package
-    (pure Python): ``.venv/lib/python3.11/site-packages/kedro`` and ``.../site-packages/parse``,
-    then ``PYTHONPATH=.venv/lib/python3.11/site-packages`` on the device.
-    """
-    try:
-        import kedro
-        import kedro.io.core  # noqa: F401
-
-        return f"kedro {kedro.__version__}"
-    except ImportError:
-        pass
-    from collections import namedtuple
-    from typing import Generic, TypeVar
-
-    _in, _out = TypeVar("_in"), TypeVar("_out")
-
-    class DatasetError(Exception):
-        pass
-
-    class AbstractDataset(Generic[_in, _out]):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise RuntimeError("kedro is not installed: this is the benchmarks' import-only stand-in")
-
-    class AbstractVersionedDataset(AbstractDataset[_in, _out]):
-        pass
-
-    def _unavailable(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("kedro is not installed: this is the benchmarks' import-only stand-in")
-
-    core = types.ModuleType("kedro.io.core")
-    core.AbstractDataset, core.AbstractVersionedDataset, core.DatasetError = (
-        AbstractDataset, AbstractVersionedDataset, DatasetError,
-    )
-    core.Version = namedtuple("Version", ["load", "save"])
-    core.get_filepath_str = core.get_protocol_and_path = _unavailable
-    io = types.ModuleType("kedro.io")
-    io.core, io.AbstractDataset, io.DatasetError = core, AbstractDataset, DatasetError
-    package = types.ModuleType("kedro")
-    package.__path__, package.io, package.__version__ = [], io, "stand-in"
-    sys.modules.update({"kedro": package, "kedro.io": io, "kedro.io.core": core})
-    print("note: kedro is not installed; registered an import-only stand-in for kedro.io.core "
-          "(the benchmarked code does not use Kedro datasets)")
-    return "kedro stand-in"
-
-
 # ----------------------------------------------------------------------------- device, timing
 
 
 def pick(requested: str) -> torch.device:
-    from timam.training.device import pick_device
+    from timam.inference.device import pick_device
 
     return pick_device(requested)
 

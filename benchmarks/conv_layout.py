@@ -1,6 +1,6 @@
 """Image backbone speed on the CPU in the contiguous (NCHW) and the channels_last layout.
 
-Run: ``.venv/bin/python benchmarks/conv_layout.py`` (``--help``). Why: ``timam.training.device.model_to``
+Run: ``.venv/bin/python benchmarks/conv_layout.py`` (``--help``). Why: ``timam.inference.device.model_to``
 puts every model's convolutions channels_last on every device, not only on CUDA; this measures
 what that buys on the machine at hand (random weights: speed does not depend on them). Prints one
 line per backbone and layout: ``conv_layout: backbone=.. size=.. layout=.. inference_img_s=..

@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/data_loading.py [--config default|paper] [--images DIR]
 [--size HxW] [--workers 0,2,4,8] [--num-images N] [--transform eval|train] [--device auto|cpu|cuda]``.
 
-Loader: ``torch.utils.data.DataLoader`` over ``timam.training.images.ImageFileDataset`` (Pillow
+Loader: ``torch.utils.data.DataLoader`` over ``timam.inference.images.ImageFileDataset`` (Pillow
 ``load_rgb`` + the eval transform, or with ``--transform train`` the training augmentation: flip,
 10-pixel padded crop, colour jitter 0.1) at each worker count, ``pin_memory`` on CUDA, each batch
 moved to the device as the loop does (``to_device_images``: channels_last, non-blocking on CUDA).
@@ -65,7 +65,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_transform(kind: str, size: tuple[int, int]):
-    from timam.training.images import eval_transform, train_transform
+    from timam.inference.images import eval_transform, train_transform
 
     if kind == "eval":
         return eval_transform(size)
@@ -74,8 +74,8 @@ def make_transform(kind: str, size: tuple[int, int]):
 
 def loader_rate(paths, transform, workers: int, batch: int, device: torch.device) -> tuple[float, float]:
     """(images/s over the whole pass including start-up, seconds to the first batch)."""
-    from timam.training.device import to_device_images
-    from timam.training.images import ImageFileDataset
+    from timam.inference.device import to_device_images
+    from timam.inference.images import ImageFileDataset
 
     loader = DataLoader(
         ImageFileDataset(paths, transform), batch_size=batch, shuffle=False, num_workers=workers,
@@ -96,7 +96,7 @@ def loader_rate(paths, transform, workers: int, batch: int, device: torch.device
 def model_rates(config: str, size, batch: int, steps: int, device: torch.device) -> tuple[float, float]:
     """Images/s of the backbone: frozen forward, and forward + backward."""
     from timam.models.image_encoder import build_backbone
-    from timam.training.device import autocast, model_to, to_device_images
+    from timam.inference.device import autocast, model_to, to_device_images
 
     name, library = BACKBONES[config]
     backbone = model_to(build_backbone(name, library, None, architecture_only=True), device)
@@ -137,7 +137,7 @@ def main() -> None:
     for file in files:  # warm the page cache so the first worker count is not penalised
         with open(file, "rb") as handle:
             handle.read()
-    from timam.training.images import load_rgb
+    from timam.inference.images import load_rgb
 
     transform(load_rgb(files[0]))  # one-off costs (Pillow plugins, transform set-up) outside the timings
     loader: dict[int, float] = {}

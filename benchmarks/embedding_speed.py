@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/embedding_speed.py [--config default|paper] [--images N]
 [--captions N] [--batch-size B] [--device auto|cpu|cuda] [--weights auto|pretrained|random]``.
 
-Times ``timam.training.embedding.image_outputs(project=True)`` -- decode with Pillow in a DataLoader
+Times ``timam.inference.embedding.image_outputs(project=True)`` -- decode with Pillow in a DataLoader
 (``default_workers()``: none on <= 2 cores, else cores - 1 up to 8), eval transform, backbone +
 FC channels_last (bf16 autocast on CUDA) -- and ``text_outputs(project=True)`` -- transformer
 + BiLSTM + FC on token ids. Default sizes are the CUHK-PEDES test split: 3,074 gallery images and
@@ -78,8 +78,8 @@ def caption_tokens(model, count: int, max_length: int, kind: str) -> tuple[torch
 def main() -> None:
     args = parse_args()
     _common.set_threads(args.threads)
-    from timam.training.device import model_to
-    from timam.training.embedding import default_workers, image_outputs, text_outputs
+    from timam.inference.device import model_to
+    from timam.inference.embedding import default_workers, image_outputs, text_outputs
 
     device = _common.pick(args.device)
     model, weights = _common.build_model(args.config, weights=args.weights)

@@ -19,8 +19,6 @@ long: ~20-30 words), each with a distinct caption id.
 Reading the output: the last line holds ``cold_s``, ``cached_s`` and ``speedup`` = cold / cached.
 A cached run is bounded below by ``tokenizer_load_s + key_s``: the key covers the whole vocabulary
 and every caption, so it is recomputed on every run. Runs on the CPU only (tokenizers are CPU code).
-timam.tokenization imports timam.io.tensor_bundle, which imports kedro; without kedro an
-import-only stand-in is used (see _common.ensure_kedro_io).
 """
 
 from __future__ import annotations
@@ -55,7 +53,6 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
 
 def main() -> None:
     args = parse_args()
-    kedro_note = _common.ensure_kedro_io()
     from timam.tokenization import cached_tokenize, load_tokenizer, tokenization_key
 
     captions = _common.cycle(_common.demo_captions(), args.captions)
@@ -63,7 +60,7 @@ def main() -> None:
     words = sum(len(c.split()) for c in captions) / len(captions)
     print(_common.device_info(_common.pick("cpu")))
     print(f"captions: {len(captions)} (demo captions cycled, mean {words:.1f} words), tokenizer "
-          f"{args.tokenizer}, max_length {args.max_length}; {kedro_note}")
+          f"{args.tokenizer}, max_length {args.max_length}")
 
     load_tokenizer(args.tokenizer)  # untimed: imports transformers, so no timing below includes imports
     load_s, tokenizer = best_of(lambda: load_tokenizer(args.tokenizer), args.repeats)

@@ -96,7 +96,7 @@ def split_tables(num_captions: int, num_images: int, num_classes: int, generator
 def make_split(model, num_captions: int, image_paths: list[str], args, generator: torch.Generator, device):
     """A real ``CachedSplit`` over synthetic captions: token ids of realistic lengths, two captions
     per image, and ``image_paths`` (real files, or placeholders when images never get decoded)."""
-    from timam.training.data import SplitData
+    from timam.inference.split_data import SplitData
     from timam.training.loop import CachedSplit
 
     num_images = len(image_paths)
@@ -122,7 +122,7 @@ def fill_cache(split, model, generator: torch.Generator) -> None:
 
 
 def random_pool(model, args, device: torch.device, generator: torch.Generator) -> torch.Tensor:
-    from timam.training.device import to_device_images
+    from timam.inference.device import to_device_images
 
     height, width = model.config.image_size
     return to_device_images(torch.randn(args.pool, 3, height, width, generator=generator), device)
@@ -179,10 +179,9 @@ def run_epochs(trainer, steps: int, warmup: int, device: torch.device, generator
 def main() -> None:
     args = parse_args()
     _common.set_threads(args.threads)
-    kedro_note = _common.ensure_kedro_io()  # timam.training.loop imports timam.io (Kedro datasets)
     from timam.training.config import training_config
-    from timam.training.device import model_to
-    from timam.training.embedding import default_workers
+    from timam.inference.device import model_to
+    from timam.inference.embedding import default_workers
     from timam.training.loop import seed_everything
 
     device = _common.pick(args.device)
@@ -205,7 +204,7 @@ def main() -> None:
     print(f"model: config={args.config} {mc.image_library} {mc.image_backbone} {mc.image_size[0]}x{mc.image_size[1]} "
           f"(features {model.image_encoder.feature_dim}), text {text_config.hidden_size}-d x "
           f"{text_config.num_hidden_layers} layers, BiLSTM {mc.lstm_hidden}, FC {mc.embedding_dim}, "
-          f"{mc.num_classes} classes; weights {weights}; {kedro_note}")
+          f"{mc.num_classes} classes; weights {weights}")
     active = {k: v for k, v in vars(frozen_config.loss_weights).items() if v}
     print(f"step: batch {batch}, sampler {frozen_config.sampler}, losses {active}, optimisers image "
           f"{frozen_config.image_optimizer.name} / text {frozen_config.text_optimizer.name} / discriminator "

@@ -58,7 +58,7 @@ def run_one_worker(workdir: Path, storage: str, n_trials: int, worker: str) -> N
     from tests.training.tiny_run import tiny_captions
     from tests.tuning.tiny_study import MODEL, TRAINING
     from timam.models.config import ModelConfig
-    from timam.training.data import split_data
+    from timam.inference.split_data import split_data
     from timam.tuning import run_worker
 
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")

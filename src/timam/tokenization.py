@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from timam.io.tensor_bundle import TensorBundle, load_bundle, save_bundle
+from timam.formats.tensor_bundle import TensorBundle, UnreadableBundleError, load_bundle, save_bundle
 from timam.models.text_encoder import resolve_text_model
 
 logger = logging.getLogger(__name__)
@@ -48,10 +48,14 @@ def cached_tokenize(
     key = tokenization_key(tokenizer, max_length, captions)
     cache_file = Path(cache_dir) / f"{key}.safetensors"
     if cache_file.exists():
-        bundle = load_bundle(str(cache_file))
-        if bundle.metadata.get("caption_ids") == list(caption_ids):
-            logger.info("Tokens for %d captions loaded from cache %s", len(captions), cache_file)
-            return bundle
+        try:
+            bundle = load_bundle(str(cache_file))
+        except UnreadableBundleError as error:  # a cache: recompute it rather than stop the run
+            logger.warning("Ignoring the unreadable token cache (%s); tokenising again", error)
+        else:
+            if bundle.metadata.get("caption_ids") == list(caption_ids):
+                logger.info("Tokens for %d captions loaded from cache %s", len(captions), cache_file)
+                return bundle
     logger.info("Tokenising %d captions with %s (max_length %d)", len(captions), tokenizer_name, max_length)
     encoded = tokenizer(
         list(captions), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"

@@ -25,7 +25,8 @@ from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 from matplotlib.figure import Figure
 from PIL import Image
 
-from timam.io.atomic import ArtifactWriteError, atomic_path
+from timam.formats.atomic import ArtifactWriteError, atomic_path
+from timam.io.errors import ArtifactSaveError
 from timam.io.atomic_datasets import (
     AtomicCSVDataset,
     AtomicJSONDataset,
@@ -34,7 +35,8 @@ from timam.io.atomic_datasets import (
     AtomicTextDataset,
     AtomicYAMLDataset,
 )
-from timam.io.tensor_bundle import TensorBundle, TensorBundleDataset
+from timam.formats.tensor_bundle import TensorBundle
+from timam.io.tensor_bundle import TensorBundleDataset
 from timam.pipeline_registry import register_pipelines
 
 matplotlib.use("Agg")
@@ -207,7 +209,7 @@ def test_disk_full_names_file_and_fix(case: Case, tmp_path: Path, monkeypatch: p
     dataset, saved = _save_first(case, tmp_path, versioned=False)
     before = saved.read_bytes()
     _crash_mid_write(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
-    with pytest.raises(ArtifactWriteError, match=rf"Cannot write {re.escape(str(saved))}: No space left on device\. "
+    with pytest.raises(ArtifactSaveError, match=rf"Cannot write {re.escape(str(saved))}: No space left on device\. "
                                                  r"Free disk space on the filesystem mounted at /"):
         dataset.save(case.second())
     monkeypatch.undo()
@@ -221,7 +223,7 @@ def test_permission_error_names_file_and_fix(case: Case, tmp_path: Path, monkeyp
     before = saved.read_bytes()
     _crash_mid_write(monkeypatch, PermissionError(errno.EACCES, "Permission denied"))
     message = rf"Cannot write .*{re.escape(f'{SECOND}/{case.name}')}: Permission denied\. Check write permission on "
-    with pytest.raises(ArtifactWriteError, match=message):
+    with pytest.raises(ArtifactSaveError, match=message):
         dataset.save(case.second())
     monkeypatch.undo()
     assert saved.read_bytes() == before
@@ -238,7 +240,7 @@ def test_read_only_directory_names_file_and_fix(case: Case, versioned: bool, tmp
     locked.chmod(0o500)
     try:
         message = rf"Permission denied\. Check write permission on {re.escape(str(locked))};"
-        with pytest.raises(ArtifactWriteError, match=message):
+        with pytest.raises(ArtifactSaveError, match=message):
             dataset.save(case.second())
     finally:
         locked.chmod(0o700)
@@ -268,7 +270,7 @@ def test_tensor_bundle_crash_keeps_previous_file(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(Path, "write_bytes", half_then_full_disk)
     message = rf"Cannot write {re.escape(str(path))}: No space left on device\. Free disk space"
-    with pytest.raises(ArtifactWriteError, match=message):
+    with pytest.raises(ArtifactSaveError, match=message):
         dataset.save(TensorBundle(tensors={"x": torch.zeros(64)}))
     monkeypatch.undo()
     assert path.read_bytes() == before

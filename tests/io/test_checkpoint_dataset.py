@@ -80,3 +80,16 @@ def test_crash_during_save_leaves_no_file(tmp_path, small_model, monkeypatch):
     with pytest.raises(DatasetError, match="No space left on device"):
         ModelCheckpointDataset(filepath=str(path)).save(Checkpoint(model=small_model))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_version_names_it_and_lists_the_saved_ones_newest_first(tmp_path, small_model):
+    root = tmp_path / "model.safetensors"
+    for version in ("2026-01-01T00.00.00.000Z", "2026-02-01T00.00.00.000Z"):
+        ModelCheckpointDataset(filepath=str(root), version=Version(None, version)).save(Checkpoint(model=small_model))
+    missing = ModelCheckpointDataset(filepath=str(root), version=Version("2025-12-31T00.00.00.000Z", None))
+    message = (
+        r"Version '2025-12-31T00.00.00.000Z' of .*model.safetensors does not exist\. "
+        r"Versions there, newest first: 2026-02-01T00.00.00.000Z, 2026-01-01T00.00.00.000Z\."
+    )
+    with pytest.raises(DatasetError, match=message):
+        missing.load()

@@ -4,7 +4,8 @@ import pytest
 import torch
 from kedro.io.core import DatasetError, Version
 
-from timam.io.tensor_bundle import TensorBundle, TensorBundleDataset
+from timam.formats.tensor_bundle import TensorBundle
+from timam.io.tensor_bundle import TensorBundleDataset
 
 
 def test_round_trip_with_metadata_and_version(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from timam.io.tensor_bundle import TensorBundle
+from timam.formats.tensor_bundle import TensorBundle
 from timam.pipelines.evaluate.nodes import (
     plot_best_and_worst_queries,
     plot_recall_curve,

@@ -132,7 +132,7 @@ def test_torchrun_trains_on_two_ranks_and_saves_one_version(trained):
     before = checkpoint_versions(trained)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "timam.training.launch", "--params", "training.epochs=1"]
+               "-m", "timam.launch", "--params", "training.epochs=1"]
     result = subprocess.run(command, cwd=trained, capture_output=True, text=True, env=env, check=False, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (result.stdout + result.stderr).count("Saved model_checkpoint") == 1, "rank 0 alone logs it"

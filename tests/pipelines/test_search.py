@@ -7,15 +7,15 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from timam.io.tensor_bundle import TensorBundle
+from timam.formats.tensor_bundle import TensorBundle
 from timam.models.checkpoint import Checkpoint
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.pipelines.search.nodes import search, search_request
 from timam.retrieval.ranking import topk_indices
 from timam.tokenization import load_tokenizer
-from timam.training.device import model_to
-from timam.training.embedding import image_outputs, text_outputs
+from timam.inference.device import model_to
+from timam.inference.embedding import image_outputs, text_outputs
 
 TOKENIZATION = {"tokenizer": "offline:minilm", "max_length": 16}
 EVALUATION = {"device": "cpu"}

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from kedro_datasets.matplotlib import MatplotlibDataset
 from PIL import Image
 
+from tests.png import figure_size, save_png
+from timam.figures import message_figure
 from timam.retrieval.plots import (
-    DPI,
     ImageQueryExample,
     RankedCaption,
     RankedImage,
     TextQueryExample,
     image_query_figure,
-    message_figure,
     recall_curve_figure,
     text_query_figure,
-    training_curves_figure,
 )
 
 
@@ -32,27 +30,11 @@ def image_paths(tmp_path_factory) -> list[str]:
     return paths
 
 
-def _png(figure, tmp_path, name="figure.png") -> Image.Image:
-    """Save through the Kedro dataset the catalog uses; return the decoded PNG."""
-    path = tmp_path / name
-    MatplotlibDataset(filepath=str(path)).save(figure)
-    assert path.stat().st_size > 2000
-    image = Image.open(path)
-    image.load()
-    assert image.format == "PNG"
-    return image
-
-
-def _size(figure) -> tuple[int, int]:
-    width, height = figure.get_size_inches()
-    return round(width * DPI), round(height * DPI)
-
-
-def test_recall_curve_png(tmp_path):
+def test_recall_curvesave_png(tmp_path):
     curves = {"text_to_image": [10 + k for k in range(50)], "image_to_text": [20 + k for k in range(50)]}
     chance = {"text_to_image": [k / 2 for k in range(50)], "image_to_text": [k / 3 for k in range(50)]}
     figure = recall_curve_figure(curves, chance=chance, title="demo")
-    assert _png(figure, tmp_path).size == _size(figure) == (800, 500)
+    assert save_png(figure, tmp_path).size == figure_size(figure) == (800, 500)
     legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     assert legend == ["text \u2192 image (R@1 10.0, R@5 14.0, R@10 19.0)", "text \u2192 image, chance",
                       "image \u2192 text (R@1 20.0, R@5 24.0, R@10 29.0)", "image \u2192 text, chance"]
@@ -68,8 +50,8 @@ def test_text_query_grid_marks_hits_and_target(tmp_path, image_paths):
         for i, colour in enumerate(["red", "green", "blue"])
     ]
     figure = text_query_figure(examples, title="t2i")
-    image = _png(figure, tmp_path)
-    assert image.size == _size(figure)
+    image = save_png(figure, tmp_path)
+    assert image.size == figure_size(figure)
     assert image.size[0] >= 6 * 150  # described image + five results per row
     edge_colours = {ax.spines["top"].get_edgecolor() for sub in figure.subfigs for ax in sub.axes}
     assert len(edge_colours) == 3  # blue target, green hit, red miss
@@ -81,35 +63,16 @@ def test_image_query_grid(tmp_path, image_paths):
         for path in image_paths[:2]
     ]
     figure = image_query_figure(examples, title="i2t")
-    assert _png(figure, tmp_path).size == _size(figure)
+    assert save_png(figure, tmp_path).size == figure_size(figure)
 
 
 def test_missing_image_becomes_a_placeholder(tmp_path):
     example = TextQueryExample(caption="nobody", results=[RankedImage(str(tmp_path / "gone.jpg"), 0.1, hit=None)])
     figure = text_query_figure([example])
-    _png(figure, tmp_path)
+    save_png(figure, tmp_path)
     texts = [t.get_text() for sub in figure.subfigs for ax in sub.axes for t in ax.texts]
     assert any("image not found" in text for text in texts)
 
 
-def test_training_curves_png(tmp_path):
-    history = pd.DataFrame({
-        "epoch": [1, 2, 3],
-        "lr": [1e-3, 1e-3, 1e-4],
-        "loss_identification": [3.0, 2.0, 1.5],
-        "loss_cmpm": [5.0, 4.0, 3.5],
-        "loss_total": [8.0, 6.0, 5.0],
-        "val_t2i_R@1": [10.0, 20.0, 18.0],
-        "val_i2t_R@1": [12.0, 22.0, 25.0],
-        "seconds": [1.0, 1.0, 1.0],
-    })
-    figure = training_curves_figure(history, title="history")
-    assert _png(figure, tmp_path).size == _size(figure) == (1260, 640)  # 3 loss + R@1 + lr panels, 3 columns
-    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
-    assert titles == ["total", "cmpm", "identification", "validation R@1 (%)", "learning rate"]
-    assert figure.axes[4].get_yscale() == "log"
-
-
-def test_empty_history_still_gives_a_figure(tmp_path):
-    _png(training_curves_figure(pd.DataFrame(), title="x"), tmp_path)
-    _png(message_figure("nothing here"), tmp_path, "message.png")
+def test_message_figure_png(tmp_path):
+    save_png(message_figure("nothing here"), tmp_path, "message.png")

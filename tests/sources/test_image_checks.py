@@ -16,7 +16,7 @@ from timam.sources.image_checks import (
     inspect_image,
     report_images_without_captions,
 )
-from timam.training.images import load_rgb
+from timam.inference.images import load_rgb
 
 
 def _image(path: Path, mode: str = "RGB", size: tuple[int, int] = (12, 8), **save: object) -> Path:

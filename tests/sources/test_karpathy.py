@@ -12,7 +12,8 @@ from PIL import Image
 
 from timam.sources.caption_table import BadInputError, finalise_caption_table
 from timam.sources.image_checks import apply_bad_input_policy
-from timam.sources.karpathy import check_split_sizes, karpathy_split_sizes, read_karpathy
+from timam.sources.caption_table import check_split_sizes
+from timam.sources.karpathy import karpathy_split_sizes, read_karpathy
 
 # A trimmed dataset_flickr30k.json, written as the raw text the real file holds.
 FLICKR_JSON = """{"images": [

@@ -11,7 +11,7 @@ import torch
 from tests.training.ddp_worker import one_step, short_run
 from tests.training.tiny_run import tiny_inputs
 from timam.training.distributed import DistributedContext, global_batch, local_share
-from timam.training.launch import runtime_parameters
+from timam.launch import runtime_parameters
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

@@ -56,7 +56,7 @@ def test_changing_state_holds_batchnorm_statistics_of_parts_that_unfreeze(inputs
 
 
 def test_building_a_cache_restores_every_module_mode(inputs):
-    from timam.training.embedding import image_outputs
+    from timam.inference.embedding import image_outputs
 
     train, _, model_config = inputs
     with warnings.catch_warnings():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.training.tiny_run import run
-from timam.io.atomic import ArtifactWriteError
+from timam.formats.atomic import ArtifactWriteError
 from timam.training.loop import TimamTrainer
 from timam.training.resume import save_state
 

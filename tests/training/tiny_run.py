@@ -18,7 +18,7 @@ from timam.io.demo_dataset import DemoReidRawDataset
 from timam.models.config import ModelConfig
 from timam.pipelines.prepare.nodes import build_caption_table, tokenize_captions
 from timam.training.config import training_config
-from timam.training.data import split_data
+from timam.inference.split_data import split_data
 from timam.training.loop import train_timam
 
 

@@ -3,7 +3,7 @@
 The built-in datasets open the target file and write into it, so a crash (or a full disk) mid-write
 leaves a truncated CSV, JSON or PNG that the next run loads. These subclasses keep every argument,
 the load path and Kedro versioning of their parent, and only move where the bytes land: into a
-hidden temporary sibling that :func:`timam.io.atomic.atomic_path` renames onto the real (possibly
+hidden temporary sibling that :func:`timam.formats.atomic.atomic_path` renames onto the real (possibly
 versioned) path once the write succeeded. Permission and disk-space errors name the file and the fix.
 
 Only local files (the ``file`` protocol) are made atomic; for other protocols (``s3://``, ``gs://``
@@ -24,7 +24,8 @@ from kedro_datasets.text import TextDataset
 from kedro_datasets.yaml import YAMLDataset
 from matplotlib.figure import Figure
 
-from timam.io.atomic import atomic_path
+from timam.formats.atomic import atomic_path
+from timam.io.errors import as_dataset_error
 
 if TYPE_CHECKING:
     from kedro.io.core import AbstractVersionedDataset
@@ -54,7 +55,7 @@ class AtomicLocalSaveMixin(_FsspecDataset):
         if self._protocol != "file":
             write(self, data)
             return
-        with atomic_path(self._get_save_path()) as temporary:
+        with as_dataset_error(), atomic_path(self._get_save_path()) as temporary:
             self._atomic_save_path = PurePosixPath(temporary)
             try:
                 write(self, data)
@@ -94,5 +95,5 @@ class AtomicMatplotlibDataset(MatplotlibDataset):
         if self._protocol != "file":
             super()._save_to_fs(full_key_path, plot)
             return
-        with atomic_path(full_key_path) as temporary:
+        with as_dataset_error(), atomic_path(full_key_path) as temporary:
             super()._save_to_fs(str(temporary), plot)

@@ -16,7 +16,8 @@ from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_f
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from timam.io.atomic import atomic_path
+from timam.formats.atomic import atomic_path
+from timam.io.errors import as_dataset_error, missing_version_error
 from timam.models.checkpoint import CHECKPOINT_FORMAT, Checkpoint, checkpoint_tensors, restore_model
 
 
@@ -34,11 +35,14 @@ class ModelCheckpointDataset(AbstractVersionedDataset[Checkpoint, Checkpoint]):
             "config": json.dumps(data.model.config.to_dict()),
             "metadata": json.dumps(data.metadata),
         }
-        with atomic_path(path) as temporary:
+        with as_dataset_error(), atomic_path(path) as temporary:
             temporary.write_bytes(safetensors_bytes(checkpoint_tensors(data.model), metadata=header))
 
     def load(self) -> Checkpoint:
-        path = get_filepath_str(self._get_load_path(), "file")
+        load_path = self._get_load_path()
+        if not os.path.exists(load_path):
+            raise missing_version_error(self._filepath, load_path, self._version.load if self._version else None)
+        path = get_filepath_str(load_path, "file")
         try:
             with safe_open(path, framework="pt") as handle:
                 header = handle.metadata() or {}

@@ -1,4 +1,4 @@
-"""Figures for people: recall curves, ranked examples, training curves, search results.
+"""Figures of a ranking for people: recall curves, ranked examples, search results.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot: no GUI backend and
 no global figure registry, so nothing depends on the session's backend; saving to PNG renders with
@@ -11,7 +11,6 @@ report.
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,23 +20,21 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from timam.figures import DPI, NEUTRAL, message_figure, wrap_text
+
 __all__ = [
     "RankedCaption",
     "RankedImage",
     "ImageQueryExample",
     "TextQueryExample",
     "image_query_figure",
-    "message_figure",
     "recall_curve_figure",
     "text_query_figure",
-    "training_curves_figure",
 ]
 
 HIT = "#2ca02c"
 MISS = "#d62728"
 TARGET = "#1f77b4"
-NEUTRAL = "#7f7f7f"
-DPI = 100
 _DIRECTION_LABELS = {"text_to_image": "text \u2192 image", "image_to_text": "image \u2192 text"}
 _THUMBNAIL = 320
 
@@ -114,25 +111,6 @@ def _show_image(ax, path: str, *, border: str, label: str = "", fontsize: float 
         ax.set_xlabel(label, fontsize=fontsize, color=border if border != NEUTRAL else "black")
 
 
-def _wrap(text: str, width: int, max_lines: int | None = None) -> str:
-    lines = textwrap.wrap(" ".join(str(text).split()), width=width) or [""]
-    if max_lines is not None and len(lines) > max_lines:
-        lines = lines[:max_lines]
-        lines[-1] = lines[-1][: max(0, width - 1)].rstrip() + "\u2026"
-    return "\n".join(lines)
-
-
-def message_figure(message: str, *, title: str = "", size: tuple[float, float] = (8, 3)) -> Figure:
-    """A figure that only says something (no data to plot), so a report never silently lacks a file."""
-    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    ax.axis("off")
-    ax.text(0.5, 0.5, _wrap(message, 90), ha="center", va="center", fontsize=11)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return fig
-
-
 # --------------------------------------------------------------------------------------------
 # Recall curve
 # --------------------------------------------------------------------------------------------
@@ -172,7 +150,7 @@ def recall_curve_figure(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
     if title:
-        ax.set_title(_wrap(title, 100), fontsize=10)
+        ax.set_title(wrap_text(title, 100), fontsize=10)
     return fig
 
 
@@ -197,13 +175,13 @@ def text_query_figure(
     width = max(1, width)
     cells = width + (1 if has_target else 0)
     result_rows = [max(1, math.ceil(len(e.results) / width)) for e in examples]
-    caption_lines = [_wrap(e.caption, caption_width).count("\n") + 1 for e in examples]
+    caption_lines = [wrap_text(e.caption, caption_width).count("\n") + 1 for e in examples]
     cell_height = 2.3
     heights = [r * cell_height + 0.2 * lines + 0.3 for r, lines in zip(result_rows, caption_lines, strict=True)]
     fig = Figure(figsize=(max(6.0, 1.6 * cells), sum(heights) + (0.5 if title else 0)), dpi=DPI, layout="constrained")
     subfigs = np.atleast_1d(fig.subfigures(len(examples), 1, height_ratios=heights))
     for subfig, example, rows in zip(subfigs, examples, result_rows, strict=True):
-        subfig.suptitle(_wrap(example.caption, caption_width), fontsize=9, ha="left", x=0.01)
+        subfig.suptitle(wrap_text(example.caption, caption_width), fontsize=9, ha="left", x=0.01)
         axes = np.atleast_2d(subfig.subplots(rows, cells, squeeze=False))
         for ax in axes.flat:
             ax.axis("off")
@@ -221,7 +199,7 @@ def text_query_figure(
             _show_image(ax, result.path, border=_colour(result.hit),
                         label=f"{_mark(result.hit)}#{rank}  {result.score:.3f}")
     if title:
-        fig.suptitle(_wrap(title, int(fig.get_figwidth() * 11)), fontsize=11)
+        fig.suptitle(wrap_text(title, int(fig.get_figwidth() * 11)), fontsize=11)
     return fig
 
 
@@ -233,7 +211,7 @@ def image_query_figure(
         return message_figure("no queries to show", title=title)
     line_height = 0.17
     heights = [
-        max(2.2, sum(min(caption_lines, _wrap(r.caption, caption_width).count("\n") + 1) for r in e.results)
+        max(2.2, sum(min(caption_lines, wrap_text(r.caption, caption_width).count("\n") + 1) for r in e.results)
             * line_height + 0.12 * len(e.results) + 0.3)
         for e in examples
     ]
@@ -244,62 +222,14 @@ def image_query_figure(
         _show_image(image_ax, example.path, border=TARGET, label=example.label or Path(example.path).name, fontsize=7)
         text_ax.axis("off")
         y = 1.0
-        step = 1.0 / max(1, sum(min(caption_lines, _wrap(r.caption, caption_width).count("\n") + 1) + 0.7
+        step = 1.0 / max(1, sum(min(caption_lines, wrap_text(r.caption, caption_width).count("\n") + 1) + 0.7
                                 for r in example.results))
         for rank, result in enumerate(example.results, start=1):
-            text = _wrap(result.caption, caption_width, caption_lines)
+            text = wrap_text(result.caption, caption_width, caption_lines)
             text_ax.text(0.0, y, f"{_mark(result.hit)}#{rank}  {result.score:.3f}  {text}", va="top", ha="left",
                          fontsize=8, color=_colour(result.hit) if result.hit is not None else "black",
                          transform=text_ax.transAxes, family="sans-serif")
             y -= step * (text.count("\n") + 1.7)
     if title:
-        fig.suptitle(_wrap(title, int(fig.get_figwidth() * 11)), fontsize=11)
-    return fig
-
-
-# --------------------------------------------------------------------------------------------
-# Training curves
-# --------------------------------------------------------------------------------------------
-
-
-def training_curves_figure(history: pd.DataFrame, *, title: str = "") -> Figure:
-    """One panel per ``loss_<term>`` column, one for validation R@1, one for the learning rate (log)."""
-    if history is None or history.empty or "epoch" not in history:
-        return message_figure("no training history to plot", title=title)
-    epochs = history["epoch"].to_numpy()
-    losses = [c for c in history.columns if c.startswith("loss_")]
-    losses.sort(key=lambda c: (c != "loss_total", c))  # the total first
-    validation = [c for c in history.columns if c.startswith("val_")]
-    panels: list[tuple[str, list[str], bool]] = [(c.removeprefix("loss_"), [c], False) for c in losses]
-    if validation:
-        panels.append(("validation R@1 (%)", validation, False))
-    if "lr" in history:
-        panels.append(("learning rate", ["lr"], True))
-    columns = min(3, len(panels))
-    rows = math.ceil(len(panels) / columns)
-    fig = Figure(figsize=(4.2 * columns, 3.0 * rows + (0.4 if title else 0)), dpi=DPI, layout="constrained")
-    axes = list(fig.subplots(rows, columns, squeeze=False).flat)
-    for ax, (name, names, log) in zip(axes, panels, strict=False):
-        for column in names:
-            values = pd.to_numeric(history[column], errors="coerce").to_numpy(dtype=float)
-            label = {"val_t2i_R@1": "text \u2192 image", "val_i2t_R@1": "image \u2192 text"}.get(column, column)
-            ax.plot(epochs, values, marker="o", markersize=3, label=label)
-        if log and np.all(pd.to_numeric(history[names[0]], errors="coerce").to_numpy(dtype=float) > 0):
-            ax.set_yscale("log")
-        if len(names) > 1:
-            ax.legend(fontsize=8)
-        if names[0].startswith("val_") and "val_t2i_R@1" in names:
-            best = int(np.nanargmax(history["val_t2i_R@1"].to_numpy(dtype=float)))
-            ax.axvline(epochs[best], color=NEUTRAL, linestyle=":", linewidth=1)
-            right_half = best >= len(epochs) / 2
-            ax.annotate(f"best t2i {history['val_t2i_R@1'].iloc[best]:.1f} @ epoch {epochs[best]}", (epochs[best], 0),
-                        xycoords=("data", "axes fraction"), xytext=(-3 if right_half else 3, 4),
-                        textcoords="offset points", fontsize=8, ha="right" if right_half else "left")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.grid(True, alpha=0.3)
-    for ax in axes[len(panels):]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(wrap_text(title, int(fig.get_figwidth() * 11)), fontsize=11)
     return fig

@@ -8,6 +8,7 @@ training identities only (-1 elsewhere) for the identification loss.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -90,3 +91,29 @@ def finalise_caption_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
             rows["identity"].nunique(),
         )
     return table
+
+
+def check_split_sizes(
+    table: pd.DataFrame, expected: Mapping[str, int], *, source: str, allow_mismatch: bool = False
+) -> dict[str, int]:
+    """Compare unique images per split with ``expected``; raise (or warn) on a difference.
+
+    Works on reader rows or on the finalised caption table (needs ``image_id`` and ``split``).
+    Splits absent from ``expected`` are not checked.  Returns the counted images per split.
+    """
+    counts = table.groupby("split")["image_id"].nunique()
+    found = {split: int(counts.get(split, 0)) for split in expected}
+    differ = {split: (found[split], int(count)) for split, count in expected.items() if found[split] != count}
+    if not differ:
+        logger.info("%s: images per split %s match the published sizes", source, found)
+        return found
+    detail = ", ".join(f"{split}: {got} found, {want} expected" for split, (got, want) in differ.items())
+    message = (
+        f"{source}: images per split differ from the published protocol ({detail}). Check that the "
+        "annotation file is the complete, unmodified one, that the restval option matches the protocol "
+        "you report, and that no rows were quarantined; pass allow_mismatch=True to go on with a subset."
+    )
+    if not allow_mismatch:
+        raise BadInputError(message)
+    logger.warning(message)
+    return found

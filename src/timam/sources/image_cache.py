@@ -16,8 +16,8 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from timam.io.atomic import atomic_path
-from timam.training.images import load_rgb
+from timam.formats.atomic import atomic_path
+from timam.inference.images import load_rgb
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``inspect_image(path)`` decodes one image file exactly the way training will (Pillow: open,
 verify, reopen, load, EXIF transpose, convert to RGB) and returns ``None`` for a usable image or a
 short reason.  Greyscale, CMYK, palette, alpha and EXIF-rotated images are *good*:
-``timam.training.images.load_rgb`` converts them to upright RGB.
+``timam.inference.images.load_rgb`` converts them to upright RGB.
 
 ``apply_bad_input_policy(table, policy=..., source=...)`` runs every check over a reader's rows
 (columns ``caption_id, image_id, image_path, caption, identity, split``):

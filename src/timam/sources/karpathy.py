@@ -64,32 +64,6 @@ def karpathy_split_sizes(dataset: str, *, restval: str = "train") -> dict[str, i
     return sizes
 
 
-def check_split_sizes(
-    table: pd.DataFrame, expected: Mapping[str, int], *, source: str, allow_mismatch: bool = False
-) -> dict[str, int]:
-    """Compare unique images per split with ``expected``; raise (or warn) on a difference.
-
-    Works on reader rows or on the finalised caption table (needs ``image_id`` and ``split``).
-    Splits absent from ``expected`` are not checked.  Returns the counted images per split.
-    """
-    counts = table.groupby("split")["image_id"].nunique()
-    found = {split: int(counts.get(split, 0)) for split in expected}
-    differ = {split: (found[split], int(count)) for split, count in expected.items() if found[split] != count}
-    if not differ:
-        logger.info("%s: images per split %s match the published sizes", source, found)
-        return found
-    detail = ", ".join(f"{split}: {got} found, {want} expected" for split, (got, want) in differ.items())
-    message = (
-        f"{source}: images per split differ from the published protocol ({detail}). Check that the "
-        "annotation file is the complete, unmodified one, that the restval option matches the protocol "
-        "you report, and that no rows were quarantined; pass allow_mismatch=True to go on with a subset."
-    )
-    if not allow_mismatch:
-        raise BadInputError(message)
-    logger.warning(message)
-    return found
-
-
 def annotation_images(annotations: Any, file_label: str) -> list[Any]:
     if not isinstance(annotations, Mapping) or "images" not in annotations:
         held = sorted(annotations) if isinstance(annotations, Mapping) else type(annotations).__name__

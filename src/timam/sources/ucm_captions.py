@@ -3,7 +3,7 @@
 Identity is the scene class (21 UC Merced Land Use classes, 100 images each); the official split is
 per image, so **all 21 identities appear in train, val and test** (call the row checks with
 ``identities_disjoint=False``).  Published counts: 2,100 images / 10,500 captions; 1,680 / 210 / 210
-images per split (``UCM_SPLIT_SIZES``, for ``karpathy.check_split_sizes``).
+images per split (``UCM_SPLIT_SIZES``, for ``caption_table.check_split_sizes``).
 
 ``read_ucm_parquet`` reads ``shared/data/ucm_captions/ucm_captions_128.parquet`` (one row per image:
 ``image_id`` ``ucm_0001``.., ``class_name``, ``identity_id``, ``split``, ``image_jpeg`` bytes,

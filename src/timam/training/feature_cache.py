@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from timam.io.atomic import ArtifactWriteError, atomic_path
+from timam.formats.atomic import atomic_path
 from timam.models.config import ModelConfig
 from timam.models.text_encoder import resolve_text_model
-from timam.training.device import IMAGE_MEMORY_FORMAT
+from timam.inference.device import IMAGE_MEMORY_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,6 @@ def cached_tensor(cache_dir: str | Path | None, key: str | None, compute: Callab
     try:
         with atomic_path(path) as temporary:
             temporary.write_bytes(save({"tensor": tensor.contiguous()}))
-    except (OSError, ArtifactWriteError) as error:
+    except OSError as error:
         logger.warning("Frozen features not cached (%s); training goes on without the cache", error)
     return tensor

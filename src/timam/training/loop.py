@@ -30,8 +30,8 @@ from timam.models.timam import TimamModel
 from timam.retrieval.ranking import ranking_metrics
 from timam.training.batches import identity_batches, random_batches
 from timam.training.config import OptimizerConfig, TrainingConfig
-from timam.training.data import SplitData
-from timam.training.device import model_to, pick_device, to_device_images
+from timam.inference.split_data import SplitData
+from timam.inference.device import model_to, pick_device, to_device_images
 from timam.training.distributed import (
     DistributedContext,
     average_gradients,
@@ -45,9 +45,9 @@ from timam.training.distributed import (
     local_share,
     rank_device,
 )
-from timam.training.embedding import default_workers, distinct_captions, image_outputs, text_outputs
+from timam.inference.embedding import default_workers, distinct_captions, image_outputs, text_outputs
 from timam.training.feature_cache import cached_tensor, image_feature_key, token_state_key
-from timam.training.images import load_rgb, train_transform
+from timam.inference.images import load_rgb, train_transform
 from timam.training.objective import TimamObjective
 from timam.training.pair_encoder import PairEncoder
 from timam.training.resume import load_state, restore_rng, rng_state, run_fingerprint, save_state

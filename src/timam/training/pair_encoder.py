@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from timam.models.timam import TimamModel
-from timam.training.device import autocast
+from timam.inference.device import autocast
 
 
 class PairEncoder(nn.Module):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from timam.io.atomic import atomic_path
+from timam.formats.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

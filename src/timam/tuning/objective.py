@@ -29,8 +29,8 @@ import torch
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.training.config import TrainingConfig, training_config
-from timam.training.data import SplitData
-from timam.training.device import model_to, pick_device
+from timam.inference.split_data import SplitData
+from timam.inference.device import model_to, pick_device
 from timam.training.loop import CachedSplit, TimamTrainer, freeze_pretrained, pretrained_parts, seed_everything
 from timam.training.resume import restore_rng, rng_state, trainable_state
 from timam.tuning.space import Knob, deep_merge, suggest_overrides

@@ -15,7 +15,7 @@ import matplotlib
 import optuna
 from matplotlib.figure import Figure
 
-from timam.retrieval.plots import message_figure
+from timam.figures import message_figure
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import optuna
 import torch
 
 from timam.models.config import ModelConfig
-from timam.training.data import SplitData
+from timam.inference.split_data import SplitData
 from timam.tuning.objective import TuningWorker
 from timam.tuning.study import (
     TuningSettings,

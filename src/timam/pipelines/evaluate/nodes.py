@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from timam.io.tensor_bundle import TensorBundle
+from timam.formats.tensor_bundle import TensorBundle
 from timam.models.checkpoint import Checkpoint
 from timam.retrieval.curves import bidirectional_recall_curves, chance_recall_curve
 from timam.retrieval.plots import (
@@ -20,17 +20,17 @@ from timam.retrieval.plots import (
     RankedImage,
     TextQueryExample,
     image_query_figure,
-    message_figure,
     recall_curve_figure,
     text_query_figure,
-    training_curves_figure,
 )
 from timam.retrieval.protocols import PROTOCOLS, fold_metrics, zero_shot_metrics
+from timam.figures import message_figure
+from timam.training.plots import training_curves_figure
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, topk_indices
 from timam.retrieval.report import markdown_report, mean_recall
-from timam.training.data import split_data
-from timam.training.device import model_to, pick_device
-from timam.training.embedding import image_outputs, text_outputs
+from timam.inference.split_data import split_data
+from timam.inference.device import model_to, pick_device
+from timam.inference.embedding import image_outputs, text_outputs
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pandas as pd
 
-from timam.io.tensor_bundle import TensorBundle
+from timam.formats.tensor_bundle import TensorBundle
 from timam.sources.caption_table import finalise_caption_table
 from timam.sources.image_cache import cache_resized_images
 from timam.sources.image_checks import apply_bad_input_policy
-from timam.sources.karpathy import check_split_sizes
+from timam.sources.caption_table import check_split_sizes
 from timam.sources.registry import describe_source, published_split_sizes, read_source
 from timam.tokenization import cached_tokenize
 

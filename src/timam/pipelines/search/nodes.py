@@ -10,13 +10,13 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from timam.io.tensor_bundle import TensorBundle
+from timam.formats.tensor_bundle import TensorBundle
 from timam.models.checkpoint import Checkpoint
 from timam.retrieval.plots import ImageQueryExample, RankedCaption, RankedImage, TextQueryExample, image_query_figure, text_query_figure
 from timam.retrieval.ranking import topk_indices
 from timam.tokenization import load_tokenizer
-from timam.training.device import model_to, pick_device
-from timam.training.embedding import image_outputs, text_outputs
+from timam.inference.device import model_to, pick_device
+from timam.inference.embedding import image_outputs, text_outputs
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pandas as pd
 
-from timam.io.tensor_bundle import TensorBundle
+from timam.formats.tensor_bundle import TensorBundle
 from timam.models.checkpoint import Checkpoint
 from timam.models.config import ModelConfig
 from timam.training.config import training_config
-from timam.training.data import split_data
+from timam.inference.split_data import split_data
 from timam.training.loop import train_timam
 
 

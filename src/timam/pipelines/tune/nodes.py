@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from timam.io.tensor_bundle import TensorBundle
+from timam.formats.tensor_bundle import TensorBundle
 from timam.models.config import ModelConfig
-from timam.training.data import split_data
+from timam.inference.split_data import split_data
 from timam.tuning.plots import optimisation_history_figure, parameter_importance_figure
 from timam.tuning.runner import run_worker
 from timam.tuning.study import best_training_parameters, trials_table

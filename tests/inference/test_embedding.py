@@ -6,7 +6,7 @@ import torch
 
 from tests.training.tiny_run import TINY_MODEL
 from timam.models.timam import TimamModel
-from timam.training.embedding import distinct_captions, text_outputs
+from timam.inference.embedding import distinct_captions, text_outputs
 
 
 def captions_of_varied_length(count: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:

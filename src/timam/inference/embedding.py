@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from timam.models.timam import TimamModel
-from timam.training.device import autocast, to_device_images
-from timam.training.images import ImageFileDataset, eval_transform
+from timam.inference.device import autocast, to_device_images
+from timam.inference.images import ImageFileDataset, eval_transform
 
 
 def default_workers() -> int:

@@ -6,7 +6,7 @@ import torch
 
 from tests.training.tiny_run import TINY_MODEL
 from timam.models.timam import TimamModel
-from timam.training.device import model_to, to_device_images
+from timam.inference.device import model_to, to_device_images
 
 CPU = torch.device("cpu")
 

@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from kedro.io.core import DatasetError
 
-
-class ArtifactWriteError(DatasetError):
+class ArtifactWriteError(OSError):
     """A save the user must unblock (permissions, disk space); the previous file is left untouched."""
 
 

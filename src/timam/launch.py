@@ -1,4 +1,4 @@
-"""Run the ``train_model`` node on several processes: ``torchrun --nproc_per_node N -m timam.training.launch``.
+"""Run the ``train_model`` node on several processes: ``torchrun --nproc_per_node N -m timam.launch``.
 
 ``kedro run`` runs every node in one process, and N copies of it would each save their own
 checkpoint version. This entry point runs only the training node on every rank, reads its inputs
@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from timam.training.distributed import context_from_environment
 
-logger = logging.getLogger("timam.training.launch")  # not __name__: run with -m it is "__main__"
+logger = logging.getLogger("timam.launch")  # not __name__: run with -m it is "__main__"
 
 
 def runtime_parameters(text: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from timam.io.tensor_bundle import TensorBundle
+from timam.formats.tensor_bundle import TensorBundle
 
 
 @dataclass
