@@ -15,7 +15,7 @@ from timam.pipelines.evaluate.nodes import (
     plot_retrieval_examples,
     plot_training_curves,
     rank_test_split,
-    relevance_labels,
+    bundle_relevance_labels,
 )
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics
 
@@ -68,7 +68,7 @@ def test_rank_sets_paper_numbers_beside_ours(bundles):
 def test_recall_curve_node_matches_metrics(bundles):
     figure = plot_recall_curve(*bundles, EVALUATION)
     assert isinstance(figure, Figure)
-    image_labels, text_labels = relevance_labels(*bundles, "identity")
+    image_labels, text_labels = bundle_relevance_labels(*bundles, "identity")
     reference = bidirectional_metrics(bundles[0].tensors["embeddings"], bundles[1].tensors["embeddings"],
                                       image_labels, text_labels, ks=(1, 5, 10), metrics=("R@K",))
     lines = {line.get_label().split(" (")[0]: line.get_ydata() for line in figure.axes[0].lines
@@ -95,7 +95,7 @@ def test_best_and_worst_queries_are_the_extremes_of_average_precision(bundles):
     t2i, i2t = plot_best_and_worst_queries(*bundles, {**EVALUATION, "examples": {"top_k": 4, "best_worst": 2}})
     assert len(t2i.subfigs) == 4 and len(i2t.subfigs) == 4  # 2 best + 2 worst each way
     images, texts = bundles[0].tensors["embeddings"], bundles[1].tensors["embeddings"]
-    image_labels, text_labels = relevance_labels(*bundles, "identity")
+    image_labels, text_labels = bundle_relevance_labels(*bundles, "identity")
     ap = per_query_metrics(texts, images, text_labels, image_labels, metrics=("mAP",))["mAP"]
     titles = [sub.get_suptitle() for sub in t2i.subfigs]
     assert titles[0].startswith(f"[best 1, AP {float(ap.max()):.3f}]")

@@ -28,6 +28,7 @@ from timam.models.checkpoint import Checkpoint
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.retrieval.ranking import ranking_metrics
+from timam.retrieval.relevance import relevance_labels
 from timam.training.batches import identity_batches, random_batches
 from timam.training.config import OptimizerConfig, TrainingConfig
 from timam.inference.split_data import SplitData
@@ -450,10 +451,10 @@ class TimamTrainer:
         """Text->image and image->text R@1 on the validation split (expected value under random ties)."""
         image_emb, text_emb = self.validation_embeddings()
         data = self.val.data
-        if self.config.validation_relevance == "instance":
-            image_labels, text_labels = torch.arange(len(data.image_paths)), data.caption_image
-        else:
-            image_labels, text_labels = data.image_identity, data.caption_identity
+        image_labels, text_labels = relevance_labels(
+            image_identity=data.image_identity, caption_identity=data.caption_identity,
+            caption_image=data.caption_image, relevance=self.config.validation_relevance,
+        )
         image_labels, text_labels = image_labels.to(self.device), text_labels.to(self.device)
         t2i = ranking_metrics(text_emb, image_emb, text_labels, image_labels, ks=(1,))
         i2t = ranking_metrics(image_emb, text_emb, image_labels, text_labels, ks=(1,))

@@ -27,6 +27,7 @@ from timam.retrieval.protocols import PROTOCOLS, fold_metrics, zero_shot_metrics
 from timam.figures import message_figure
 from timam.training.plots import training_curves_figure
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, topk_indices
+from timam.retrieval.relevance import relevance_labels
 from timam.retrieval.report import markdown_report, mean_recall
 from timam.inference.split_data import split_data
 from timam.inference.device import model_to, pick_device
@@ -71,15 +72,19 @@ def embed_test_split(
     return image_bundle, text_bundle
 
 
-def relevance_labels(
+def bundle_relevance_labels(
     image_embeddings: TensorBundle, text_embeddings: TensorBundle, relevance: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer labels of images and captions; a caption and an image match when their labels are equal."""
-    if relevance == "identity":
-        return image_embeddings.tensors["identity"], text_embeddings.tensors["identity"]
-    if relevance == "instance":
-        return torch.arange(len(image_embeddings.tensors["embeddings"])), text_embeddings.tensors["image_index"]
-    raise ValueError(f"params evaluation.relevance must be 'identity' or 'instance', got {relevance!r}")
+    """The relevance labels of an embedded split (see :func:`timam.retrieval.relevance.relevance_labels`)."""
+    try:
+        return relevance_labels(
+            image_identity=image_embeddings.tensors["identity"],
+            caption_identity=text_embeddings.tensors["identity"],
+            caption_image=text_embeddings.tensors["image_index"],
+            relevance=relevance,
+        )
+    except ValueError as error:
+        raise ValueError(f"params evaluation.relevance: {error}") from error
 
 
 def protocol_results(
@@ -135,7 +140,7 @@ def rank_test_split(
     if protocol not in PROTOCOLS:  # checked before the (long) ranking
         raise ValueError(f"params evaluation.protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
     relevance = evaluation["relevance"]
-    image_labels, text_labels = relevance_labels(image_embeddings, text_embeddings, relevance)
+    image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, relevance)
     tie_rules = tuple(evaluation["tie_rules"])
     results = bidirectional_metrics(
         image_embeddings.tensors["embeddings"],
@@ -186,7 +191,7 @@ def _title(image_embeddings: TensorBundle, evaluation: dict[str, Any], what: str
 
 def plot_recall_curve(image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]) -> Figure:
     """R@K for K = 1..``evaluation.curve_max_k`` (default 50) both ways, expected tie rule, with chance."""
-    image_labels, text_labels = relevance_labels(image_embeddings, text_embeddings, evaluation["relevance"])
+    image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, evaluation["relevance"])
     max_k = int(evaluation.get("curve_max_k", 50))
     curves = bidirectional_recall_curves(
         image_embeddings.tensors["embeddings"], text_embeddings.tensors["embeddings"], image_labels, text_labels,
@@ -229,7 +234,7 @@ class _ExampleData:
 
     @classmethod
     def of(cls, image_embeddings: TensorBundle, text_embeddings: TensorBundle, relevance: str) -> _ExampleData:
-        image_labels, text_labels = relevance_labels(image_embeddings, text_embeddings, relevance)
+        image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, relevance)
         return cls(
             images=image_embeddings.tensors["embeddings"],
             texts=text_embeddings.tensors["embeddings"],
