@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from timam.formats import atomic
 from timam.sources import demo
 from timam.sources.demo import generate_demo_dataset
 
@@ -148,7 +149,7 @@ def test_json_is_written_last_and_atomically(tmp_path: Path, monkeypatch: pytest
     def failing_replace(src: str, dst: str) -> None:
         raise OSError("simulated crash while publishing the JSON")
 
-    monkeypatch.setattr(demo.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(OSError, match="simulated crash"):
         generate_demo_dataset(tmp_path, **SMALL)
     # all images were written before the JSON, and nothing looks complete or is left behind

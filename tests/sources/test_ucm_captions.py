@@ -89,14 +89,23 @@ def test_cached_images_are_written_once(parquet_table: pd.DataFrame, tmp_path: P
     assert sorted(p.name for p in cache.iterdir()) == ["ucm_0001.jpg", "ucm_0101.jpg", "ucm_2100.jpg"]
 
 
-def test_write_once_is_atomic(tmp_path: Path) -> None:
+def test_write_once_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "x.jpg"
     assert write_once(b"abc", target) is True
     assert write_once(b"xyz", target) is False  # same size is taken as the same file
     assert target.read_bytes() == b"abc"
     assert write_once(b"abcd", target) is True and target.read_bytes() == b"abcd"
-    with pytest.raises(FileNotFoundError):
-        write_once(b"abc", tmp_path / "no" / "dir" / "x.jpg")
+
+    def half_then_crash(self: Path, data: bytes) -> int:
+        with open(self, "wb") as handle:
+            handle.write(data[:2])
+        raise OSError("simulated crash mid-write")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        write_once(b"abcdef", target)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"abcd"  # the previous file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["x.jpg"]  # no temporary files left behind
 
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance
+
+from timam.formats.atomic import atomic_path
 
 Colour = tuple[int, int, int]
 
@@ -52,7 +52,7 @@ BAG_KINDS = ("backpack", "handbag", "shoulder bag")
 HAT_KINDS = ("cap", "hat")
 JEANS_COLOURS = ("blue", "black", "grey", "white")
 SPLITS = ("train", "val", "test")
-_SS = 2  # draw at twice the size, then downsample: cheap anti-aliasing
+_SUPERSAMPLING = 2  # draw at twice the size, then downsample: cheap anti-aliasing
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 
 
@@ -148,17 +148,17 @@ class _Pen:
     """ImageDraw in figure units: x from the body's centre line, y down from the top of the head,
     both as fractions of the figure height (the feet end near y = 0.975)."""
 
-    def __init__(self, draw: ImageDraw.ImageDraw, cx: float, top: float, fh: float) -> None:
-        self.d, self.cx, self.top, self.fh = draw, cx, top, fh
+    def __init__(self, draw: ImageDraw.ImageDraw, cx: float, top: float, figure_height: float) -> None:
+        self.d, self.cx, self.top, self.figure_height = draw, cx, top, figure_height
 
     def pt(self, x: float, y: float) -> Point:
-        return (self.cx + x * self.fh, self.top + y * self.fh)
+        return (self.cx + x * self.figure_height, self.top + y * self.figure_height)
 
     def box(self, x0: float, y0: float, x1: float, y1: float) -> list[Point]:
         return [self.pt(min(x0, x1), min(y0, y1)), self.pt(max(x0, x1), max(y0, y1))]
 
     def w(self, k: float) -> int:
-        return max(1, round(k * self.fh))
+        return max(1, round(k * self.figure_height))
 
     def poly(self, pts: list[Point], fill: Colour) -> None:
         self.d.polygon([self.pt(*q) for q in pts], fill=fill)
@@ -178,129 +178,130 @@ class _Pen:
             self.ellipse(x - k / 2, y - k / 2, x + k / 2, y + k / 2, fill)
 
 
-def _draw_legs(pen: _Pen, p: _Person, rng: random.Random) -> None:
-    lo = COLOURS[p.lower_colour]
+def _draw_legs(pen: _Pen, person: _Person, rng: random.Random) -> None:
+    lo = COLOURS[person.lower_colour]
     for i in (-1, 1):
         hip, ankle = (i * 0.05, 0.47), (i * (0.045 + rng.uniform(0, 0.05)), 0.935)
-        pen.limb([hip, ankle], 0.062, p.skin)
-        if p.lower in ("jeans", "trousers"):
-            pen.limb([hip, ankle], 0.08 if p.lower == "trousers" else 0.072, lo)
-            if p.lower == "jeans":  # seams
+        pen.limb([hip, ankle], 0.062, person.skin)
+        if person.lower in ("jeans", "trousers"):
+            pen.limb([hip, ankle], 0.08 if person.lower == "trousers" else 0.072, lo)
+            if person.lower == "jeans":  # seams
                 pen.line([hip, ankle], 0.01, _shade(lo, 0.7))
-        elif p.lower == "shorts":
+        elif person.lower == "shorts":
             pen.limb([hip, (hip[0] + (ankle[0] - hip[0]) * 0.33, 0.62)], 0.085, lo)
-        pen.ellipse(ankle[0] - 0.047, 0.915, ankle[0] + 0.047, 0.975, COLOURS[p.shoes_colour])
-    if p.lower == "skirt":
+        pen.ellipse(ankle[0] - 0.047, 0.915, ankle[0] + 0.047, 0.975, COLOURS[person.shoes_colour])
+    if person.lower == "skirt":
         pen.poly([(-0.095, 0.44), (0.095, 0.44), (0.15, 0.67), (-0.15, 0.67)], lo)
     else:
         pen.poly([(-0.095, 0.44), (0.095, 0.44), (0.1, 0.55), (-0.1, 0.55)], lo)
 
 
-def _draw_torso(pen: _Pen, p: _Person) -> None:
-    up = COLOURS[p.upper_colour]
+def _draw_torso(pen: _Pen, person: _Person) -> None:
+    up = COLOURS[person.upper_colour]
     dark = _shade(up, 0.65) if sum(up) > 150 else _shade(up, 2.5)
-    hem, flare = (0.70, 0.14) if p.upper == "coat" else (0.49, 0.1)
-    pen.rect(-0.025, 0.11, 0.025, 0.17, p.skin)  # neck
+    hem, flare = (0.70, 0.14) if person.upper == "coat" else (0.49, 0.1)
+    pen.rect(-0.025, 0.11, 0.025, 0.17, person.skin)  # neck
     pen.poly([(-0.12, 0.155), (0.12, 0.155), (flare, hem), (-flare, hem)], up)
     for i in (-1, 1):
         pen.ellipse(i * 0.137, 0.145, i * 0.075, 0.215, up)  # shoulders
-    if p.upper == "jacket":  # open front over an inner top
+    if person.upper == "jacket":  # open front over an inner top
         pen.poly([(-0.03, 0.155), (0.03, 0.155), (0.025, hem), (-0.025, hem)],
                  (40, 40, 45) if sum(up) > 600 else (235, 235, 230))
-    elif p.upper == "coat":  # buttons and lapels
+    elif person.upper == "coat":  # buttons and lapels
         for y in (0.26, 0.36, 0.46, 0.56):
             for x in (-0.03, 0.03):
                 pen.ellipse(x - 0.009, y - 0.009, x + 0.009, y + 0.009, dark)
         for i in (-1, 1):
             pen.line([(0, 0.16), (i * 0.055, 0.3)], 0.012, dark)
-    elif p.upper == "hoodie":  # pocket and drawstrings (the hood is drawn behind the head)
+    elif person.upper == "hoodie":  # pocket and drawstrings (the hood is drawn behind the head)
         pen.poly([(-0.07, 0.36), (0.07, 0.36), (0.085, 0.46), (-0.085, 0.46)], _shade(up, 0.8))
         for i in (-1, 1):
             pen.line([(i * 0.02, 0.16), (i * 0.02, 0.27)], 0.009, (235, 235, 235))
-    elif p.upper == "shirt":  # collar and buttons
+    elif person.upper == "shirt":  # collar and buttons
         for i in (-1, 1):
             pen.poly([(i * 0.048, 0.145), (0, 0.2), (i * 0.005, 0.15)], _shade(up, 1.25) if sum(up) < 600 else dark)
         for y in (0.23, 0.29, 0.35, 0.41):
             pen.ellipse(-0.007, y - 0.007, 0.007, y + 0.007, dark)
-    elif p.upper == "sweater":  # ribbed hem and crew neck
+    elif person.upper == "sweater":  # ribbed hem and crew neck
         pen.rect(-0.1, hem - 0.035, 0.1, hem, dark)
         pen.d.chord(pen.box(-0.04, 0.12, 0.04, 0.19), 0, 180, fill=dark)
 
 
-def _draw_arms_and_bag(pen: _Pen, p: _Person, rng: random.Random, s: int) -> None:
-    up, bag = COLOURS[p.upper_colour], COLOURS[p.bag_colour]
+def _draw_arms_and_bag(pen: _Pen, person: _Person, rng: random.Random, bag_sign: int) -> None:
+    """Both arms (sleeves by garment) and the bag's straps or handle on the side ``bag_sign`` names."""
+    up, bag = COLOURS[person.upper_colour], COLOURS[person.bag_colour]
     hands: dict[int, Point] = {}
     for i in (-1, 1):
-        holds = p.bag == "handbag" and i == s
+        holds = person.bag == "handbag" and i == bag_sign
         a = math.radians(rng.uniform(8, 14) if holds else rng.uniform(3, 24))  # upper arm from vertical
         b = a + (0.0 if holds else math.radians(rng.uniform(-25, 10)))  # forearm
         sh = (i * 0.11, 0.18)
         el = (sh[0] + i * 0.16 * math.sin(a), sh[1] + 0.16 * math.cos(a))
         hands[i] = ha = (el[0] + i * 0.15 * math.sin(b), el[1] + 0.15 * math.cos(b))
-        if p.upper == "t-shirt":  # short sleeves
-            pen.limb([sh, el, ha], 0.042, p.skin)
+        if person.upper == "t-shirt":  # short sleeves
+            pen.limb([sh, el, ha], 0.042, person.skin)
             pen.limb([sh, (sh[0] + (el[0] - sh[0]) * 0.55, sh[1] + (el[1] - sh[1]) * 0.55)], 0.064, up)
         else:
             pen.limb([sh, el, ha], 0.056, up)
-        pen.ellipse(ha[0] - 0.024, ha[1] - 0.02, ha[0] + 0.024, ha[1] + 0.034, p.skin)
-    if p.bag == "backpack":  # straps (the pack itself is drawn behind the body)
+        pen.ellipse(ha[0] - 0.024, ha[1] - 0.02, ha[0] + 0.024, ha[1] + 0.034, person.skin)
+    if person.bag == "backpack":  # straps (the pack itself is drawn behind the body)
         for i in (-1, 1):
             pen.line([(i * 0.075, 0.155), (i * 0.085, 0.36)], 0.024, _shade(bag, 0.85))
-    elif p.bag == "shoulder bag":
-        pen.line([(-s * 0.08, 0.16), (s * 0.14, 0.44)], 0.018, _shade(bag, 0.85))
-        pen.rect(s * 0.085, 0.42, s * 0.22, 0.56, bag, radius=0.015)
-    elif p.bag == "handbag":
-        hx, hy = hands[s]
+    elif person.bag == "shoulder bag":
+        pen.line([(-bag_sign * 0.08, 0.16), (bag_sign * 0.14, 0.44)], 0.018, _shade(bag, 0.85))
+        pen.rect(bag_sign * 0.085, 0.42, bag_sign * 0.22, 0.56, bag, radius=0.015)
+    elif person.bag == "handbag":
+        hx, hy = hands[bag_sign]
         pen.line([(hx - 0.035, hy + 0.04), (hx, hy), (hx + 0.035, hy + 0.04)], 0.012, _shade(bag, 0.75))
         pen.rect(hx - 0.06, hy + 0.035, hx + 0.06, hy + 0.135, bag, radius=0.012)
 
 
-def _draw_head(pen: _Pen, p: _Person, face: float) -> None:
-    hair = HAIR_COLOURS[p.hair_colour]
-    if p.long_hair:
+def _draw_head(pen: _Pen, person: _Person, face: float) -> None:
+    hair = HAIR_COLOURS[person.hair_colour]
+    if person.long_hair:
         pen.poly([(-0.07, 0.03), (0.07, 0.03), (0.085, 0.27), (-0.085, 0.27)], hair)
-    pen.ellipse(-0.052, 0.01, 0.052, 0.135, p.skin)
+    pen.ellipse(-0.052, 0.01, 0.052, 0.135, person.skin)
     pen.d.chord(pen.box(-0.057 + face, -0.003, 0.057 + face, 0.12), 180, 360, fill=hair)
     for i in (-1, 1):  # sideburns keep the hair colour visible under a hat
         pen.ellipse(i * 0.056, 0.025, i * 0.036, 0.09, hair)
     for i in (-1, 1):
         ex = face + i * 0.021
         pen.ellipse(ex - 0.006, 0.068, ex + 0.006, 0.08, (40, 30, 30))
-        if p.glasses:
+        if person.glasses:
             pen.d.rectangle(pen.box(ex - 0.017, 0.061, ex + 0.017, 0.087), outline=(12, 12, 12), width=pen.w(0.009))
-    if p.glasses:
+    if person.glasses:
         pen.line([(face - 0.004, 0.068), (face + 0.004, 0.068)], 0.009, (12, 12, 12))
-    if p.hat == "cap":
-        hc = COLOURS[p.hat_colour]
+    if person.hat == "cap":
+        hc = COLOURS[person.hat_colour]
         pen.d.chord(pen.box(-0.059, -0.022, 0.059, 0.09), 180, 360, fill=hc)
         side = (face > 0) - (face < 0)  # the peak points where the face turns
         brim = (side * 0.015, 0.025, side * 0.11, 0.05) if side else (-0.065, 0.026, 0.065, 0.05)
         pen.ellipse(*brim, _shade(hc, 0.8))
-    elif p.hat == "hat":
-        hc = COLOURS[p.hat_colour]
+    elif person.hat == "hat":
+        hc = COLOURS[person.hat_colour]
         pen.ellipse(-0.1, 0.018, 0.1, 0.052, hc)
         pen.rect(-0.052, -0.04, 0.052, 0.04, hc, radius=0.015)
         pen.rect(-0.052, 0.022, 0.052, 0.034, _shade(hc, 0.6))
 
 
-def _render(p: _Person, rng: random.Random, size: tuple[int, int]) -> Image.Image:
-    """One image of ``p``: pose, scale, position, facing, background, lighting and noise vary."""
-    w, h = size[0] * _SS, size[1] * _SS
+def _render(person: _Person, rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    """One image of ``person``: pose, scale, position, facing, background, lighting and noise vary."""
+    w, h = size[0] * _SUPERSAMPLING, size[1] * _SUPERSAMPLING
     img = _background(rng, w, h)
-    fh = h * rng.uniform(0.70, 0.95)  # figure height
-    top = rng.uniform(0.035 * fh, max(0.035 * fh, h - fh))
-    pen = _Pen(ImageDraw.Draw(img), rng.uniform(min(0.22 * fh, w / 2), max(w - 0.22 * fh, w / 2)), top, fh)
+    figure_height = h * rng.uniform(0.70, 0.95)  # figure height
+    top = rng.uniform(0.035 * figure_height, max(0.035 * figure_height, h - figure_height))
+    pen = _Pen(ImageDraw.Draw(img), rng.uniform(min(0.22 * figure_height, w / 2), max(w - 0.22 * figure_height, w / 2)), top, figure_height)
     face = rng.choice((-1, 0, 0, 1)) * 0.012  # slight left/right facing
-    s = 1 if p.bag_side == "left" else -1  # image side of the bag
-    if p.bag == "backpack":
-        pen.rect(s * 0.03, 0.13, s * 0.19, 0.43, COLOURS[p.bag_colour], radius=0.03)
-    if p.upper == "hoodie":  # hood behind the head
-        pen.ellipse(-0.088, 0.012, 0.088, 0.19, _shade(COLOURS[p.upper_colour], 0.85))
-    _draw_legs(pen, p, rng)
-    _draw_torso(pen, p)
-    _draw_arms_and_bag(pen, p, rng, s)
-    _draw_head(pen, p, face)
-    img = img.reduce(_SS)
+    bag_sign = 1 if person.bag_side == "left" else -1  # +1: the bag is on the image's right
+    if person.bag == "backpack":
+        pen.rect(bag_sign * 0.03, 0.13, bag_sign * 0.19, 0.43, COLOURS[person.bag_colour], radius=0.03)
+    if person.upper == "hoodie":  # hood behind the head
+        pen.ellipse(-0.088, 0.012, 0.088, 0.19, _shade(COLOURS[person.upper_colour], 0.85))
+    _draw_legs(pen, person, rng)
+    _draw_torso(pen, person)
+    _draw_arms_and_bag(pen, person, rng, bag_sign)
+    _draw_head(pen, person, face)
+    img = img.reduce(_SUPERSAMPLING)
     img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.85, 1.15))  # lighting
     noise = Image.frombytes("RGB", img.size, rng.randbytes(img.width * img.height * 3)).point(lambda v: v * 17 // 256)
     return ImageChops.add(img, noise, 1.0, -8)  # mild noise in [-8, 8]
@@ -343,25 +344,25 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _caption(p: _Person, rng: random.Random) -> str:
-    he, his = ("he", "his") if p.male else ("she", "her")
-    subj = rng.choice(_SUBJECTS[p.male])
-    worn = [_item(rng, p.upper_colour, p.upper), _item(rng, p.lower_colour, p.lower)]
+def _caption(person: _Person, rng: random.Random) -> str:
+    he, his = ("he", "his") if person.male else ("she", "her")
+    subj = rng.choice(_SUBJECTS[person.male])
+    worn = [_item(rng, person.upper_colour, person.upper), _item(rng, person.lower_colour, person.lower)]
     if rng.random() < 0.3:
         worn.reverse()
     if rng.random() < 0.75:  # minor attributes are sometimes left out
-        worn.append(_item(rng, p.shoes_colour, "shoes"))
-    if p.hat and rng.random() < 0.85:
-        worn.insert(rng.choice((0, len(worn))), _item(rng, p.hat_colour, p.hat))
-    length, colour = ("long" if p.long_hair else "short"), _word(rng, p.hair_colour)
-    glasses = rng.choice(("glasses", "a pair of glasses", "spectacles")) if p.glasses and rng.random() < 0.8 else None
+        worn.append(_item(rng, person.shoes_colour, "shoes"))
+    if person.hat and rng.random() < 0.85:
+        worn.insert(rng.choice((0, len(worn))), _item(rng, person.hat_colour, person.hat))
+    length, colour = ("long" if person.long_hair else "short"), _word(rng, person.hair_colour)
+    glasses = rng.choice(("glasses", "a pair of glasses", "spectacles")) if person.glasses and rng.random() < 0.8 else None
     looks = [f"{length} {colour} hair"] + ([glasses] if glasses else [])
     bag = None
-    if p.bag and rng.random() < 0.9:
-        bag = _item(rng, p.bag_colour, p.bag)
+    if person.bag and rng.random() < 0.9:
+        bag = _item(rng, person.bag_colour, person.bag)
         if rng.random() < 0.7:
-            bag += " " + _BAG_PLACE[p.bag].format(his=his, side=p.bag_side)
-    holding = p.bag != "backpack"
+            bag += " " + _BAG_PLACE[person.bag].format(his=his, side=person.bag_side)
+    holding = person.bag != "backpack"
     wear = rng.choice(("is wearing", "wears", "is dressed in", "has on"))
     carry = rng.choice(("is carrying", "carries", "has") + (("is holding",) if holding else ()))
     carrying = rng.choice(("carrying", "with") + (("holding",) if holding else ()))
@@ -383,10 +384,10 @@ def _caption(p: _Person, rng: random.Random) -> str:
     return ". ".join(x[0].upper() + x[1:] for x in parts) + "."
 
 
-def _new_caption(p: _Person, rng: random.Random, used: set[str]) -> str:
+def _new_caption(person: _Person, rng: random.Random, used: set[str]) -> str:
     """A caption not yet used for this identity, when one turns up within a few tries."""
     for _ in range(30):
-        caption = _caption(p, rng)
+        caption = _caption(person, rng)
         if caption not in used:
             break
     used.add(caption)
@@ -395,15 +396,8 @@ def _new_caption(p: _Person, rng: random.Random, used: set[str]) -> str:
 
 # ---------------------------------------------------------------- public API
 def _write_json_atomic(path: Path, records: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(records, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
+        json.dump(records, handle)
 
 
 def generate_demo_dataset(
@@ -449,10 +443,10 @@ def generate_demo_dataset(
         (root / "imgs" / split).mkdir(parents=True, exist_ok=True)
         used: set[str] = set()
         for n in range(1, images_per_identity + 1):
-            irng = random.Random(f"timam-demo/{seed}/{pid}/{n}")
+            image_rng = random.Random(f"timam-demo/{seed}/{pid}/{n}")
             file_path = f"{split}/{pid:04d}_{n}.jpg"
-            _render(person, irng, tuple(image_size)).save(root / "imgs" / file_path, "JPEG", quality=90)
-            captions = [_new_caption(person, irng, used) for _ in range(captions_per_image)]
+            _render(person, image_rng, tuple(image_size)).save(root / "imgs" / file_path, "JPEG", quality=90)
+            captions = [_new_caption(person, image_rng, used) for _ in range(captions_per_image)]
             records.append({
                 "split": split, "captions": captions, "file_path": file_path,
                 "processed_tokens": [_TOKEN_RE.findall(c.lower()) for c in captions], "id": pid,

@@ -21,15 +21,14 @@ and the ``imgs/`` folder of TIFFs.  The class is not in the file: image ``N.tif`
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from timam.formats.atomic import atomic_path
 from timam.sources.caption_table import SPLITS, BadInputError
 from timam.sources.image_checks import READER_COLUMNS, report_images_without_captions
 from timam.sources.karpathy import annotation_images, karpathy_rows, require_image_root
@@ -49,20 +48,11 @@ _FILENAME = re.compile(r"^(\d+)\.tif$")
 
 
 def write_once(data: bytes, path: Path) -> bool:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``; keep a file of the same size.
-
-    Returns whether the file was (re)written.
-    """
+    """Write ``data`` to ``path`` atomically unless a file of the same size is there; return whether it wrote."""
     if path.is_file() and path.stat().st_size == len(data):
         return False
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
     return True
 
 
