@@ -13,13 +13,15 @@ are reported beside the standard ones of :mod:`timam.retrieval.ranking`, never i
 ``"zero_shot_classes"``
     CUB-200 / Oxford-102 zero-shot retrieval (Reed et al., CVPR 2016; TIMAM Table 3). Each test
     class c gets one text query ``q_c = normalize(mean_{t in c} normalize(tau(t)))``.
-    Text->image "AP@50" is Reed et al.'s definition, which the field notes (section 2) restate as
-    "precision of the top 50 images, averaged over classes": ``AP@50 = (1/C) sum_c hits_c(50) / 50``
+    Text->image "AP@50" is Reed et al.'s definition (Reed, Akata, Lee and Schiele, "Learning Deep
+    Representations of Fine-Grained Visual Descriptions", CVPR 2016, section 5.2; TIMAM, Sarafianos
+    et al., ICCV 2019, Table 3, uses it unchanged), the precision of the top 50 images averaged
+    over classes: ``AP@50 = (1/C) sum_c hits_c(50) / 50``
     with ``hits_c(50)`` the images of class c among the 50 best-scored for ``q_c`` (their code
     averages the 0/1 matches of the first 50 ranks). It is not the mean of the precision at each
     hit: a class with n < 50 test images scores at most n/50. Image->text is top-1 accuracy: an
     image is right when its own class query scores highest, averaged over images (Reed et al.'s
-    code divides correct images by all images; the field notes do not say otherwise).
+    released evaluation code divides correct images by all images).
     Reed et al. average unnormalised text features and score by dot product; here captions are
     L2-normalised before the mean and scores are cosine, as everywhere in this project.
 
