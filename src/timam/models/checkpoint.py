@@ -11,6 +11,8 @@ from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 
 CHECKPOINT_FORMAT = "timam-checkpoint/1"
+# Weights that checkpoints written before the text encoder dropped its unused pooler still carry.
+_UNUSED_PREFIXES = ("text_encoder.transformer.pooler.",)
 
 
 @dataclass
@@ -35,6 +37,7 @@ def restore_model(config_values: dict[str, Any], tensors: dict[str, torch.Tensor
         raise ValueError(f"{source}: checkpoint config is not valid for this version of timam: {error}") from error
     model = TimamModel(config, pretrained=False)
     expected = model.state_dict()
+    tensors = {name: tensor for name, tensor in tensors.items() if not name.startswith(_UNUSED_PREFIXES)}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong_shape = [

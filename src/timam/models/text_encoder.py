@@ -34,8 +34,22 @@ def build_transformer(name: str, config: dict[str, Any] | None = None) -> nn.Mod
     if config:
         values = dict(config)
         model_type = values.pop("model_type")
-        return AutoModel.from_config(AutoConfig.for_model(model_type, **values))
-    return AutoModel.from_pretrained(resolve_text_model(name))
+        model = AutoModel.from_config(AutoConfig.for_model(model_type, **values))
+    else:
+        model = AutoModel.from_pretrained(resolve_text_model(name))
+    return without_pooler(model)
+
+
+def without_pooler(model: nn.Module) -> nn.Module:
+    """Drop the sentence pooler that ``AutoModel`` adds to BERT-like models: only token states are used.
+
+    Its parameters would get no gradient once the transformer trains, and DDP then fails on the next
+    step ("Expected to have finished reduction in the prior iteration"). BERT's forward skips a
+    ``None`` pooler.
+    """
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    return model
 
 
 def transformer_config(model: nn.Module) -> dict[str, Any]:
