@@ -8,8 +8,9 @@ Import this module FIRST in a benchmark (before torch, timm or transformers): it
   copy of the working tree);
 * imports ``timam`` so its torchvision workaround runs before anything imports timm/transformers.
 
-It never imports kedro, and neither does the timam core the benchmarks measure (models, losses,
-retrieval, inference, training, tokenization): they run where Kedro is not installed.
+The timam core the benchmarks measure (models, losses, retrieval, inference, training,
+tokenization) never imports Kedro; only :func:`project_parameters` uses Kedro's config loader, so
+that a benchmark reads the configuration a run trains with.
 """
 
 from __future__ import annotations
@@ -180,10 +181,20 @@ def demo_captions() -> list[str]:
 # ----------------------------------------------------------------------------- model configs
 
 
-def _yaml_block(file: str, key: str) -> dict[str, Any]:
-    import yaml
+def project_parameters(config: str) -> dict[str, Any]:
+    """The project's merged parameters for ``config`` ("default": conf/base; "paper": conf/base + conf/paper).
 
-    return dict(yaml.safe_load((REPO / "conf" / "base" / file).read_text())[key])
+    Read through Kedro's OmegaConfigLoader, as ``kedro run --env paper`` reads them (``${...}``
+    resolved), so a benchmark measures exactly the configuration a run trains. Kedro is the only
+    Kedro-side import of the benchmarks; the timam code they time never imports it.
+    """
+    try:
+        from kedro.config import OmegaConfigLoader
+    except ImportError as error:
+        raise SystemExit(f"the benchmarks read conf/ with Kedro's config loader: pip install -e . ({error})") from error
+    env = {"default": "base", "paper": "paper"}[config]
+    loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), base_env="base", default_run_env=env)
+    return dict(loader["parameters"])
 
 
 def offline_weights_available() -> bool:
@@ -198,50 +209,36 @@ def offline_weights_available() -> bool:
 def build_model(config: str, *, weights: str = "auto", num_classes: int = CUHK_PEDES_TRAIN_IDENTITIES):
     """A :class:`timam.models.timam.TimamModel` and a description of its weights.
 
-    ``default``: the ``model`` block of conf/base/parameters_train.yml (EfficientNet-Lite0 at 160x80,
-    MiniLM, BiLSTM 512, FC 512). ``weights``: "pretrained" (the offline packages), "random" (the same
-    architecture built from its config; identical speed) or "auto" (pretrained when installed).
+    ``default``: the ``model`` block of conf/base (EfficientNet-Lite0 at 160x80, MiniLM, BiLSTM 512,
+    FC 512). ``weights``: "pretrained" (the offline packages), "random" (the same architecture built
+    from its config; identical speed) or "auto" (pretrained when installed).
 
-    ``paper``: torchvision ResNet-101 at 224x224 and a bert-base-sized BertModel (BertConfig()
-    defaults: hidden 768, 12 layers), BiLSTM 512, FC 512, all randomly initialised. It is built with
-    ``pretrained=False`` (architecture only, as a checkpoint restore does), so timam's random-init
+    ``paper``: the ``model`` block of ``--env paper`` (torchvision ResNet-101 at 384x128) with a
+    bert-base-sized BertModel (BertConfig() defaults: hidden 768, 12 layers), all randomly
+    initialised. It is built with ``pretrained=False`` (architecture only, as a checkpoint restore does), so timam's random-init
     warning is not raised; that is intended here: speed does not depend on the weights, and no
     ResNet-101/BERT weights exist offline.
     """
     from timam.models.config import ModelConfig
     from timam.models.timam import TimamModel
 
-    if config == "default":
-        values = _yaml_block("parameters_train.yml", "model")
-        values["num_classes"] = num_classes
-        if weights == "auto":
-            weights = "pretrained" if offline_weights_available() else "random"
-        if weights == "random":
-            values["transformer_config"] = dict(MINILM_CONFIG)
-        model = TimamModel(ModelConfig.from_dict(values), pretrained=weights == "pretrained")
-        return model, weights
-    if config == "paper":
-        model_config = ModelConfig(
-            num_classes=num_classes, image_backbone="resnet101", image_library="torchvision", image_weights=None,
-            image_size=(224, 224), text_encoder="transformer", text_model="bert-base-uncased",
-            lstm_hidden=512, embedding_dim=512, transformer_config=dict(BERT_BASE_CONFIG),
-        )
-        return TimamModel(model_config, pretrained=False), "random"
-    raise SystemExit(f"--config must be one of {CONFIGS}, got {config!r}")
+    if config not in CONFIGS:
+        raise SystemExit(f"--config must be one of {CONFIGS}, got {config!r}")
+    values = {**project_parameters(config)["model"], "num_classes": num_classes}
+    if config == "paper":  # no ResNet-101 or BERT weights offline; speed does not depend on them
+        values.update(image_weights=None, transformer_config=dict(BERT_BASE_CONFIG))
+        return TimamModel(ModelConfig.from_dict(values), pretrained=False), "random"
+    if weights == "auto":
+        weights = "pretrained" if offline_weights_available() else "random"
+    if weights == "random":
+        values["transformer_config"] = dict(MINILM_CONFIG)
+    return TimamModel(ModelConfig.from_dict(values), pretrained=weights == "pretrained"), weights
 
 
 def training_values(config: str) -> dict[str, Any]:
-    """``params:training`` for a config: conf/base/parameters_train.yml, plus the paper's settings."""
-    values = _yaml_block("parameters_train.yml", "training")
+    """``params:training`` of ``config`` as a run reads it, without the resume state (benchmarks start fresh)."""
+    values = dict(project_parameters(config)["training"])
     values.pop("state_path", None)
-    if config == "paper":
-        values.update(
-            batch_size=64,
-            loss_weights={"identification": 1.0, "cmpm": 1.0, "cmpc": 0.0, "adversarial": 1.0, "triplet": 0.0},
-            image_optimizer={"name": "sgd", "lr": 2.0e-4, "weight_decay": 4.0e-4, "momentum": 0.9},
-            text_optimizer={"name": "adam", "lr": 2.0e-4, "weight_decay": 4.0e-4},
-            discriminator_optimizer={"name": "sgd", "lr": 2.0e-4, "weight_decay": 4.0e-4, "momentum": 0.9},
-        )
     return values
 
 
