@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from timam.retrieval import ranking
-from timam.retrieval.ranking import bidirectional_metrics, ranking_metrics, similarity, topk_indices
+from timam.retrieval.ranking import bidirectional_metrics, counting, ranking_metrics, scoring, similarity, topk_indices
 
 KS = (1, 2, 3, 5)
 RULES = ("expected", "optimistic", "pessimistic", "index")
@@ -77,9 +77,9 @@ def count_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     """Run a test through each counting path (CPU cache blocks of default / one-row size, and
     the full-chunk pass per threshold used on GPUs)."""
     if request.param == "tiny-blocks":
-        monkeypatch.setattr(ranking, "_CACHE_BLOCK_FLOATS", 1)
+        monkeypatch.setattr(counting, "_CACHE_BLOCK_FLOATS", 1)
     if request.param == "per-threshold":
-        monkeypatch.setattr(ranking, "_CPU_CACHE_BLOCKING", False)
+        monkeypatch.setattr(counting, "_CPU_CACHE_BLOCKING", False)
     return request.param
 
 
@@ -87,10 +87,10 @@ def count_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 def score_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test through each CPU score product: oneDNN with the gallery packed once, and the
     padded ``torch.mm`` used on CUDA and where torch has no oneDNN."""
-    if request.param == "onednn" and not ranking._ONEDNN_SCORES:
+    if request.param == "onednn" and not scoring._ONEDNN_SCORES:
         pytest.skip("this torch build has no oneDNN packed linear")
     if request.param == "torch-mm":
-        monkeypatch.setattr(ranking, "_ONEDNN_SCORES", False)
+        monkeypatch.setattr(scoring, "_ONEDNN_SCORES", False)
     return request.param
 
 
@@ -126,7 +126,7 @@ def test_scores_do_not_depend_on_the_number_of_query_rows(score_path: str) -> No
     g = F.normalize(torch.randn(300, 64, generator=gen))
     g[11] = g[250]
     q[40] = q[2]
-    scorer = ranking._GalleryScorer(g, chunk_size=32)
+    scorer = scoring._GalleryScorer(g, chunk_size=32)
     full = scorer(q)
     for rows in (1, 5, 16, 33):
         parts = torch.cat([scorer(q[lo : lo + rows]) for lo in range(0, q.shape[0], rows)])

@@ -1,0 +1,124 @@
+"""float32 query x gallery scores whose values do not depend on how the queries are chunked.
+
+BLAS libraries switch to different kernels for very small matrices (on MKL a 1-row product can
+round differently from the same row inside a big product, which can even split exact duplicates).
+On CPU the products therefore go through oneDNN with the gallery packed once (its kernels do not
+depend on the number of query rows, see :class:`_GalleryScorer`); elsewhere both sides are padded
+to at least ``_MIN_GEMM_ROWS`` rows. Either way the score of a (query, item) pair -- and hence every
+metric -- does not depend on ``chunk_size``. (On CUDA, cuBLAS may choose shape-dependent
+algorithms; keep ``torch.get_float32_matmul_precision() == "highest"`` so scores stay float32.)
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Products with fewer rows than this on either side are zero-padded (see the module docstring).
+_MIN_GEMM_ROWS = 16
+
+
+def prepare_embeddings(emb: Tensor, normalize: bool, name: str) -> Tensor:
+    """2-D contiguous float32 embeddings, L2-normalised when asked."""
+    if not isinstance(emb, Tensor) or emb.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D tensor (items x dim)")
+    emb = emb.to(torch.float32).contiguous()
+    if not bool(torch.isfinite(emb).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if normalize:
+        emb = F.normalize(emb, p=2.0, dim=1)
+    return emb
+
+
+def _pad_rows(x: Tensor) -> Tensor:
+    """Zero-pad to at least ``_MIN_GEMM_ROWS`` rows so BLAS takes its regular GEMM path."""
+    if x.shape[0] >= _MIN_GEMM_ROWS:
+        return x
+    pad = x.new_zeros(_MIN_GEMM_ROWS - x.shape[0], x.shape[1])
+    return torch.cat([x, pad], dim=0)
+
+
+def _warn_low_precision(device: torch.device) -> None:
+    if device.type == "cuda" and torch.get_float32_matmul_precision() != "highest":
+        warnings.warn(
+            "float32 matmul precision is not 'highest' (TF32 enabled): scores are not exact float32",
+            stacklevel=3,
+        )
+
+
+class _Workspace:
+    """Chunk-sized buffers reused across chunks.
+
+    A fresh ``chunk x gallery`` allocation per chunk is returned to the OS when freed and
+    page-faults again on the next chunk, which costs about as much as the comparisons themselves.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[str, Tensor] = {}
+
+    def get(self, name: str, rows: int, cols: int, like: Tensor) -> Tensor:
+        need = rows * cols
+        flat = self._flat.get(name)
+        if flat is None or flat.numel() < need or flat.device != like.device:
+            flat = torch.empty(need, dtype=torch.float32, device=like.device)
+            self._flat[name] = flat
+        return flat[:need].view(rows, cols)
+
+
+def _onednn_usable() -> bool:
+    """Whether this torch build has oneDNN's packed-weight linear (the CPU fast path)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    ops = torch.ops.mkldnn
+    return hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")
+
+
+_ONEDNN_SCORES = _onednn_usable()
+
+
+class _GalleryScorer:
+    """float32 scores of query chunks against one prepared gallery.
+
+    On CPU the gallery is packed once into oneDNN's blocked layout and every chunk is one
+    oneDNN product: on the 2-core AVX-512 development machine that is about twice as fast as
+    MKL's ``torch.mm`` (0.36 vs 0.72 s for 5,000 x 25,000 x 512). oneDNN's kernels do not depend
+    on the number of query rows (checked down to one row in the tests), so a pair's score is the
+    same in every chunk size. Elsewhere (CUDA, or torch without oneDNN) products go through
+    ``torch.mm`` with both sides padded to ``_MIN_GEMM_ROWS`` rows, which keeps MKL on one kernel.
+    """
+
+    def __init__(self, gallery: Tensor, chunk_size: int = 1024) -> None:
+        self.n_gallery = gallery.shape[0]
+        self._packed: Tensor | None = None
+        self._padded = gallery
+        if gallery.device.type == "cpu" and _ONEDNN_SCORES and self.n_gallery > 0:
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(gallery, max(1, chunk_size))
+        else:
+            self._padded = _pad_rows(gallery)
+
+    def __call__(self, query: Tensor, workspace: _Workspace | None = None) -> Tensor:
+        if self._packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(query, self._packed, None, "none", [], "")
+        rows = query.shape[0]
+        regular = rows >= _MIN_GEMM_ROWS and self._padded.shape[0] == self.n_gallery
+        if workspace is None:
+            scores = _pad_rows(query) @ self._padded.T
+            return scores if regular else scores[:rows, : self.n_gallery].contiguous()
+        out = workspace.get("scores", rows, self.n_gallery, query)
+        if regular:
+            return torch.mm(query, self._padded.T, out=out)
+        return out.copy_((_pad_rows(query) @ self._padded.T)[:rows, : self.n_gallery])
+
+
+def similarity(query_emb: Tensor, gallery_emb: Tensor, *, normalize: bool = True) -> Tensor:
+    """float32 (cosine when ``normalize``) score matrix ``query x gallery`` on the inputs' device.
+
+    Uses the same product as :func:`~timam.retrieval.ranking.ranking_metrics`, so scores agree bit for bit.
+    """
+    q = prepare_embeddings(query_emb, normalize, "query_emb")
+    g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(q.device)
+    _warn_low_precision(q.device)
+    return _GalleryScorer(g)(q)

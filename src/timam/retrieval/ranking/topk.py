@@ -1,0 +1,67 @@
+"""Top-k gallery items per query, ordered by score with ties broken by ascending gallery index."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from timam.retrieval.ranking.scoring import _GalleryScorer, _warn_low_precision, prepare_embeddings
+
+
+def _order_by_score_then_index(values: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """Sort each row by score descending, ties by gallery index ascending."""
+    indices, perm = torch.sort(indices, dim=1, stable=True)
+    values = values.gather(1, perm)
+    values, perm = torch.sort(values, dim=1, descending=True, stable=True)
+    return values, indices.gather(1, perm)
+
+
+def _topk_chunk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=True)
+    kth = values[:, -1:]
+    n_ge = (scores >= kth).sum(dim=1)
+    tied_rows = (n_ge > k).nonzero().flatten()
+    if tied_rows.numel():
+        # More items tie with the k-th score than fit: keep the lowest indices among them.
+        sub = scores[tied_rows]
+        sub_kth = kth[tied_rows]
+        above = sub > sub_kth
+        n_above = above.sum(dim=1, keepdim=True)
+        tied = sub == sub_kth
+        keep = above | (tied & (torch.cumsum(tied, dim=1) <= k - n_above))
+        cols = keep.nonzero()[:, 1].view(-1, k)
+        indices[tied_rows] = cols
+        values[tied_rows] = sub.gather(1, cols)
+    return _order_by_score_then_index(values, indices)
+
+
+def topk_indices(
+    query_emb: Tensor,
+    gallery_emb: Tensor,
+    k: int,
+    *,
+    chunk_size: int = 1024,
+    normalize: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Top-``k`` gallery items per query: ``(scores, indices)``, both ``queries x k``.
+
+    Rows are ordered by float32 score descending with ties broken by ascending gallery index,
+    i.e. exactly the first ``k`` entries of a stable ``argsort(-score)``.
+    """
+    q = prepare_embeddings(query_emb, normalize, "query_emb")
+    g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(q.device)
+    if not 1 <= k <= g.shape[0]:
+        raise ValueError(f"k must be in [1, {g.shape[0]}], got {k}")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    _warn_low_precision(q.device)
+    scorer = _GalleryScorer(g, chunk_size)
+    out_v: list[Tensor] = []
+    out_i: list[Tensor] = []
+    for lo in range(0, q.shape[0], chunk_size):
+        v, i = _topk_chunk(scorer(q[lo : lo + chunk_size]), k)
+        out_v.append(v)
+        out_i.append(i)
+    if not out_v:
+        return q.new_zeros(0, k), torch.zeros(0, k, dtype=torch.long, device=q.device)
+    return torch.cat(out_v), torch.cat(out_i)
