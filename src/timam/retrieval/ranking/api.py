@@ -25,7 +25,7 @@ from timam.retrieval.ranking.counting import (
     _SlotCounts,
     check_labels,
 )
-from timam.retrieval.ranking.scoring import _GalleryScorer, _warn_low_precision, _Workspace, prepare_embeddings
+from timam.retrieval.ranking.scoring import _GalleryScorer, _Workspace, prepare_embeddings
 from timam.retrieval.ranking.tie_rules import (
     METRICS,
     TIE_RULES,
@@ -83,7 +83,6 @@ def _inputs(
         raise ValueError("need at least one query and one gallery item")
     ql = check_labels(query_labels, q.shape[0], "query_labels", device)
     gl = check_labels(gallery_labels, g.shape[0], "gallery_labels", device)
-    _warn_low_precision(device)
     return _Inputs(q, g, ql, gl, _relevance(ql, gl))
 
 

@@ -11,7 +11,8 @@ algorithms; keep ``torch.get_float32_matmul_precision() == "highest"`` so scores
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -41,12 +42,27 @@ def _pad_rows(x: Tensor) -> Tensor:
     return torch.cat([x, pad], dim=0)
 
 
-def _warn_low_precision(device: torch.device) -> None:
-    if device.type == "cuda" and torch.get_float32_matmul_precision() != "highest":
-        warnings.warn(
-            "float32 matmul precision is not 'highest' (TF32 enabled): scores are not exact float32",
-            stacklevel=3,
-        )
+_MATMUL_BACKENDS = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+
+
+@contextmanager
+def exact_float32_products() -> Iterator[None]:
+    """Run float32 matrix products as exact float32 ("ieee"), whatever the caller enabled.
+
+    TF32 on CUDA (or bf16 in oneDNN) rounds the inputs to 10 mantissa bits: scores stop being
+    float32, exact ties are missed and the results no longer equal a reference. torch 2.13 has two
+    APIs for it, and once a caller sets the new one (``torch.backends.cuda.matmul.fp32_precision``)
+    the legacy getter raises ("mix of legacy and new APIs"), so the setting is set and restored
+    through the new per-backend one only, which reads correctly whichever API the caller used.
+    """
+    previous = [backend.fp32_precision for backend in _MATMUL_BACKENDS]
+    for backend in _MATMUL_BACKENDS:
+        backend.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for backend, value in zip(_MATMUL_BACKENDS, previous, strict=True):
+            backend.fp32_precision = value
 
 
 class _Workspace:
@@ -100,6 +116,10 @@ class _GalleryScorer:
             self._padded = _pad_rows(gallery)
 
     def __call__(self, query: Tensor, workspace: _Workspace | None = None) -> Tensor:
+        with exact_float32_products():
+            return self._product(query, workspace)
+
+    def _product(self, query: Tensor, workspace: _Workspace | None) -> Tensor:
         if self._packed is not None:
             return torch.ops.mkldnn._linear_pointwise(query, self._packed, None, "none", [], "")
         rows = query.shape[0]
@@ -120,5 +140,4 @@ def similarity(query_emb: Tensor, gallery_emb: Tensor, *, normalize: bool = True
     """
     q = prepare_embeddings(query_emb, normalize, "query_emb")
     g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(q.device)
-    _warn_low_precision(q.device)
     return _GalleryScorer(g)(q)

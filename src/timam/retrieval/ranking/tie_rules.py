@@ -157,8 +157,26 @@ def _expected_inp(before: Tensor, size: Tensor, rel: Tensor, m: Tensor) -> Tenso
     log_choose = torch.lgamma(p) - torch.lgamma(r[owner]) - torch.lgamma(p - r[owner] + 1)
     log_prob = log_choose - log_norm[owner]
     terms = torch.exp(log_prob) * mm[owner] / (b[owner] + p)
-    out[rows] = torch.zeros_like(b).index_add_(0, owner, terms)
+    out[rows] = _segment_sums(terms, owner, step, rows.numel())
     return out
+
+
+def _segment_sums(values: Tensor, owner: Tensor, position: Tensor, segments: int) -> Tensor:
+    """Per-``owner`` sums of ``values`` (``position``: index within its segment), added in order.
+
+    On CPU ``index_add_`` adds sequentially. On CUDA it adds with atomics in no fixed order, so
+    float64 sums (and the metrics) could change between runs; there the values are laid out one
+    segment per row and added column by column, which gives the CPU's bits on every device.
+    """
+    if values.device.type == "cpu":
+        return torch.zeros(segments, dtype=values.dtype).index_add_(0, owner, values)
+    return _padded_segment_sums(values, owner, position, segments)
+
+
+def _padded_segment_sums(values: Tensor, owner: Tensor, position: Tensor, segments: int) -> Tensor:
+    width = int(position.max()) + 1
+    padded = values.new_zeros(segments, width).index_put_((owner, position), values)  # no accumulation
+    return _row_sum(padded)
 
 
 def _expected_metrics(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from timam.retrieval.ranking.scoring import _GalleryScorer, _warn_low_precision, prepare_embeddings
+from timam.retrieval.ranking.scoring import _GalleryScorer, prepare_embeddings
 
 
 def _order_by_score_then_index(values: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,7 +54,6 @@ def topk_indices(
         raise ValueError(f"k must be in [1, {g.shape[0]}], got {k}")
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    _warn_low_precision(q.device)
     scorer = _GalleryScorer(g, chunk_size)
     out_v: list[Tensor] = []
     out_i: list[Tensor] = []
