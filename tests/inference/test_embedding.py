@@ -53,3 +53,37 @@ def test_repeated_captions_are_embedded_once_and_tie_exactly():
         assert torch.equal(embeddings[20 + offset], embeddings[row])
     first, inverse = distinct_captions(ids, mask)
     assert first.tolist() == list(range(20)) and torch.equal(inverse[20:], repeats)
+
+
+def _projection_dtypes(model: TimamModel) -> list[tuple[torch.dtype, torch.dtype]]:
+    """(input, output) dtype of every call of either projection."""
+    seen: list[tuple[torch.dtype, torch.dtype]] = []
+    for projection in (model.image_encoder.projection, model.text_encoder.projection):
+        projection.register_forward_hook(lambda _, inputs, output: seen.append((inputs[0].dtype, output.dtype)))
+    return seen
+
+
+def test_bfloat16_encoders_still_give_float32_projections(tmp_path):
+    """The GPU's bf16 autocast, run on the CPU: backbone and transformer in bf16, projections in float32."""
+    from PIL import Image
+
+    from timam.inference.embedding import image_outputs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TimamModel(TINY_MODEL).eval()
+    paths = []
+    for index, colour in enumerate(["red", "green", "blue"]):
+        paths.append(str(tmp_path / f"{index}.png"))
+        Image.new("RGB", (40, 80), colour).save(paths[-1])
+    seen = _projection_dtypes(model)
+    cpu = torch.device("cpu")
+    options = {"batch_size": 2, "device": cpu, "desc": "x", "show_progress": False}
+    low = image_outputs(model, paths, project=True, precision="bfloat16", **options)
+    ids, mask = captions_of_varied_length(5, 8)
+    texts = text_outputs(model, ids, mask, project=True, precision="bfloat16", **options)
+    assert seen and set(seen) == {(torch.float32, torch.float32)}
+    assert low.dtype == texts.dtype == torch.float32
+    full = image_outputs(model, paths, project=True, precision="float32", **options)
+    assert not torch.equal(low, full), "bfloat16 did run in the backbone"
+    assert torch.allclose(low, full, atol=0.1, rtol=0.1)

@@ -19,13 +19,34 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The dtype the encoders' convolutions and transformer layers run in.
+
+    "auto": bfloat16 on CUDA (tensor cores), float32 on CPU, where bf16 is slower; "bfloat16" also
+    works on the CPU, so the reduced-precision path can be tested without a GPU.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
 @contextlib.contextmanager
-def autocast(device: torch.device) -> Iterator[None]:
-    """bf16 autocast on CUDA (tensor cores); full float32 on CPU, where bf16 is slower."""
-    if device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            yield
-    else:
+def autocast(device: torch.device, precision: str = "auto") -> Iterator[None]:
+    """Autocast to :func:`compute_dtype` around the encoders' heavy layers (nothing when float32).
+
+    Close it before a projection whose output must be float32: under autocast a Linear returns
+    bfloat16 whatever its input dtype, and embeddings, loss inputs and galleries stay float32.
+    """
+    dtype = compute_dtype(device, precision)
+    if dtype == torch.float32:
+        yield
+        return
+    with torch.autocast(device.type, dtype=dtype):
         yield
 
 

@@ -59,12 +59,13 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 @torch.no_grad()
 def image_outputs(
     model: TimamModel, paths: Sequence[str], *, project: bool, batch_size: int, device: torch.device, desc: str,
-    show_progress: bool = True, per_view: bool = False,
+    show_progress: bool = True, per_view: bool = False, precision: str = "auto",
 ) -> torch.Tensor:
     """Backbone features (``project=False``) or embeddings of ``paths``, float32 on the CPU, in order.
 
     ``per_view`` (features only): every view's features, ``(views, images, features)``, instead of
-    their mean (``model.image_views``).
+    their mean (``model.image_views``). The backbone runs in ``precision`` (see
+    :func:`~timam.inference.device.autocast`); the projection always in float32.
     """
     if per_view and project:
         raise ValueError("per_view gives backbone features of every view; it cannot be combined with project")
@@ -73,13 +74,11 @@ def image_outputs(
     loader = image_loader(paths, model.config.image_size, batch_size=batch_size, device=device)
     with evaluation_mode(model):
         for images, _ in tqdm(loader, desc=desc, disable=not show_progress):
-            with autocast(device):
-                images = to_device_images(images, device)
-                if per_view:
-                    result = encoder.view_features(images)
-                else:
-                    features = encoder.features(images)
-                    result = encoder.projection(features) if project else features
+            images = to_device_images(images, device)
+            with autocast(device, precision):
+                result = encoder.view_features(images) if per_view else encoder.features(images)
+            if project:
+                result = encoder.projection(result.float())
             outputs.append(result.float().cpu())
     if per_view:
         return torch.cat(outputs, dim=1) if outputs else torch.empty(len(encoder.views), 0, encoder.feature_dim)
@@ -116,6 +115,7 @@ def text_outputs(
     device: torch.device,
     desc: str,
     show_progress: bool = True,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Token states (``project=False``, float16 to halve the cache) or caption embeddings, in order.
 
@@ -138,7 +138,7 @@ def text_outputs(
             longest = int(lengths[rows].max())
             ids = input_ids[rows, :longest].to(device)
             mask = attention_mask[rows, :longest].to(device)
-            with autocast(device):
+            with autocast(device, precision):
                 states = encoder.word_states(ids, mask)
             if project:
                 result = encoder.encode_states(states, mask).float().cpu()
