@@ -2,7 +2,8 @@
 
 Layers, bottom to top (a module may import its own package and any lower layer):
 
-0. ``formats`` (file formats, atomic writes), ``figures`` (figure basics), the torchvision shim
+0. ``formats`` (file formats, atomic writes), ``figures`` (figure basics), ``config_tree`` (typed
+   parameter blocks from dicts), the torchvision shim
 1. ``models``, ``losses``, ``retrieval``
 2. ``inference`` (devices, image loading, embedding a split), ``tokenization``
 3. ``sources``, ``training``
@@ -21,7 +22,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "timam"
 LAYERS = {
-    "formats": 0, "figures": 0, "_torchvision_compat": 0,
+    "formats": 0, "figures": 0, "config_tree": 0, "_torchvision_compat": 0,
     "models": 1, "losses": 1, "retrieval": 1,
     "inference": 2, "tokenization": 2,
     "sources": 3, "training": 3,

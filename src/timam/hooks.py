@@ -1,11 +1,19 @@
-"""Kedro hooks: say how long each node took, since training and embedding dominate a run."""
+"""Kedro hooks: check every parameter block when a run starts, and say how long each node took.
+
+``ParameterCheckHook`` builds each typed parameter block from the merged parameters (base, env,
+``--params``) as soon as the context exists -- before any node runs, under ``kedro run`` and under
+``timam.launch`` alike -- so a misspelt key stops the run at once, naming the nearest known key.
+``NodeTimingHook`` logs each node's duration, since training and embedding dominate a run.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node
 
@@ -27,3 +35,70 @@ class NodeTimingHook:
     def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
         seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
         logger.info("Node %s: finished in %.1f s", node.name, seconds)
+
+
+# Top-level keys that moved into a block, with their new place.
+MOVED_PARAMETERS = {"query": "search.query", "query_image": "search.query_image", "top_k": "search.top_k"}
+
+
+def _parameter_blocks() -> dict[str, Callable[[Mapping[str, Any], bool], object]]:
+    """Each top-level parameter block and how it is built from the whole parameter tree.
+
+    The second argument says whether ``model`` and ``training`` built: only then are the ablation
+    variants merged into them and checked (else each variant would repeat the base block's error).
+    """
+    # Imported here: the Kedro CLI imports this module (through settings) for every command.
+    from timam.models.config import check_model_parameters
+    from timam.retrieval.config import compare_config, evaluation_config, search_config
+    from timam.sources.config import source_config, tokenization_config
+    from timam.training.config import ablation_config, training_config
+    from timam.tuning.study import tuning_settings
+
+    def ablation(params: Mapping[str, Any], base_ok: bool) -> object:
+        if not base_ok:
+            return ablation_config(params.get("ablation"))
+        return ablation_config(params.get("ablation"), model=params.get("model"), training=params.get("training") or {})
+
+    return {
+        "source": lambda params, _: source_config(params.get("source")),
+        "tokenization": lambda params, _: tokenization_config(params.get("tokenization")),
+        "model": lambda params, _: check_model_parameters(params.get("model")),
+        "training": lambda params, _: training_config(params.get("training")),
+        "evaluation": lambda params, _: evaluation_config(params.get("evaluation")),
+        "search": lambda params, _: search_config(params.get("search")),
+        "compare": lambda params, _: compare_config(params.get("compare")),
+        "tuning": lambda params, _: tuning_settings(params.get("tuning")),
+        "ablation": ablation,
+    }
+
+
+def check_parameters(params: Mapping[str, Any]) -> None:
+    """Build every typed parameter block of ``params``; one ValueError lists every problem found."""
+    from timam.config_tree import unknown_keys_error
+
+    blocks = _parameter_blocks()
+    problems = [
+        f"params {name} is now {moved}: use --params \"{moved}=...\" (or set it under `{moved.split('.')[0]}:` in YAML)"
+        for name, moved in MOVED_PARAMETERS.items() if name in params
+    ]
+    unknown = [name for name in params if name not in blocks and name not in MOVED_PARAMETERS]
+    if unknown:
+        problems.append(str(unknown_keys_error("", unknown, blocks)))
+    failed: set[str] = set()
+    for name, build in blocks.items():
+        try:
+            build(params, not failed & {"model", "training"})
+        except (ValueError, TypeError) as error:
+            failed.add(name)
+            text = str(error)
+            problems.append(text if name in text else f"params {name}: {text}")
+    if problems:
+        raise ValueError("Parameters rejected before any node ran:\n- " + "\n- ".join(problems))
+
+
+class ParameterCheckHook:
+    """Rejects bad parameters when the run starts (see :func:`check_parameters`)."""
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        check_parameters(context.params)

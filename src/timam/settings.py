@@ -1,13 +1,15 @@
 """Kedro project settings."""
 
-from timam.hooks import NodeTimingHook
+from timam.hooks import NodeTimingHook, ParameterCheckHook
 
-HOOKS = (NodeTimingHook(),)
+# ParameterCheckHook: every typed parameter block is built when the run starts, before any node.
+HOOKS = (ParameterCheckHook(), NodeTimingHook())
 
 # Dataset environments (conf/<env>/) override single parameters, not whole blocks: with "soft"
-# merging, `model: {image_size: [224, 224]}` in an env keeps every other model parameter of base.
+# merging, `model: {image_size: [224, 224]}` in an env keeps every other model parameter of base,
+# and `caches: {frozen_features: /scratch}` in an env's globals.yml keeps the other cache folders.
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    "merge_strategy": {"parameters": "soft"},
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
 }

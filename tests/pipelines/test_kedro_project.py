@@ -29,10 +29,13 @@ training:
 """
 
 
-def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+def kedro(project: Path, *args: str, succeeds: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true"}
     result = subprocess.run([KEDRO, *args], cwd=project, capture_output=True, text=True, env=env, check=False)
-    assert result.returncode == 0, f"kedro {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    if succeeds:
+        assert result.returncode == 0, f"kedro {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    else:
+        assert result.returncode != 0, f"kedro {' '.join(args)} succeeded:\n{result.stdout[-3000:]}"
     return result
 
 
@@ -56,6 +59,14 @@ def latest_metrics(project: Path) -> dict:
     folder = project / "data/08_reporting/demo/retrieval_metrics.json"
     latest = sorted(p.name for p in folder.iterdir())[-1]
     return json.loads((folder / latest / "retrieval_metrics.json").read_text())
+
+
+def test_a_misspelt_parameter_stops_the_run_before_any_node(project):
+    result = kedro(project, "run", "--params", "training.epoch=1", succeeds=False)
+    output = result.stdout + result.stderr
+    assert "Unknown parameter training.epoch; did you mean 'epochs'? Known: [" in output
+    assert "Node ingest_captions: started" not in output and "Running node" not in output
+    assert not (project / "data" / "02_intermediate").exists()  # nothing ran, nothing was written
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +109,7 @@ def test_evaluate_pipeline_names_the_checkpoint_it_scored(trained):
 def test_search_and_compare_read_the_saved_evaluation(trained):
     # the checkpoint the latest embeddings were made with (later tests may add newer checkpoints)
     scored = latest_metrics(trained)["checkpoint_version"]
-    kedro(trained, "run", "--pipelines", "search,compare", "--params", "query=a man in a red shirt",
+    kedro(trained, "run", "--pipelines", "search,compare", "--params", "search.query=a man in a red shirt",
           "--load-versions", f"model_checkpoint:{scored}")
     results = next((trained / "data/08_reporting/demo/search_results.csv").glob("*/search_results.csv"))
     lines = results.read_text().splitlines()
@@ -106,6 +117,13 @@ def test_search_and_compare_read_the_saved_evaluation(trained):
     assert next((trained / "data/08_reporting/demo/search_grid.png").glob("*/search_grid.png")).stat().st_size > 10_000
     comparison = next((trained / "data/08_reporting/demo/metrics_comparison.md").glob("*/metrics_comparison.md"))
     assert scored in comparison.read_text()
+
+
+def test_search_names_a_query_image_pillow_cannot_read(trained):
+    result = kedro(trained, "run", "--pipelines", "search", "--params", "search.query_image=pyproject.toml", succeeds=False)
+    output = result.stdout + result.stderr
+    assert "params search.query_image 'pyproject.toml' is not an image Pillow can read (UnidentifiedImageError" in output
+    assert "DataLoader worker" not in output and "embedding the query image" not in output
 
 
 def test_evaluate_a_chosen_checkpoint_version(trained):

@@ -12,6 +12,7 @@ from timam.models.checkpoint import Checkpoint
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.pipelines.search.nodes import search, search_request
+from timam.retrieval.config import SearchConfig
 from timam.retrieval.ranking import topk_indices
 from timam.tokenization import load_tokenizer
 from timam.inference.device import model_to
@@ -58,7 +59,7 @@ def setup(tmp_path_factory):
 
 def test_text_query_ranks_the_gallery_like_the_stored_caption_embedding(setup):
     checkpoint, images, texts, paths = setup
-    table, figure = search(checkpoint, images, texts, search_request("a blue bag", None, 4), TOKENIZATION, EVALUATION)
+    table, figure = search(checkpoint, images, texts, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EVALUATION)
     assert list(table.columns) == ["rank", "path", "image_id", "score"]
     assert table["rank"].tolist() == [1, 2, 3, 4]
     scores, found = topk_indices(texts.tensors["embeddings"][[CAPTIONS.index("a blue bag")]], images.tensors["embeddings"], 4)
@@ -69,7 +70,7 @@ def test_text_query_ranks_the_gallery_like_the_stored_caption_embedding(setup):
 
 def test_image_query_ranks_the_captions(setup):
     checkpoint, images, texts, paths = setup
-    table, _ = search(checkpoint, images, texts, search_request(None, paths[2], 20), TOKENIZATION, EVALUATION)
+    table, _ = search(checkpoint, images, texts, search_request({"query_image": paths[2], "top_k": 20}), TOKENIZATION, EVALUATION)
     assert len(table) == 12  # top_k clipped to the 12 captions
     assert list(table.columns) == ["rank", "caption", "caption_id", "image_path", "score"]
     scores, found = topk_indices(images.tensors["embeddings"][[2]], texts.tensors["embeddings"], 12)
@@ -79,23 +80,49 @@ def test_image_query_ranks_the_captions(setup):
 
 @pytest.mark.parametrize(
     ("query", "query_image", "message"),
-    [(None, None, "neither query nor query_image"), ("a hat", "x.jpg", "both query and query_image"), ("  ", "", "neither")],
+    [(None, None, "neither search.query nor search.query_image"), ("a hat", "x.jpg", "both search.query and search.query_image"),
+     ("  ", "", "neither")],
 )
 def test_exactly_one_query(query, query_image, message):
     with pytest.raises(ValueError, match=message):
-        search_request(query, query_image, 10)
+        search_request({"query": query, "query_image": query_image})
 
 
-def test_missing_image_and_bad_top_k_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.jpg' does not exist"):
-        search_request(None, str(tmp_path / "nope.jpg"), 10)
-    with pytest.raises(ValueError, match="top_k must be a positive integer"):
-        search_request("a hat", None, 0)
-    assert search_request(123, None, "7") == {"query": "123", "query_image": None, "top_k": 7}
+def test_bad_top_k_and_unknown_keys_are_named():
+    with pytest.raises(ValueError, match="search.top_k must be a positive integer"):
+        search_request({"query": "a hat", "top_k": 0})
+    with pytest.raises(ValueError, match="Unknown parameter search.topk; did you mean 'top_k'"):
+        search_request({"query": "a hat", "topk": 3})
+    assert search_request({"query": 123, "top_k": "7"}) == SearchConfig(query="123", query_image=None, top_k=7)
+
+
+def test_a_missing_query_image_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"search.query_image '.*nope.jpg' does not exist"):
+        search_request({"query_image": str(tmp_path / "nope.jpg")})
+
+
+def test_a_folder_as_query_image_is_named(tmp_path):
+    with pytest.raises(IsADirectoryError, match=rf"search.query_image '{tmp_path}' is a folder, not an image file"):
+        search_request({"query_image": str(tmp_path)})
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"# timam\n\nText-image retrieval\n", r"is not an image Pillow can read \(UnidentifiedImageError"),
+    (b"", r"is an empty file \(0 bytes\)"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "is not an image Pillow can read"),  # a PNG signature, then garbage
+])
+def test_a_file_pillow_cannot_read_is_named_before_any_worker_starts(tmp_path, monkeypatch, content, problem):
+    path = tmp_path / "README.md"
+    path.write_bytes(content)
+    import timam.inference.embedding as embedding
+
+    monkeypatch.setattr(embedding, "image_loader", lambda *args, **kwargs: pytest.fail("a loader was built"))
+    with pytest.raises(ValueError, match=rf"search.query_image '{path}' {problem}"):
+        search_request({"query_image": str(path)})
 
 
 def test_embeddings_of_another_checkpoint_are_refused(setup):
     checkpoint, images, texts, _ = setup
     other = Checkpoint(model=checkpoint.model, version="2026-02-02T00.00.00.000Z")
     with pytest.raises(ValueError, match=r"made with checkpoint 2026-01-01.*Re-run the evaluation with this checkpoint"):
-        search(other, images, texts, search_request("a hat", None, 3), TOKENIZATION, EVALUATION)
+        search(other, images, texts, search_request({"query": "a hat", "top_k": 3}), TOKENIZATION, EVALUATION)

@@ -225,7 +225,7 @@ def test_tune_pipeline_node():
 def test_shipped_parameters_are_valid():
     values = yaml.safe_load((REPO / "conf/base/parameters_tune.yml").read_text())["tuning"]
     settings = tuning_settings(values)
-    assert settings.storage == "sqlite:///data/06_models/${globals:dataset}/optuna.db"
+    assert settings.storage == "sqlite:///${globals:caches.optuna}/${globals:dataset}/optuna.db"
     assert {knob.path for knob in settings.knobs} >= {
         "image_optimizer.lr", "text_optimizer.lr", "loss_weights.identification", "loss_weights.cmpm",
         "loss_weights.adversarial", "loss_weights.cmpc", "adversarial.label_smoothing",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from timam.config_tree import build_config
 
 OFFLINE_TEXT_MODEL = "offline:minilm"
 OFFLINE_IMAGE_WEIGHTS = "offline"
@@ -58,10 +61,24 @@ class ModelConfig:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+    def from_dict(cls, values: Mapping[str, Any], path: str = "model") -> ModelConfig:
         """Build from parameters or a checkpoint header; unknown keys are an error, not ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown model parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return build_config(cls, values, path)
+
+
+# Counted from the data (the train split's classes), never set as a parameter.
+DATA_FIELDS = ("num_classes",)
+
+
+def model_config(values: Mapping[str, Any] | None, *, num_classes: int, path: str = "model") -> ModelConfig:
+    """``params:model`` plus what the data fixes; ``model.num_classes`` is refused (the data counts it)."""
+    values = dict(values or {})
+    for name in DATA_FIELDS:
+        if name in values:
+            raise ValueError(f"params {path}.{name} is counted from the train split; remove it from the parameters")
+    return ModelConfig.from_dict({**values, "num_classes": num_classes}, path)
+
+
+def check_model_parameters(values: Mapping[str, Any] | None, path: str = "model") -> None:
+    """Check ``params:model`` before any data is read (keys and values; the class count is a stand-in)."""
+    model_config(values, num_classes=1, path=path)

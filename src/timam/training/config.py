@@ -1,11 +1,15 @@
-"""Training settings as a typed tree built from ``params:training`` (unknown keys are errors)."""
+"""Training settings as a typed tree built from ``params:training`` (unknown keys are errors), and the
+dict helpers (``flatten``, ``deep_merge``) that tuning and the ablation use on parameter trees."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from timam.config_tree import build_config
+from timam.models.config import check_model_parameters
 
 
 @dataclass(frozen=True)
@@ -139,21 +143,50 @@ class TrainingConfig:
                 raise ValueError(f"training.{name}.name must be 'sgd' or 'adam'")
 
 
-def _build(cls: type, values: dict[str, Any], path: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"Unknown parameter(s) {[f'{path}.{k}' for k in unknown]}; known: {sorted(known)}")
-    built = {}
-    for name, value in values.items():
-        default = known[name].default_factory() if callable(known[name].default_factory) else None
-        built[name] = _build(type(default), value, f"{path}.{name}") if is_dataclass(default) else value
-    return cls(**built)
+def training_config(values: Mapping[str, Any] | TrainingConfig | None, path: str = "training") -> TrainingConfig:
+    """Build from ``params:training``, naming any misspelt key with its full path and the nearest known key."""
+    return build_config(TrainingConfig, values, path)
 
 
-def training_config(values: dict[str, Any]) -> TrainingConfig:
-    """Build from ``params:training``, naming any misspelt key with its full path."""
-    return _build(TrainingConfig, dict(values or {}), "training")
+@dataclass(frozen=True)
+class AblationVariant:
+    """One variant of the ablation: overrides of the base ``model`` and ``training`` parameters."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """``params:ablation``: the variants by name (they must match the ablation pipeline's VARIANTS)."""
+
+    variants: dict[str, AblationVariant] = field(default_factory=dict)
+
+    def variant_parameters(
+        self, name: str, model: Mapping[str, Any], training: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The base ``model`` and ``training`` parameters with variant ``name``'s overrides merged in."""
+        if name not in self.variants:
+            raise ValueError(f"params ablation.variants has no entry {name!r}; it must list {name!r}")
+        variant = self.variants[name]
+        return deep_merge(model, variant.model), deep_merge(training, variant.training)
+
+
+def ablation_config(
+    values: Mapping[str, Any] | AblationConfig | None,
+    *,
+    model: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> AblationConfig:
+    """Build from ``params:ablation``; with the base ``model`` and ``training`` blocks, also check that
+    every variant's merged parameters build (an override's misspelt key names the variant)."""
+    config = build_config(AblationConfig, values, "ablation")
+    if training is not None:
+        for name in config.variants:
+            merged_model, merged_training = config.variant_parameters(name, model or {}, training)
+            training_config(merged_training, f"ablation.variants.{name}.training")
+            check_model_parameters(merged_model, f"ablation.variants.{name}.model")
+    return config
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -18,13 +18,14 @@ import os
 import socket
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 
+from timam.config_tree import build_config
 from timam.training.config import flatten
 from timam.tuning.space import Knob, nest, parse_search_space
 
@@ -94,23 +95,10 @@ class TuningSettings:
         return parse_search_space(self.search_space)
 
 
-def tuning_settings(values: Mapping[str, Any] | None) -> TuningSettings:
-    """Build from ``params:tuning``; unknown keys are errors naming their full path."""
-    values = dict(values or {})
-    nested = {"sampler": SamplerSettings, "pruner": PrunerSettings, "heartbeat": HeartbeatSettings}
-    known = {f.name for f in fields(TuningSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"Unknown parameter(s) {[f'tuning.{k}' for k in unknown]}; known: {sorted(known)}")
-    for name, cls in nested.items():
-        given = dict(values.get(name) or {})
-        allowed = {f.name for f in fields(cls)}
-        extra = sorted(set(given) - allowed)
-        if extra:
-            raise ValueError(f"Unknown parameter(s) {[f'tuning.{name}.{k}' for k in extra]}; known: {sorted(allowed)}")
-        values[name] = cls(**given)
-    values["search_space"] = dict(values.get("search_space") or {})
-    settings = TuningSettings(**values)
+def tuning_settings(values: Mapping[str, Any] | TuningSettings | None) -> TuningSettings:
+    """Build from ``params:tuning``; unknown keys are errors naming their full path and the nearest
+    known key, and the search space is checked against the training parameters now."""
+    settings = build_config(TuningSettings, values, "tuning")
     settings.knobs  # noqa: B018  (validates the search space now)
     return settings
 

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from timam.retrieval.report import mean_recall
-from timam.training.config import deep_merge
+from timam.training.config import ablation_config
 
 
 def variant_parameters(
-    model: dict[str, Any], training: dict[str, Any], ablation: dict[str, Any], variant: str, seed: int
+    model: Mapping[str, Any], training: Mapping[str, Any], ablation: Mapping[str, Any], variant: str, seed: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model and training parameters of one variant and seed: the base ones with its overrides."""
-    if variant not in ablation["variants"]:
-        raise ValueError(f"params ablation.variants has no entry {variant!r}; it must list {variant!r}")
-    overrides = ablation["variants"][variant]
-    variant_training = deep_merge(training, {**overrides.get("training", {}), "seed": seed})
+    variant_model, variant_training = ablation_config(ablation).variant_parameters(variant, model, training)
+    variant_training["seed"] = seed
     if variant_training.get("state_path"):
         # Each variant resumes from its own state file, never from another variant's.
         state = Path(variant_training["state_path"])
         variant_training["state_path"] = str(state.with_name(f"{state.stem}_{variant}_seed{seed}{state.suffix}"))
-    return deep_merge(model, overrides.get("model", {})), variant_training
+    return variant_model, variant_training
 
 
 def summarise_ablation(

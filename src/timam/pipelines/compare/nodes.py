@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
+from timam.retrieval.config import compare_config
 from timam.retrieval.report import comparison_markdown, mean_recall
 from timam.training.config import flatten
 
@@ -44,19 +46,19 @@ def metrics_row(version: str, metrics: dict[str, Any], rule: str) -> dict[str, A
     return row
 
 
-def compare_metrics(retrieval_metrics_history: dict[str, dict[str, Any]], compare: dict[str, Any]) -> tuple[str, pd.DataFrame]:
+def compare_metrics(retrieval_metrics_history: dict[str, dict[str, Any]], compare: Mapping[str, Any]) -> tuple[str, pd.DataFrame]:
     """One row per saved ``retrieval_metrics`` version, oldest first: Markdown and CSV.
 
     The CSV keeps every training parameter; the Markdown shows only those that differ between
     rows (what changed from run to run). ``compare.tie_rule`` (default ``expected``) picks the
     tie rule of the numbers.
     """
+    rule = compare_config(compare).tie_rule
     if not retrieval_metrics_history:
         raise ValueError(
             "No saved retrieval_metrics to compare: run `kedro run --pipelines evaluate` first "
             "(each run adds one version under data/08_reporting/<dataset>/retrieval_metrics.json/)"
         )
-    rule = compare.get("tie_rule", "expected")
     rows = [metrics_row(version, metrics, rule) for version, metrics in sorted(retrieval_metrics_history.items())]
     table = pd.DataFrame(rows)
     fixed = ["metrics_version", "checkpoint_version", "dataset", "split", "relevance", "images", "captions"]

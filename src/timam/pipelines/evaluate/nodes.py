@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,8 @@ from timam.retrieval.plots import (
     recall_curve_figure,
     text_query_figure,
 )
-from timam.retrieval.protocols import PROTOCOLS, fold_metrics, zero_shot_metrics
+from timam.retrieval.config import EvaluationConfig, evaluation_config
+from timam.retrieval.protocols import fold_metrics, zero_shot_metrics
 from timam.figures import message_figure
 from timam.training.plots import training_curves_figure
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, topk_indices
@@ -37,20 +39,22 @@ logger = logging.getLogger(__name__)
 
 
 def embed_test_split(
-    model_checkpoint: Checkpoint, captions: pd.DataFrame, caption_tokens: TensorBundle, evaluation: dict[str, Any]
+    model_checkpoint: Checkpoint, captions: pd.DataFrame, caption_tokens: TensorBundle, evaluation: Mapping[str, Any]
 ) -> tuple[TensorBundle, TensorBundle]:
     """Embeddings of the split's unique images and of its captions, each naming the checkpoint version.
 
     The metadata also carries the image paths and caption texts, so figures and ``search`` can show
-    what they rank without the caption table.
+    what they rank without the caption table. ``evaluation``: ``params:evaluation``
+    (:class:`~timam.retrieval.config.EvaluationConfig`).
     """
-    data = split_data(captions, caption_tokens, evaluation["split"])
+    config = evaluation_config(evaluation)
+    data = split_data(captions, caption_tokens, config.split)
     rows = captions[captions["split"] == data.split]
     if rows["caption_id"].tolist() != data.caption_ids:  # split_data's row order, checked not assumed
         raise ValueError("caption rows of the split are not in the order of their tokens; re-run the prepare pipeline")
-    device = pick_device(evaluation.get("device", "auto"))
+    device = pick_device(config.device)
     model = model_to(model_checkpoint.model, device)
-    batch_size = int(evaluation["batch_size"])
+    batch_size = config.batch_size
     images = image_outputs(model, data.image_paths, project=True, batch_size=batch_size, device=device, desc="embedding images")
     texts = text_outputs(
         model, data.input_ids, data.attention_mask, project=True, batch_size=batch_size, device=device, desc="embedding captions"
@@ -92,7 +96,7 @@ def protocol_results(
     text_embeddings: TensorBundle,
     image_labels: torch.Tensor,
     text_labels: torch.Tensor,
-    evaluation: dict[str, Any],
+    evaluation: Mapping[str, Any] | EvaluationConfig,
 ) -> dict[str, Any] | None:
     """The numbers of the dataset's published protocol (``evaluation.protocol``); None for ``standard``.
 
@@ -100,8 +104,8 @@ def protocol_results(
     relevance rule; ``zero_shot_classes`` always works on classes (the ``identity`` tensors), to
     depth ``evaluation.zero_shot_depth`` (50). See :mod:`timam.retrieval.protocols`.
     """
-    protocol = evaluation.get("protocol", "standard")
-    tie_rules = tuple(evaluation["tie_rules"])
+    config = evaluation_config(evaluation)
+    protocol, tie_rules = config.protocol, config.tie_rules
     if protocol == "coco_1k_folds":
         found = fold_metrics(
             image_embeddings.tensors["embeddings"],
@@ -109,8 +113,8 @@ def protocol_results(
             image_labels,
             text_labels,
             text_embeddings.tensors["image_index"],
-            fold_images=int(evaluation.get("coco_fold_images", 1000)),
-            ks=tuple(evaluation["ks"]),
+            fold_images=config.coco_fold_images,
+            ks=config.ks,
             tie_rules=tie_rules,
         )
     elif protocol == "zero_shot_classes":
@@ -119,7 +123,7 @@ def protocol_results(
             text_embeddings.tensors["embeddings"],
             image_embeddings.tensors["identity"],
             text_embeddings.tensors["identity"],
-            depth=int(evaluation.get("zero_shot_depth", 50)),
+            depth=config.zero_shot_depth,
             tie_rules=tie_rules,
         )
     else:
@@ -128,30 +132,28 @@ def protocol_results(
 
 
 def rank_test_split(
-    image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]
+    image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: Mapping[str, Any]
 ) -> tuple[dict[str, Any], str]:
     """R@K, mAP and mINP in both directions over a gallery of unique images, plus a Markdown report.
 
     ``evaluation.protocol`` adds the dataset's published protocol (``protocol_results``; MSCOCO
     1K folds, CUB/Flowers zero-shot classes). The report sets the numbers beside
-    ``evaluation.paper_results[evaluation.dataset]`` where those use the same protocol.
+    ``evaluation.paper_results`` of this data (``paper_results_key``, else ``dataset``) where those
+    use the same protocol.
     """
-    protocol = evaluation.get("protocol", "standard")
-    if protocol not in PROTOCOLS:  # checked before the (long) ranking
-        raise ValueError(f"params evaluation.protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
-    relevance = evaluation["relevance"]
+    config = evaluation_config(evaluation)  # an unknown protocol fails here, before the (long) ranking
+    protocol, relevance, tie_rules = config.protocol, config.relevance, config.tie_rules
     image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, relevance)
-    tie_rules = tuple(evaluation["tie_rules"])
     results = bidirectional_metrics(
         image_embeddings.tensors["embeddings"],
         text_embeddings.tensors["embeddings"],
         image_labels,
         text_labels,
-        ks=tuple(evaluation["ks"]),
+        ks=config.ks,
         tie_rules=tie_rules,
     )
     relevant_per_caption = (image_labels[None, :] == text_labels[:, None]).sum(dim=1).float()
-    dataset = evaluation.get("dataset")
+    dataset = config.dataset
     metrics = {
         "checkpoint_version": image_embeddings.metadata.get("checkpoint_version"),
         "checkpoint": image_embeddings.metadata.get("checkpoint", {}),
@@ -175,24 +177,30 @@ def rank_test_split(
     mr = {rule: mean_recall(results, rule) for rule in tie_rules}
     if all(value is not None for value in mr.values()):
         metrics["mR"] = mr
-    extra = protocol_results(image_embeddings, text_embeddings, image_labels, text_labels, evaluation)
+    extra = protocol_results(image_embeddings, text_embeddings, image_labels, text_labels, config)
     if extra is not None:
         metrics["protocol_results"] = extra
-    paper = (evaluation.get("paper_results") or {}).get(dataset) if dataset else None
-    return metrics, markdown_report(metrics, paper)
+    return metrics, retrieval_report(metrics, config)
 
 
-def _title(image_embeddings: TensorBundle, evaluation: dict[str, Any], what: str) -> str:
-    dataset = evaluation.get("dataset") or "?"
-    split = image_embeddings.metadata.get("split", evaluation.get("split"))
-    return (f"{what} -- {dataset} {split} split, {evaluation['relevance']} relevance, "
+def retrieval_report(metrics: dict[str, Any], evaluation: Mapping[str, Any] | EvaluationConfig) -> str:
+    """The Markdown report of ``metrics`` beside the published numbers of this data
+    (``evaluation.paper_results[paper_results_key or dataset]``, where their protocol matches)."""
+    return markdown_report(metrics, evaluation_config(evaluation).published_results())
+
+
+def _title(image_embeddings: TensorBundle, config: EvaluationConfig, what: str) -> str:
+    dataset = config.dataset or "?"
+    split = image_embeddings.metadata.get("split", config.split)
+    return (f"{what} -- {dataset} {split} split, {config.relevance} relevance, "
             f"checkpoint {image_embeddings.metadata.get('checkpoint_version')}")
 
 
-def plot_recall_curve(image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]) -> Figure:
+def plot_recall_curve(image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: Mapping[str, Any]) -> Figure:
     """R@K for K = 1..``evaluation.curve_max_k`` (default 50) both ways, expected tie rule, with chance."""
-    image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, evaluation["relevance"])
-    max_k = int(evaluation.get("curve_max_k", 50))
+    config = evaluation_config(evaluation)
+    image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, config.relevance)
+    max_k = config.curve_max_k
     curves = bidirectional_recall_curves(
         image_embeddings.tensors["embeddings"], text_embeddings.tensors["embeddings"], image_labels, text_labels,
         max_k=max_k, tie_rule="expected",
@@ -202,7 +210,7 @@ def plot_recall_curve(image_embeddings: TensorBundle, text_embeddings: TensorBun
         "image_to_text": chance_recall_curve(image_labels, text_labels, max_k=max_k),
     }
     logger.info("Recall curve: text->image R@1 %.2f, image->text R@1 %.2f", curves["text_to_image"][0], curves["image_to_text"][0])
-    return recall_curve_figure(curves, chance=chance, title=_title(image_embeddings, evaluation, "R@K (expected over ties)"))
+    return recall_curve_figure(curves, chance=chance, title=_title(image_embeddings, config, "R@K (expected over ties)"))
 
 
 def _sample(n: int, count: int, seed: int) -> list[int]:
@@ -272,29 +280,25 @@ class _ExampleData:
         ]
 
 
-def _example_options(evaluation: dict[str, Any]) -> tuple[int, int, int]:
-    options = evaluation.get("examples") or {}
-    return int(options.get("queries", 6)), int(options.get("top_k", 5)), int(options.get("seed", 0))
-
-
 _LEGEND = "green = relevant, red = not"
 
 
 def plot_retrieval_examples(
-    image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]
+    image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: Mapping[str, Any]
 ) -> tuple[Figure, Figure]:
     """Ranked examples both ways: sample caption queries with their top images, image queries with their top captions.
 
     ``evaluation.examples``: ``queries`` (default 6), ``top_k`` (5), ``seed`` (0). Hits follow the
     evaluation's relevance rule; ties are broken by gallery index (as in ``topk_indices``).
     """
-    count, k, seed = _example_options(evaluation)
-    data = _ExampleData.of(image_embeddings, text_embeddings, evaluation["relevance"])
+    config = evaluation_config(evaluation)
+    count, k, seed = config.examples.queries, config.examples.top_k, config.examples.seed
+    data = _ExampleData.of(image_embeddings, text_embeddings, config.relevance)
     text_examples = data.text_examples(_sample(len(data.texts), count, seed), k)
     image_examples = data.image_examples(_sample(len(data.images), count, seed), k)
     return (
-        text_query_figure(text_examples, title=_title(image_embeddings, evaluation, f"Text -> image top-{k} ({_LEGEND}; blue = described image)")),
-        image_query_figure(image_examples, title=_title(image_embeddings, evaluation, f"Image -> text top-{k} ({_LEGEND})")),
+        text_query_figure(text_examples, title=_title(image_embeddings, config, f"Text -> image top-{k} ({_LEGEND}; blue = described image)")),
+        image_query_figure(image_examples, title=_title(image_embeddings, config, f"Image -> text top-{k} ({_LEGEND})")),
     )
 
 
@@ -312,7 +316,7 @@ def _best_and_worst(average_precision: torch.Tensor, count: int) -> tuple[list[i
 
 
 def plot_best_and_worst_queries(
-    image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: dict[str, Any]
+    image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: Mapping[str, Any]
 ) -> tuple[Figure, Figure]:
     """The queries the model gets most and least right, both ways, with their top-K results.
 
@@ -321,12 +325,12 @@ def plot_best_and_worst_queries(
     (default 3) of each end are shown, best first. Where sampled examples show what is typical,
     these show where the model fails: read them before trusting a mean.
     """
-    count = int((evaluation.get("examples") or {}).get("best_worst", 3))
+    config = evaluation_config(evaluation)
+    count, k = config.examples.best_worst, config.examples.top_k
     if count < 1:
         empty = message_figure("evaluation.examples.best_worst is 0: no best and worst queries drawn")
         return empty, empty
-    _, k, _ = _example_options(evaluation)
-    data = _ExampleData.of(image_embeddings, text_embeddings, evaluation["relevance"])
+    data = _ExampleData.of(image_embeddings, text_embeddings, config.relevance)
     t2i_ap = per_query_metrics(data.texts, data.images, data.text_labels, data.image_labels, metrics=("mAP",))
     i2t_ap = per_query_metrics(data.images, data.texts, data.image_labels, data.text_labels, metrics=("mAP",))
     text_queries, text_notes = _best_and_worst(t2i_ap["mAP"], count)
@@ -334,9 +338,9 @@ def plot_best_and_worst_queries(
     what = f"best and worst {count} queries by average precision, top-{k} ({_LEGEND})"
     return (
         text_query_figure(data.text_examples(text_queries, k, text_notes),
-                          title=_title(image_embeddings, evaluation, f"Text -> image, {what}; blue = described image")),
+                          title=_title(image_embeddings, config, f"Text -> image, {what}; blue = described image")),
         image_query_figure(data.image_examples(image_queries, k, image_notes),
-                           title=_title(image_embeddings, evaluation, f"Image -> text, {what}")),
+                           title=_title(image_embeddings, config, f"Image -> text, {what}")),
     )
 
 

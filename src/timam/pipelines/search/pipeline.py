@@ -1,9 +1,9 @@
 """`kedro run --pipelines search`: rank the test gallery for a text query, or the captions for an image.
 
-``--params "query=a woman in a red coat"`` ranks the gallery images (``image_embeddings``);
-``--params "query_image=path/to.jpg"`` ranks the captions (``text_embeddings``); ``top_k`` (10)
-sets the length. The query is embedded with ``model_checkpoint`` (latest, or ``--load-versions
-model_checkpoint:<v>``), which must be the checkpoint the embeddings were made with. Writes
+``--params "search.query=a woman in a red coat"`` ranks the gallery images (``image_embeddings``);
+``--params "search.query_image=path/to.jpg"`` ranks the captions (``text_embeddings``);
+``search.top_k`` (10) sets the length. The query is embedded with ``model_checkpoint`` (latest, or
+``--load-versions model_checkpoint:<v>``), which must be the checkpoint the embeddings were made with. Writes
 ``search_results`` (CSV) and ``search_grid`` (PNG), both versioned.
 """
 
@@ -16,8 +16,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                search_request,  # fails fast on bad parameters, before the checkpoint is loaded
-                inputs=["params:query", "params:query_image", "params:top_k"],
+                search_request,  # fails fast on bad parameters or image files, before the checkpoint is loaded
+                inputs="params:search",
                 outputs="search_request",
                 name="check_search_request",
             ),
