@@ -112,16 +112,6 @@ def test_best_and_worst_queries_are_the_extremes_of_average_precision(bundles):
     assert len(worst_results) == 4 and worst_results[0].startswith("\u2717")
 
 
-def test_best_and_worst_show_each_query_once_when_many_share_an_ap():
-    from timam.pipelines.evaluate.nodes import _best_and_worst
-
-    queries, notes = _best_and_worst(torch.tensor([1.0, 1, 1, 1, 0.5, 1, 1, 0.2], dtype=torch.float64), 3)
-    assert queries == [0, 1, 2, 7, 4, 3]  # best by index among the ties; worst from the rest
-    assert notes[3].startswith("[worst 1, AP 0.200]") and notes[5] == "[worst 3, AP 1.000]"
-    queries, _ = _best_and_worst(torch.ones(5, dtype=torch.float64), 3)
-    assert queries == [0, 1, 2, 3]  # 2 best and 2 worst of 5 equal queries, none twice
-
-
 def test_example_grids_need_paths_from_a_current_evaluation(bundles):
     images, texts = bundles
     old = TensorBundle(images.tensors, {k: v for k, v in images.metadata.items() if k != "image_paths"})

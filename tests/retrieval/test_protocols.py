@@ -20,6 +20,7 @@ from timam.retrieval.protocols import (
     class_mean_queries,
     fold_bounds,
     fold_metrics,
+    protocol_metrics,
     top1_accuracy,
     zero_shot_metrics,
 )
@@ -270,3 +271,15 @@ def test_fold_mean_matches_separately_ranked_folds(seed: int) -> None:
     whole = bidirectional_metrics(images, texts, torch.arange(35), text_image)
     for direction in ("image_to_text", "text_to_image"):
         assert found["results"][direction]["expected"]["R@1"] > whole[direction]["expected"]["R@1"]  # 7 vs 35 images
+
+
+def test_protocol_dispatch_names_its_protocol_and_refuses_an_unknown_one():
+    images, texts = torch.eye(4), torch.eye(4)
+    labels = torch.arange(4)
+    common = dict(image_emb=images, text_emb=texts, image_labels=labels, text_labels=labels, text_image=labels,
+                  image_classes=labels, text_classes=labels)
+    assert protocol_metrics("standard", **common) is None
+    folds = protocol_metrics("coco_1k_folds", fold_images=2, ks=(1,), **common)
+    assert folds["name"] == "coco_1k_folds" and folds["results"]["text_to_image"]["expected"]["R@1"] == 100.0
+    with pytest.raises(ValueError, match=r"protocol must be one of \['standard', 'coco_1k_folds', 'zero_shot_classes'\]"):
+        protocol_metrics("coco_5k", **common)

@@ -56,6 +56,7 @@ __all__ = [
     "fold_bounds",
     "fold_metrics",
     "mean_over_folds",
+    "protocol_metrics",
     "top1_accuracy",
     "zero_shot_metrics",
 ]
@@ -246,3 +247,44 @@ def zero_shot_metrics(
         "image_to_text": {rule: {"top1_accuracy": value} for rule, value in accuracy.items()},
     }
     return {"counts": counts, "results": results}
+
+
+# --------------------------------------------------------------------------------------------
+# Dispatch
+# --------------------------------------------------------------------------------------------
+
+
+def protocol_metrics(
+    protocol: str,
+    *,
+    image_emb: Tensor,
+    text_emb: Tensor,
+    image_labels: Tensor,
+    text_labels: Tensor,
+    text_image: Tensor,
+    image_classes: Tensor,
+    text_classes: Tensor,
+    fold_images: int = 1000,
+    zero_shot_depth: int = 50,
+    ks: Sequence[int] = (1, 5, 10),
+    tie_rules: Sequence[str] = ("expected",),
+) -> dict[str, Any] | None:
+    """The numbers of ``protocol`` (one of :data:`PROTOCOLS`) with its name; None for ``standard``.
+
+    ``coco_1k_folds`` ranks the folds under the run's relevance labels; ``zero_shot_classes``
+    always works on classes (``image_classes``/``text_classes``), whatever the run's relevance.
+    """
+    if protocol == "coco_1k_folds":
+        found = fold_metrics(
+            image_emb, text_emb, image_labels, text_labels, text_image, fold_images=fold_images, ks=ks,
+            tie_rules=tie_rules,
+        )
+    elif protocol == "zero_shot_classes":
+        found = zero_shot_metrics(
+            image_emb, text_emb, image_classes, text_classes, depth=zero_shot_depth, tie_rules=tie_rules
+        )
+    elif protocol == "standard":
+        return None
+    else:
+        raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    return {"name": protocol, **found}

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
@@ -15,20 +13,13 @@ from matplotlib.figure import Figure
 from timam.formats.tensor_bundle import TensorBundle
 from timam.models.checkpoint import Checkpoint
 from timam.retrieval.curves import bidirectional_recall_curves, chance_recall_curve
-from timam.retrieval.plots import (
-    ImageQueryExample,
-    RankedCaption,
-    RankedImage,
-    TextQueryExample,
-    image_query_figure,
-    recall_curve_figure,
-    text_query_figure,
-)
+from timam.retrieval.plots import image_query_figure, recall_curve_figure, text_query_figure
+from timam.retrieval.examples import RankedExamples, best_and_worst, sample_queries
 from timam.retrieval.config import EvaluationConfig, evaluation_config
-from timam.retrieval.protocols import fold_metrics, zero_shot_metrics
+from timam.retrieval.protocols import protocol_metrics
 from timam.figures import message_figure
 from timam.training.plots import training_curves_figure
-from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, topk_indices
+from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics
 from timam.retrieval.relevance import relevance_labels
 from timam.retrieval.report import markdown_report, mean_recall
 from timam.inference.split_data import split_data
@@ -98,37 +89,22 @@ def protocol_results(
     text_labels: torch.Tensor,
     evaluation: Mapping[str, Any] | EvaluationConfig,
 ) -> dict[str, Any] | None:
-    """The numbers of the dataset's published protocol (``evaluation.protocol``); None for ``standard``.
-
-    ``coco_1k_folds`` ranks folds of ``evaluation.coco_fold_images`` (1000) images under the run's
-    relevance rule; ``zero_shot_classes`` always works on classes (the ``identity`` tensors), to
-    depth ``evaluation.zero_shot_depth`` (50). See :mod:`timam.retrieval.protocols`.
-    """
+    """The numbers of the dataset's published protocol (``evaluation.protocol``); None for ``standard``."""
     config = evaluation_config(evaluation)
-    protocol, tie_rules = config.protocol, config.tie_rules
-    if protocol == "coco_1k_folds":
-        found = fold_metrics(
-            image_embeddings.tensors["embeddings"],
-            text_embeddings.tensors["embeddings"],
-            image_labels,
-            text_labels,
-            text_embeddings.tensors["image_index"],
-            fold_images=config.coco_fold_images,
-            ks=config.ks,
-            tie_rules=tie_rules,
-        )
-    elif protocol == "zero_shot_classes":
-        found = zero_shot_metrics(
-            image_embeddings.tensors["embeddings"],
-            text_embeddings.tensors["embeddings"],
-            image_embeddings.tensors["identity"],
-            text_embeddings.tensors["identity"],
-            depth=config.zero_shot_depth,
-            tie_rules=tie_rules,
-        )
-    else:
-        return None
-    return {"name": protocol, **found}
+    return protocol_metrics(
+        config.protocol,
+        image_emb=image_embeddings.tensors["embeddings"],
+        text_emb=text_embeddings.tensors["embeddings"],
+        image_labels=image_labels,
+        text_labels=text_labels,
+        text_image=text_embeddings.tensors["image_index"],
+        image_classes=image_embeddings.tensors["identity"],
+        text_classes=text_embeddings.tensors["identity"],
+        fold_images=config.coco_fold_images,
+        zero_shot_depth=config.zero_shot_depth,
+        ks=config.ks,
+        tie_rules=config.tie_rules,
+    )
 
 
 def rank_test_split(
@@ -213,73 +189,6 @@ def plot_recall_curve(image_embeddings: TensorBundle, text_embeddings: TensorBun
     return recall_curve_figure(curves, chance=chance, title=_title(image_embeddings, config, "R@K (expected over ties)"))
 
 
-def _sample(n: int, count: int, seed: int) -> list[int]:
-    """``count`` distinct indices of ``range(n)``, reproducible, in ascending order."""
-    return sorted(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False).tolist())
-
-
-def _metadata_list(bundle: TensorBundle, key: str, what: str) -> list[str]:
-    values = bundle.metadata.get(key)
-    if values is None:
-        raise ValueError(
-            f"{what} have no {key!r} in their metadata (made by an older timam); "
-            "re-run `kedro run --pipelines evaluate` to embed the split again"
-        )
-    return list(values)
-
-
-@dataclass(frozen=True)
-class _ExampleData:
-    """What the example figures need: embeddings, relevance labels, paths and captions."""
-
-    images: torch.Tensor
-    texts: torch.Tensor
-    image_labels: torch.Tensor
-    text_labels: torch.Tensor
-    paths: list[str]
-    captions: list[str]
-    caption_image: torch.Tensor
-
-    @classmethod
-    def of(cls, image_embeddings: TensorBundle, text_embeddings: TensorBundle, relevance: str) -> _ExampleData:
-        image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, relevance)
-        return cls(
-            images=image_embeddings.tensors["embeddings"],
-            texts=text_embeddings.tensors["embeddings"],
-            image_labels=image_labels,
-            text_labels=text_labels,
-            paths=_metadata_list(image_embeddings, "image_paths", "image_embeddings"),
-            captions=_metadata_list(text_embeddings, "captions", "text_embeddings"),
-            caption_image=text_embeddings.tensors["image_index"],
-        )
-
-    def text_examples(self, queries: list[int], k: int, notes: list[str] | None = None) -> list[TextQueryExample]:
-        """Caption queries with their top-``k`` images (ties by gallery index, as ``topk_indices``)."""
-        scores, found = topk_indices(self.texts[queries], self.images, min(k, len(self.images)))
-        return [
-            TextQueryExample(
-                caption=(f"{notes[row]}  " if notes else "") + self.captions[q],
-                target_path=self.paths[int(self.caption_image[q])],
-                results=[RankedImage(self.paths[int(j)], float(s), bool(self.image_labels[j] == self.text_labels[q]))
-                         for s, j in zip(scores[row], found[row], strict=True)],
-            )
-            for row, q in enumerate(queries)
-        ]
-
-    def image_examples(self, queries: list[int], k: int, notes: list[str] | None = None) -> list[ImageQueryExample]:
-        """Image queries with their top-``k`` captions."""
-        scores, found = topk_indices(self.images[queries], self.texts, min(k, len(self.texts)))
-        return [
-            ImageQueryExample(
-                path=self.paths[q],
-                results=[RankedCaption(self.captions[int(j)], float(s), bool(self.text_labels[j] == self.image_labels[q]))
-                         for s, j in zip(scores[row], found[row], strict=True)],
-                label=notes[row] if notes else "",
-            )
-            for row, q in enumerate(queries)
-        ]
-
-
 _LEGEND = "green = relevant, red = not"
 
 
@@ -293,26 +202,13 @@ def plot_retrieval_examples(
     """
     config = evaluation_config(evaluation)
     count, k, seed = config.examples.queries, config.examples.top_k, config.examples.seed
-    data = _ExampleData.of(image_embeddings, text_embeddings, config.relevance)
-    text_examples = data.text_examples(_sample(len(data.texts), count, seed), k)
-    image_examples = data.image_examples(_sample(len(data.images), count, seed), k)
+    data = RankedExamples.of(image_embeddings, text_embeddings, config.relevance)
+    text_examples = data.text_examples(sample_queries(len(data.texts), count, seed), k)
+    image_examples = data.image_examples(sample_queries(len(data.images), count, seed), k)
     return (
         text_query_figure(text_examples, title=_title(image_embeddings, config, f"Text -> image top-{k} ({_LEGEND}; blue = described image)")),
         image_query_figure(image_examples, title=_title(image_embeddings, config, f"Image -> text top-{k} ({_LEGEND})")),
     )
-
-
-def _best_and_worst(average_precision: torch.Tensor, count: int) -> tuple[list[int], list[str]]:
-    """The ``count`` highest-AP queries, then the ``count`` lowest-AP of the rest (ties by query
-    index), with a note for each. A query is shown once, even when many share one AP."""
-    values = average_precision.numpy()
-    n = min(count, len(values) // 2) or min(count, len(values))
-    order = np.argsort(-values, kind="stable")
-    best, rest = order[:n], order[n:]
-    worst = rest[np.argsort(values[rest], kind="stable")][:n]
-    notes = [f"[best {i + 1}, AP {float(values[q]):.3f}]" for i, q in enumerate(best)]
-    notes += [f"[worst {i + 1}, AP {float(values[q]):.3f}]" for i, q in enumerate(worst)]
-    return best.tolist() + worst.tolist(), notes
 
 
 def plot_best_and_worst_queries(
@@ -330,11 +226,11 @@ def plot_best_and_worst_queries(
     if count < 1:
         empty = message_figure("evaluation.examples.best_worst is 0: no best and worst queries drawn")
         return empty, empty
-    data = _ExampleData.of(image_embeddings, text_embeddings, config.relevance)
+    data = RankedExamples.of(image_embeddings, text_embeddings, config.relevance)
     t2i_ap = per_query_metrics(data.texts, data.images, data.text_labels, data.image_labels, metrics=("mAP",))
     i2t_ap = per_query_metrics(data.images, data.texts, data.image_labels, data.text_labels, metrics=("mAP",))
-    text_queries, text_notes = _best_and_worst(t2i_ap["mAP"], count)
-    image_queries, image_notes = _best_and_worst(i2t_ap["mAP"], count)
+    text_queries, text_notes = best_and_worst(t2i_ap["mAP"], count)
+    image_queries, image_notes = best_and_worst(i2t_ap["mAP"], count)
     what = f"best and worst {count} queries by average precision, top-{k} ({_LEGEND})"
     return (
         text_query_figure(data.text_examples(text_queries, k, text_notes),
