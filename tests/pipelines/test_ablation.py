@@ -25,6 +25,26 @@ def test_every_variant_has_parameters_and_a_namespaced_train_node():
     assert "ablation.summarise_ablation" in names
 
 
+def test_each_run_is_the_train_and_evaluate_pipelines_own_nodes_on_its_variant_parameters():
+    """Built from those pipelines, not re-declared: the same functions and datasets, namespaced."""
+    from timam.pipelines.evaluate.pipeline import create_pipeline as create_evaluate_pipeline
+    from timam.pipelines.train.pipeline import create_pipeline as create_train_pipeline
+
+    originals = {node.name: node for node in create_train_pipeline().nodes + create_evaluate_pipeline().nodes}
+    run = "ablation.cmpm_seed1"
+    nodes = {node.name.removeprefix(f"{run}."): node for node in create_pipeline().nodes if node.name.startswith(run)}
+    assert set(nodes) == {"select_parameters", "train_model", "embed_test_split", "rank_test_split"}
+    renamed = {"params:model": f"{run}.model_parameters", "params:training": f"{run}.training_parameters"}
+    shared = {"captions", "caption_tokens", "params:evaluation"}
+    for name in ("train_model", "embed_test_split", "rank_test_split"):
+        original, variant = originals[name], nodes[name]
+        assert variant.func is original.func
+        expected_inputs = [renamed.get(i, i if i in shared else f"{run}.{i}") for i in original.inputs]
+        assert variant.inputs == expected_inputs
+        assert variant.outputs == [f"{run}.{o}" for o in original.outputs]
+    assert nodes["select_parameters"].outputs == list(renamed.values())
+
+
 def test_variant_parameters_override_only_what_they_name():
     base = yaml.safe_load((CONF / "parameters_train.yml").read_text())
     ablation = yaml.safe_load((CONF / "parameters_ablation.yml").read_text())["ablation"]

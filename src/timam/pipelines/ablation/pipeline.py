@@ -12,9 +12,9 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Node, Pipeline, pipeline
 
 from timam.pipelines.ablation.nodes import summarise_ablation, variant_parameters
-from timam.pipelines.evaluate.nodes import embed_test_split, rank_test_split
+from timam.pipelines.evaluate.pipeline import create_pipeline as create_evaluate_pipeline
 from timam.pipelines.prepare.pipeline import create_pipeline as create_prepare_pipeline
-from timam.pipelines.train.nodes import train_model
+from timam.pipelines.train.pipeline import create_pipeline as create_train_pipeline
 
 VARIANTS = (
     "identification",
@@ -31,23 +31,34 @@ def run_name(variant: str, seed: int) -> str:
     return f"{variant}_seed{seed}"
 
 
+# The train node's parameter blocks that a variant replaces with its own (select_parameters' outputs).
+_VARIANT_INPUTS = {"params:model": "model_parameters", "params:training": "training_parameters"}
+
+
+def _with_inputs(node: Node, renamed: dict[str, str]) -> Node:
+    """``node`` reading ``renamed[name]`` instead of each input ``name`` it lists."""
+    return Node(node.func, [renamed.get(name, name) for name in node.inputs], node.outputs, name=node.name,
+                tags=node.tags)
+
+
+def _run_template() -> Pipeline:
+    """One run: the train pipeline's training node and the evaluate pipeline's embed and rank nodes,
+    taken from those pipelines so that a change to them reaches the ablation too."""
+    train = create_train_pipeline().only_nodes("train_model")
+    evaluate = create_evaluate_pipeline().only_nodes("embed_test_split", "rank_test_split")
+    return Pipeline([_with_inputs(node, _VARIANT_INPUTS) for node in train.nodes]) + evaluate
+
+
 def _variant_pipeline(variant: str, seed: int) -> Pipeline:
     select = update_wrapper(partial(variant_parameters, variant=variant, seed=seed), variant_parameters)
-    template = Pipeline(
-        [
-            Node(select, ["params:model", "params:training", "params:ablation"],
-                 ["model_parameters", "training_parameters"], name="select_parameters"),
-            Node(train_model, ["captions", "caption_tokens", "model_parameters", "training_parameters"],
-                 ["model_checkpoint", "training_history"], name="train_model"),
-            Node(embed_test_split, ["model_checkpoint", "captions", "caption_tokens", "params:evaluation"],
-                 ["image_embeddings", "text_embeddings"], name="embed_test_split"),
-            Node(rank_test_split, ["image_embeddings", "text_embeddings", "params:evaluation"],
-                 ["retrieval_metrics", "retrieval_report"], name="rank_test_split"),
-        ]
+    template = _run_template() + Pipeline(
+        [Node(select, ["params:model", "params:training", "params:ablation"], list(_VARIANT_INPUTS.values()),
+              name="select_parameters")]
     )
-    shared_parameters = {"params:model", "params:training", "params:ablation", "params:evaluation"}
+    shared_parameters = {name for node in template.nodes for name in node.inputs if name.startswith("params:")}
     return pipeline(
-        template, namespace=f"ablation.{run_name(variant, seed)}", inputs={"captions", "caption_tokens"}, parameters=shared_parameters
+        template, namespace=f"ablation.{run_name(variant, seed)}", inputs={"captions", "caption_tokens"},
+        parameters=shared_parameters,
     )
 
 
