@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/training_speed.py [--config default|paper] [-
 [--mode both|cached|uncached] [--steps N] [--batch-size B] [--image-source random|files] [--unfrozen]
 [--compile]`` (``--help`` for the rest).
 
-Both modes run the real step, ``timam.training.loop.TimamTrainer.train_epoch`` (embed_batch,
+Both modes run the real step, ``timam.training.trainer.TimamTrainer.train_epoch`` (embed_batch,
 TimamObjective, optimisers, discriminator steps), on a real ``CachedSplit`` of synthetic captions
 (token ids with lengths uniform in [12, 40], two captions per image, four images per identity),
 with the training config built by ``timam.training.config.training_config`` from
@@ -46,7 +46,7 @@ line holds ``pairs_per_s`` (uncached when it ran, else cached), both rates and `
 (the loop reads each loss term as a Python float). Target (benchmarks/README.md): on one H100 the
 paper config should reach >= 1,200 pairs/s uncached.
 
-Written against timam.training.loop as of its CachedSplit (lazy caches), TimamTrainer
+Written against timam.training (cached_split, trainer) as of its CachedSplit (lazy caches), TimamTrainer
 (image_cached/text_cached, image_stream, embed_batch(split, captions, images), set_epoch) API.
 """
 
@@ -97,7 +97,7 @@ def make_split(model, num_captions: int, image_paths: list[str], args, generator
     """A real ``CachedSplit`` over synthetic captions: token ids of realistic lengths, two captions
     per image, and ``image_paths`` (real files, or placeholders when images never get decoded)."""
     from timam.inference.split_data import SplitData
-    from timam.training.loop import CachedSplit
+    from timam.training.cached_split import CachedSplit
 
     num_images = len(image_paths)
     caption_image, labels = split_tables(num_captions, num_images, args.num_classes, generator)
@@ -129,7 +129,7 @@ def random_pool(model, args, device: torch.device, generator: torch.Generator) -
 
 
 def make_trainer_classes():
-    from timam.training.loop import TimamTrainer
+    from timam.training.trainer import TimamTrainer
 
     class BenchTrainer(TimamTrainer):
         """The real trainer; ``limit`` caps the batches of an epoch (steps of one timed run)."""

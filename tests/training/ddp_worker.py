@@ -14,9 +14,11 @@ import torch
 
 from tests.training.tiny_run import tiny_inputs
 from timam.models.timam import TimamModel
+from timam.training.cached_split import CachedSplit
 from timam.training.config import training_config
 from timam.training.distributed import DistributedContext, context_from_environment
-from timam.training.loop import CachedSplit, TimamTrainer, seed_everything, train_timam
+from timam.training.loop import seed_everything, train_timam
+from timam.training.trainer import TimamTrainer
 
 # Identification, CMPM, CMPC and the adversarial term all on: every loss that needs the global batch.
 CONFIG = {

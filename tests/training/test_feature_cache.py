@@ -7,6 +7,7 @@ from dataclasses import replace
 import torch
 from safetensors.torch import load_file
 
+import timam.training.cached_split as cached_split
 import timam.training.loop as loop
 from tests.training.tiny_run import TINY_MODEL, tiny_inputs
 from timam.models.timam import TimamModel
@@ -67,8 +68,8 @@ def test_second_run_reads_the_features_and_trains_identically(tmp_path, monkeypa
     config = training_config({"epochs": 2, "batch_size": 8, "embed_batch_size": 8, "device": "cpu",
                               "feature_cache_dir": str(tmp_path / "features")})
     computed = []
-    original = loop.image_outputs
-    monkeypatch.setattr(loop, "image_outputs", lambda *a, **k: computed.append(1) or original(*a, **k))
+    original = cached_split.image_outputs
+    monkeypatch.setattr(cached_split, "image_outputs", lambda *a, **k: computed.append(1) or original(*a, **k))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, first = loop.train_timam(train, val, model_config, config)
@@ -86,9 +87,9 @@ def test_training_split_keeps_every_view_and_validation_their_mean(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = TimamModel(model_config)
-    train_cache = loop.CachedSplit(model, train, batch_size=8, device=torch.device("cpu"), per_view=True)
-    val_cache = loop.CachedSplit(model, val, batch_size=8, device=torch.device("cpu"), per_view=True)
-    val_mean = loop.CachedSplit(model, val, batch_size=8, device=torch.device("cpu"))
+    train_cache = cached_split.CachedSplit(model, train, batch_size=8, device=torch.device("cpu"), per_view=True)
+    val_cache = cached_split.CachedSplit(model, val, batch_size=8, device=torch.device("cpu"), per_view=True)
+    val_mean = cached_split.CachedSplit(model, val, batch_size=8, device=torch.device("cpu"))
     views = train_cache.image_features
     assert views.shape == (2, len(train.image_paths), model.image_encoder.feature_dim)
     assert torch.allclose(val_cache.image_features.mean(0), val_mean.image_features, atol=1e-5)

@@ -42,14 +42,19 @@ def test_unfrozen_backbone_with_augmentation_trains(inputs):
 
 
 def test_changing_state_holds_batchnorm_statistics_of_parts_that_unfreeze(inputs):
-    from timam.training.loop import changing_state
+    from timam.training.freeze import FreezeSchedule, changing_state, pretrained_parts
 
     _, _, model_config = inputs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = TimamModel(model_config)
-    frozen = changing_state(model, training_config({}))
-    unfreezing = changing_state(model, training_config({"freeze": {"image_backbone_epochs": 3}}))
+
+    def state(freeze):
+        schedule = FreezeSchedule(training_config({"freeze": freeze}).freeze, pretrained_parts(model))
+        return changing_state(model, schedule.frozen_throughout)
+
+    frozen = state({})
+    unfreezing = state({"image_backbone_epochs": 3})
     assert not any(name.startswith("image_encoder.backbone.") for name in frozen)
     assert "image_encoder.backbone.bn1.running_mean" in unfreezing
     assert "image_encoder.projection.weight" in frozen
@@ -71,7 +76,7 @@ def test_building_a_cache_restores_every_module_mode(inputs):
 
 def test_plateau_unfreezes_the_backbone_after_validation_stalls(inputs, monkeypatch, caplog):
     """Validation R@1 stuck at 10 from epoch 1: with patience 2 the backbone trains from epoch 4."""
-    from timam.training.loop import TimamTrainer
+    from timam.training.trainer import TimamTrainer
 
     backbone_changed = {}
     original_train_epoch = TimamTrainer.train_epoch

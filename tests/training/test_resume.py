@@ -14,8 +14,8 @@ import torch
 
 from tests.training.tiny_run import run
 from timam.formats.atomic import ArtifactWriteError
-from timam.training.loop import TimamTrainer
 from timam.training.resume import save_state
+from timam.training.trainer import TimamTrainer
 
 SCRIPT = Path(__file__).with_name("tiny_run.py")
 EPOCHS = 6

@@ -6,7 +6,9 @@ classifier and discriminator, optimiser and scheduler states, the best model so 
 and every RNG (Python, NumPy, torch, and the generator that orders batches). It is written
 atomically and loaded with ``weights_only=True`` (no code runs). A state whose fingerprint (model,
 training parameters, captions) differs from the current run is ignored, so a changed configuration
-never resumes someone else's run.
+never resumes someone else's run. One job, both halves of it: what a state holds of the trainer
+(:func:`training_state`, :func:`restore_training_state`) and of an unfinished epoch
+(:class:`EpochProgress`), and how it is written and read.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ import io
 import json
 import logging
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from timam.formats.atomic import atomic_path
+from timam.training.freeze import changing_state
+
+if TYPE_CHECKING:  # the trainer imports this module (EpochProgress)
+    from timam.training.trainer import TimamTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +39,33 @@ def run_fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the parameters that training changes; frozen pretrained weights are rebuilt, not saved."""
-    return {name: p.detach().cpu().clone() for name, p in module.named_parameters() if p.requires_grad}
+@dataclass
+class EpochProgress:
+    """How far an epoch got: its batches, the steps done and the loss sums so far.
+
+    Saved inside the training state every ``save_every_steps`` steps, so a resumed run skips the
+    steps already taken instead of repeating the epoch.
+    """
+
+    epoch: int
+    batches: list[torch.Tensor]
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, terms: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        for name, value in {**terms, "total": total}.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
+        self.step += 1
+
+    def mean_losses(self) -> dict[str, float]:
+        return {f"loss_{name}": value / max(1, len(self.batches)) for name, value in self.sums.items()}
+
+    def to_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches": self.batches, "step": self.step, "sums": dict(self.sums)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EpochProgress:
+        return cls(epoch=state["epoch"], batches=list(state["batches"]), step=state["step"], sums=dict(state["sums"]))
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -79,3 +109,35 @@ def load_state(path: str | Path, fingerprint: str) -> dict[str, Any] | None:
     within = f", at step {partial['step']} of epoch {partial['epoch']}" if partial else ""
     logger.info("Resuming training from %s after epoch %d%s", path, state["epoch"], within)
     return state
+
+
+def training_state(
+    trainer: TimamTrainer,
+    run_progress: dict[str, Any],
+    generator: torch.Generator,
+    partial_epoch: EpochProgress | None = None,
+) -> dict[str, Any]:
+    """The state to save: the run's progress (fingerprint, epoch, history, best so far) and the
+    trainer's changing weights, optimisers, schedulers, RNGs and freeze schedule."""
+    return {
+        **run_progress,
+        "partial_epoch": partial_epoch.to_state() if partial_epoch is not None else None,
+        "model": changing_state(trainer.model, trainer.freeze.frozen_throughout),
+        "objective": {k: v.detach().cpu() for k, v in trainer.objective.state_dict().items()},
+        "optimizers": [o.state_dict() for o in trainer.optimizers.named().values()],
+        "schedulers": [s.state_dict() for s in trainer.schedulers.values()],
+        "rng": rng_state(generator),
+        "freeze": trainer.freeze.to_state(),
+    }
+
+
+def restore_training_state(trainer: TimamTrainer, state: dict[str, Any], generator: torch.Generator) -> None:
+    """Put a saved :func:`training_state` back into ``trainer`` and ``generator``."""
+    trainer.model.load_state_dict(state["model"], strict=False)
+    trainer.objective.load_state_dict(state["objective"])
+    for optimizer, saved in zip(trainer.optimizers.named().values(), state["optimizers"], strict=True):
+        optimizer.load_state_dict(saved)
+    for scheduler, saved in zip(trainer.schedulers.values(), state["schedulers"], strict=True):
+        scheduler.load_state_dict(saved)
+    restore_rng(state["rng"], generator)
+    trainer.freeze.load_state(state["freeze"])

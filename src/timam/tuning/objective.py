@@ -5,8 +5,9 @@ the frozen encoders' outputs for the train and val splits -- and then trains any
 on that cache. Each trial starts from the state :func:`timam.training.loop.train_timam` starts
 from with the same seed: the heads' initial weights and every RNG are snapshotted right after the
 model is built and restored before each trial, and the epochs run the same trainer steps
-(``set_epoch``, ``train_epoch``, ``validate``, plateau schedulers). So a trial is the first
-``epochs`` epochs of the ``train`` run its parameters would give (bit for bit on the CPU while no
+(``set_epoch``, ``train_epoch``, ``validate``, plateau schedulers) in the same best-epoch loop,
+:func:`timam.training.loop.train_epochs`. So a trial is the first ``epochs`` epochs of the
+``train`` run its parameters would give (bit for bit on the CPU while no
 augmentation is on: cached features spare a trial the RNG draws that building them costs the
 training run). A trial that unfreezes a pretrained encoder (``training.freeze``) changes its
 weights; they are put back before the next trial.
@@ -26,19 +27,20 @@ from typing import Any
 import optuna
 import torch
 
+from timam.inference.device import model_to, pick_device
+from timam.inference.split_data import SplitData
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
+from timam.training.cached_split import CachedSplit
 from timam.training.config import TrainingConfig, training_config
-from timam.inference.split_data import SplitData
-from timam.inference.device import model_to, pick_device
-from timam.training.loop import CachedSplit, TimamTrainer, freeze_pretrained, pretrained_parts, seed_everything
-from timam.training.resume import restore_rng, rng_state, trainable_state
+from timam.training.freeze import changing_state, freeze_pretrained, pretrained_parts
+from timam.training.loop import SCORE, BestEpoch, seed_everything, train_epochs
+from timam.training.resume import restore_rng, rng_state
+from timam.training.trainer import TimamTrainer
 from timam.tuning.space import Knob, deep_merge, suggest_overrides
 from timam.tuning.study import worker_label
 
 logger = logging.getLogger(__name__)
-
-SCORE = "val_t2i_R@1"
 
 # Called after every epoch with (epoch, validation score); may raise optuna.TrialPruned.
 EpochCallback = Callable[[int, float], None]
@@ -61,7 +63,7 @@ class TuningWorker:
         self.device = pick_device(base.device)
         self.model = model_to(TimamModel(model_config), self.device)
         freeze_pretrained(self.model)
-        self.initial_heads = trainable_state(self.model)
+        self.initial_heads = changing_state(self.model, pretrained_parts(self.model))  # the heads
         self.rng = rng_state(generator)
         self.pristine: dict[str, dict[str, torch.Tensor]] | None = None  # pretrained weights, once needed
         self.dirty = False
@@ -116,16 +118,12 @@ class TuningWorker:
         trainer = TimamTrainer(self.model, self.train_cache, self.val_cache, config, self.device)
         trainer.set_epoch(1)
         self.dirty = _may_unfreeze(config)
-        best, best_epoch, history = -1.0, 0, []
-        for epoch in range(1, config.epochs + 1):
-            row = trainer.run_epoch(epoch, generator)
+        best, history = BestEpoch(), []
+        for row in train_epochs(trainer, range(1, config.epochs + 1), generator, best):
             history.append(row)
-            score = row[SCORE]
-            if score > best:
-                best, best_epoch = score, epoch
             if on_epoch is not None:
-                on_epoch(epoch, score)
-        return {"score": best, "best_epoch": best_epoch, "history": history}
+                on_epoch(row["epoch"], row[SCORE])
+        return {"score": best.score, "best_epoch": best.epoch, "history": history}
 
     def objective(
         self, knobs: list[Knob], *, worker: str | None = None, epochs: int | None = None

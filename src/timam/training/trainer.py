@@ -1,0 +1,310 @@
+"""The trainer: one TIMAM model, its objective and optimisers, and one method per stage of an epoch.
+
+Its own file because it is the one piece that both training (``timam.training.loop``) and tuning
+(``timam.tuning.objective``) drive epoch by epoch; what it delegates lives beside it: the freeze
+schedule (``freeze``), the optimisers (``optimizers``), the cached splits (``cached_split``), the
+mid-epoch progress (``resume``). It trains the heads on cached frozen outputs while the pretrained
+parts are frozen, and the whole model (images decoded every step) once they train.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from timam.inference.device import to_device_images
+from timam.inference.embedding import default_workers, distinct_captions, image_outputs
+from timam.inference.images import train_transform
+from timam.models.timam import TimamModel
+from timam.retrieval.ranking import ranking_metrics
+from timam.retrieval.relevance import relevance_labels
+from timam.training.batches import identity_batches, random_batches
+from timam.training.cached_split import CachedSplit, CaptionImageDataset
+from timam.training.config import TrainingConfig
+from timam.training.distributed import (
+    DistributedContext,
+    average_gradients,
+    barrier,
+    broadcast_from_main,
+    data_parallel,
+    gather_with_grad,
+    global_batch,
+    local_share,
+)
+from timam.training.freeze import FreezeSchedule, is_trainable, pretrained_parts
+from timam.training.objective import TimamObjective
+from timam.training.optimizers import Optimizers, plateau_schedulers
+from timam.training.pair_encoder import PairEncoder
+from timam.training.resume import EpochProgress
+
+logger = logging.getLogger(__name__)
+
+
+class TimamTrainer:
+    """Holds the model, objective, optimisers and caches; one method per stage of an epoch.
+
+    The freeze schedule (``self.freeze``) decides in which epochs the pretrained parts train;
+    frozen parts stay in the optimisers with no gradient (see ``timam.training.optimizers``).
+    Under torchrun each rank embeds its share of every global batch and the loss sees them all
+    (see ``timam.training.distributed``); every rank validates, so schedulers agree without messages.
+    """
+
+    def __init__(
+        self,
+        model: TimamModel,
+        train: CachedSplit,
+        val: CachedSplit,
+        config: TrainingConfig,
+        device: torch.device,
+        context: DistributedContext = DistributedContext(),
+    ) -> None:
+        self.model, self.train, self.val, self.config, self.device = model, train, val, config, device
+        self.context = context
+        self.pair_encoder = PairEncoder(model, device)
+        self.forward_encoders: nn.Module = self.pair_encoder
+        self.wrapped_for: tuple[bool, ...] | None = None
+        self.epoch = 0
+        self.freeze = FreezeSchedule(config.freeze, pretrained_parts(model))
+        self.objective = TimamObjective(model.config.embedding_dim, model.config.num_classes, config).to(device)
+        # Each branch's optimiser is configurable; the paper uses SGD for the image branch.
+        self.optimizers = Optimizers.build(model, self.objective, config)
+        self.schedulers = plateau_schedulers(self.optimizers, config.schedule)
+        self.train_transform = train_transform(
+            model.config.image_size, flip=config.augmentation.flip,
+            crop_padding=config.augmentation.crop_padding, colour_jitter=config.augmentation.colour_jitter,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Freeze the pretrained parts before their unfreeze epoch, and let them train after it."""
+        self.epoch = epoch
+        for name, part in pretrained_parts(self.model).items():
+            trainable_now = self.freeze.trains(name, epoch)
+            if trainable_now and not is_trainable(part) and self.context.is_main:
+                logger.info("Epoch %d: %s encoder unfrozen", epoch, name)
+            part.requires_grad_(trainable_now)
+        trainable_parts = tuple(is_trainable(part) for part in pretrained_parts(self.model).values())
+        if trainable_parts != self.wrapped_for:  # DDP must know every parameter that now trains
+            self.forward_encoders = data_parallel(self.pair_encoder, self.device, self.context)
+            self.wrapped_for = trainable_parts
+
+    @property
+    def image_cached(self) -> bool:
+        return not is_trainable(self.model.image_encoder.backbone) and not self.config.augmentation.active
+
+    @property
+    def text_cached(self) -> bool:
+        parts = pretrained_parts(self.model)
+        return "text" in parts and not is_trainable(parts["text"])
+
+    def embed_batch(
+        self, split: CachedSplit, captions: torch.Tensor, images: torch.Tensor | None = None,
+        views: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of a batch of captions and their images, from the caches where frozen
+        (``views``: the view of each caption's image in a per-view cache)."""
+        if images is not None:
+            image_input = to_device_images(images, self.device)
+        else:
+            image_input = split.image_features_of(captions, views).to(self.device)
+        return self.forward_encoders(
+            image_input, self.text_input(split, captions), split.attention_mask[captions].to(self.device),
+            image_features_given=images is None, token_states_given=self.text_cached,
+        )
+
+    def embed_texts(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
+        """Caption embeddings, from cached token states while the transformer is frozen."""
+        mask = split.attention_mask[captions].to(self.device)
+        return self.pair_encoder.texts(self.text_input(split, captions), mask, token_states_given=self.text_cached)
+
+    def text_input(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
+        """Cached token states while the transformer is frozen, token ids otherwise."""
+        source = split.token_states if self.text_cached else split.input_ids
+        return source[captions].to(self.device)
+
+    def batches(self, generator: torch.Generator) -> list[torch.Tensor]:
+        """The epoch's global batches, the same on every rank (same generator), trimmed to equal shares."""
+        labels = self.train.data.caption_labels
+        if self.config.sampler == "identity":
+            batches = identity_batches(labels, self.config.batch_size, self.config.samples_per_identity, generator)
+        else:
+            batches = random_batches(len(labels), self.config.batch_size, generator)
+        batches = [global_batch(batch, self.context) for batch in batches]
+        return [batch for batch in batches if len(batch) >= 2]
+
+    def image_stream(self, shares: list[torch.Tensor]) -> Iterator[torch.Tensor | None]:
+        """The transformed images of each share of captions; None while cached features stand in."""
+        if self.image_cached:
+            yield from (None for _ in shares)
+            return
+        # Its own generator (seed, epoch, rank): workers of different ranks draw different
+        # augmentations, and the global RNG is left alone.
+        seeds = torch.Generator().manual_seed(self.config.seed * 1_000_000 + self.epoch * 1_000 + self.context.rank)
+        loader = DataLoader(
+            CaptionImageDataset(self.train.data, self.train_transform), batch_sampler=[s.tolist() for s in shares],
+            num_workers=default_workers(), pin_memory=self.device.type == "cuda", generator=seeds,
+        )
+        yield from (images for images, _ in loader)
+
+    def prepare_caches(self) -> None:
+        """Compute (or load) the frozen outputs this run uses. Under torchrun with a feature cache
+        directory, rank 0 computes and saves them while the other ranks wait, then they load them."""
+        rank_0_first = self.context.active and self.train.cache_dir is not None
+        if rank_0_first and not self.context.is_main:
+            barrier(self.context)
+        for split in (self.train, self.val):
+            if self.image_cached:
+                split.image_features  # noqa: B018  (computes the cached property)
+            if self.text_cached:
+                split.token_states  # noqa: B018
+        if rank_0_first and self.context.is_main:
+            barrier(self.context)
+
+    def set_train_mode(self) -> None:
+        """Heads train; frozen pretrained parts stay in eval mode (no BatchNorm drift, no dropout)."""
+        self.model.train()
+        for part in pretrained_parts(self.model).values():
+            if not is_trainable(part):
+                part.eval()
+
+    def batch_terms(
+        self, batch: torch.Tensor, images: torch.Tensor | None, *, adversarial_on: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Loss terms of one global batch, and its gathered image and text embeddings.
+
+        This rank embeds its share (``images`` are that share's, or None when cached) and gathers
+        the others' with gradient, so every term sees the whole global batch.
+        """
+        views = self.train.draw_views(len(batch)) if images is None else None
+        share_views = None if views is None else local_share(views, self.context)
+        image_emb, text_emb = self.embed_batch(self.train, local_share(batch, self.context), images, share_views)
+        image_emb, text_emb = gather_with_grad(image_emb, self.context), gather_with_grad(text_emb, self.context)
+        labels = self.train.data.caption_labels[batch].to(self.device)
+        instance = self.config.matching == "instance"
+        match_ids = self.train.data.caption_image[batch].to(self.device) if instance else labels
+        terms = self.objective.terms(image_emb, text_emb, labels, adversarial_on=adversarial_on, match_ids=match_ids)
+        return terms, image_emb, text_emb
+
+    def backward(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted total's gradients, equal on every rank to one process's on the global batch."""
+        total = self.objective.total(terms)
+        for optimizer in self.optimizers.encoders:
+            optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        average_gradients(list(self.objective.identification.parameters()), self.context)
+        return total
+
+    def train_epoch(
+        self,
+        epoch: int,
+        generator: torch.Generator,
+        progress: EpochProgress | None = None,
+        after_step: Callable[[EpochProgress], None] | None = None,
+    ) -> dict[str, float]:
+        """Train on the epoch's batches from ``progress`` (a resumed epoch) or from the start.
+
+        ``after_step`` sees the progress after every step (the mid-epoch saves).
+        """
+        self.set_train_mode()
+        adversarial_on = epoch > self.config.adversarial.warmup_epochs
+        progress = progress or EpochProgress(epoch=epoch, batches=self.batches(generator))
+        remaining = progress.batches[progress.step :]
+        shares = [local_share(batch, self.context) for batch in remaining]
+        for batch, images in zip(remaining, self.image_stream(shares), strict=True):
+            terms, image_emb, text_emb = self.batch_terms(batch, images, adversarial_on=adversarial_on)
+            for name, value in terms.items():
+                if not torch.isfinite(value):
+                    raise FloatingPointError(
+                        f"Loss term {name!r} is {value.item()} at epoch {epoch}, step {progress.step}"
+                    )
+            total = self.backward(terms)
+            if self.config.grad_clip > 0:
+                encoder_parameters = [
+                    p for o in self.optimizers.encoders for g in o.param_groups for p in g["params"]
+                ]
+                nn.utils.clip_grad_norm_([p for p in encoder_parameters if p.grad is not None], self.config.grad_clip)
+            for optimizer in self.optimizers.encoders:
+                optimizer.step()
+            if self.config.loss_weights.adversarial:
+                terms["discriminator"] = self.discriminator_steps(image_emb.detach(), text_emb.detach())
+                if not torch.isfinite(terms["discriminator"]):
+                    raise FloatingPointError(
+                        f"Loss term 'discriminator' is not finite at epoch {epoch}, step {progress.step}"
+                    )
+            progress.add(terms, total)
+            if after_step is not None:
+                after_step(progress)
+        return progress.mean_losses()
+
+    def discriminator_steps(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.config.adversarial.discriminator_steps):
+            loss = self.objective.discriminator_term(image_emb, text_emb)
+            self.optimizers.discriminator.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(list(self.objective.discriminator.parameters()), self.context)
+            self.optimizers.discriminator.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def validation_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation images and captions embedded with the current weights (caches where frozen)."""
+        self.model.eval()
+        data, batch_size = self.val.data, self.config.embed_batch_size
+        if self.image_cached:
+            image_emb = self.model.image_encoder.projection(self.val.image_features.to(self.device))
+        else:
+            image_emb = image_outputs(self.model, data.image_paths, project=True, batch_size=batch_size,
+                                      device=self.device, desc="val images",
+                                      show_progress=self.context.is_main).to(self.device)
+        # One pass per distinct caption: repeats must tie exactly (see distinct_captions).
+        first, inverse = distinct_captions(self.val.input_ids, self.val.attention_mask)
+        text_emb = torch.cat([self.embed_texts(self.val, chunk).float() for chunk in first.split(256)])
+        return image_emb.float(), text_emb[inverse.to(text_emb.device)]
+
+    def validate(self) -> dict[str, float]:
+        """Text->image and image->text R@1 on the validation split (expected value under random ties)."""
+        image_emb, text_emb = self.validation_embeddings()
+        data = self.val.data
+        image_labels, text_labels = relevance_labels(
+            image_identity=data.image_identity, caption_identity=data.caption_identity,
+            caption_image=data.caption_image, relevance=self.config.validation_relevance,
+        )
+        image_labels, text_labels = image_labels.to(self.device), text_labels.to(self.device)
+        t2i = ranking_metrics(text_emb, image_emb, text_labels, image_labels, ks=(1,))
+        i2t = ranking_metrics(image_emb, text_emb, image_labels, text_labels, ks=(1,))
+        scores = {"val_t2i_R@1": t2i["expected"]["R@1"], "val_i2t_R@1": i2t["expected"]["R@1"]}
+        return broadcast_from_main(scores, self.context)  # schedulers and best epoch agree on every rank
+
+    def run_epoch(
+        self,
+        epoch: int,
+        generator: torch.Generator,
+        progress: EpochProgress | None = None,
+        after_step: Callable[[EpochProgress], None] | None = None,
+    ) -> dict[str, Any]:
+        """One epoch: apply the freeze schedule, train, validate, step the plateau schedulers.
+
+        Returns the history row (epoch, lr, loss terms, validation R@1, seconds).
+        """
+        self.set_epoch(epoch)
+        started = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch, "lr": self.learning_rate()}
+        row.update(self.train_epoch(epoch, generator, progress, after_step))
+        row.update(self.validate())
+        row["seconds"] = time.perf_counter() - started
+        for scheduler in self.schedulers.values():
+            scheduler.step(row["val_t2i_R@1"])
+        scheduled = self.freeze.observe(epoch, row["val_t2i_R@1"])
+        if scheduled and self.context.is_main:
+            logger.info("Validation R@1 flat for %d epochs: %s encoder(s) train from epoch %d",
+                        self.freeze.patience, " and ".join(scheduled), epoch + 1)
+        return row
+
+    def learning_rate(self) -> float:
+        """The text branch's learning rate (the history's ``lr`` column)."""
+        return self.optimizers.text.param_groups[0]["lr"]
