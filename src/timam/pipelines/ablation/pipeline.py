@@ -58,7 +58,7 @@ def _variant_pipeline(variant: str, seed: int) -> Pipeline:
     shared_parameters = {name for node in template.nodes for name in node.inputs if name.startswith("params:")}
     return pipeline(
         template, namespace=f"ablation.{run_name(variant, seed)}", inputs={"captions", "caption_tokens"},
-        parameters=shared_parameters,
+        parameters=shared_parameters, tags="ablation",
     )
 
 
@@ -71,7 +71,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     summary = Pipeline(
         [
             Node(summarise, [f"ablation.{run_name(*run)}.retrieval_metrics" for run in runs],
-                 ["ablation_summary", "ablation_report"], name="summarise_ablation", namespace="ablation")
+                 ["ablation_summary", "ablation_report"], name="summarise_ablation", namespace="ablation",
+                 tags="ablation")
         ]
     )
     return create_prepare_pipeline() + variants + summary

@@ -18,5 +18,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["metrics_comparison", "metrics_comparison_table"],
                 name="compare_metrics",
             )
-        ]
+        ],
+        tags="compare",
     )

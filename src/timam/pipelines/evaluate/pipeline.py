@@ -56,5 +56,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="training_curves",
                 name="plot_training_curves",
             ),
-        ]
+        ],
+        tags="evaluate",
     )

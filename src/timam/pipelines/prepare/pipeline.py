@@ -20,5 +20,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="caption_tokens",
                 name="tokenize_captions",
             ),
-        ]
+        ],
+        tags="prepare",
     )

@@ -30,5 +30,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["search_results", "search_grid"],
                 name="search",
             ),
-        ]
+        ],
+        tags="search",
     )

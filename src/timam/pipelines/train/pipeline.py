@@ -15,5 +15,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["model_checkpoint", "training_history"],
                 name="train_model",
             )
-        ]
+        ],
+        tags="train",
     )

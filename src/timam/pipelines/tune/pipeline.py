@@ -24,5 +24,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 name="tune_hyperparameters",
             )
-        ]
+        ],
+        tags="tune",
     )
