@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINTED := src tests benchmarks scripts
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: install run test viz clean-data
+.PHONY: install run test lint typecheck format viz clean-data
 
 install: $(STAMP)
 
@@ -25,8 +26,21 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/kedro run
 
-test: install
+# Linters and the type checker run first: a finding fails `make test` (and so CI) before pytest starts.
+test: lint typecheck
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+typecheck: install
+	$(BIN)/mypy
+
+# Rewrites the files: import order and formatting, then the fixable lint findings.
+format: install
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 viz: install
 	$(BIN)/kedro viz build

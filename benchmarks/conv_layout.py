@@ -10,13 +10,13 @@ gradients, training step batch 32 with Adam).
 
 from __future__ import annotations
 
-import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
-
 import argparse
 import time
 from collections.abc import Callable
 
 import torch
+
+import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
 
 BACKBONES = {"efficientnet_lite0": "timm", "resnet18": "torchvision"}
 
@@ -69,8 +69,11 @@ def main() -> None:
         for channels_last in (False, True):
             inference, train = measure(name, args.size, channels_last, args.repeats)
             layout = "channels_last" if channels_last else "contiguous"
-            print(f"conv_layout: backbone={name} size={args.size} layout={layout} "
-                  f"inference_img_s={inference:.1f} train_img_s={train:.1f}", flush=True)
+            print(
+                f"conv_layout: backbone={name} size={args.size} layout={layout} "
+                f"inference_img_s={inference:.1f} train_img_s={train:.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

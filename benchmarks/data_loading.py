@@ -25,8 +25,6 @@ features. ``--workers`` default: 0, 1, 2, 4, ... up to the CPU count (at most 16
 
 from __future__ import annotations
 
-import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
-
 import argparse
 import os
 import time
@@ -34,6 +32,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
+import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
 from _common import rate, result_line
 
 SIZES = {"default": (160, 80), "paper": (224, 224)}
@@ -78,8 +77,12 @@ def loader_rate(paths, transform, workers: int, batch: int, device: torch.device
     from timam.inference.images import ImageFileDataset
 
     loader = DataLoader(
-        ImageFileDataset(paths, transform), batch_size=batch, shuffle=False, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        ImageFileDataset(paths, transform),
+        batch_size=batch,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
     _common.sync(device)
     start = time.perf_counter()
@@ -95,8 +98,8 @@ def loader_rate(paths, transform, workers: int, batch: int, device: torch.device
 
 def model_rates(config: str, size, batch: int, steps: int, device: torch.device) -> tuple[float, float]:
     """Images/s of the backbone: frozen forward, and forward + backward."""
-    from timam.models.image_encoder import build_backbone
     from timam.inference.device import autocast, model_to, to_device_images
+    from timam.models.image_encoder import build_backbone
 
     name, library = BACKBONES[config]
     backbone = model_to(build_backbone(name, library, None, architecture_only=True), device)
@@ -116,7 +119,7 @@ def model_rates(config: str, size, batch: int, steps: int, device: torch.device)
     for mode, fn in (("eval", forward), ("train", train_step)):
         backbone.train(mode == "train")
         fn()  # warm-up (cuDNN algorithm choice, allocator)
-        seconds, _ = _common.timed(lambda: [fn() for _ in range(steps)], device)
+        seconds, _ = _common.timed(lambda fn=fn: [fn() for _ in range(steps)], device)
         rates.append(rate(steps * batch, seconds))
     return rates[0], rates[1]
 
@@ -131,9 +134,11 @@ def main() -> None:
     transform = make_transform(args.transform, size)
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     print(_common.device_info(device))
-    print(f"loader: {len(paths)} images per pass ({len(files)} distinct files under "
-          f"{os.path.commonpath(files)}), {args.transform} transform to {size[0]}x{size[1]}, batch "
-          f"{args.batch_size}, pin_memory {device.type == 'cuda'}")
+    print(
+        f"loader: {len(paths)} images per pass ({len(files)} distinct files under "
+        f"{os.path.commonpath(files)}), {args.transform} transform to {size[0]}x{size[1]}, batch "
+        f"{args.batch_size}, pin_memory {device.type == 'cuda'}"
+    )
     for file in files:  # warm the page cache so the first worker count is not penalised
         with open(file, "rb") as handle:
             handle.read()
@@ -147,20 +152,34 @@ def main() -> None:
         print(f"  workers={count:2d}: {images_per_s:8.1f} images/s (first batch after {first_s:.2f} s)")
     forward, train = model_rates(args.config, size, args.batch_size, args.model_steps, device)
     name, library = BACKBONES[args.config]
-    print(f"model: {library} {name} at {size[0]}x{size[1]}, batch {args.batch_size}: forward {forward:.1f} "
-          f"images/s, forward+backward {train:.1f} images/s")
+    print(
+        f"model: {library} {name} at {size[0]}x{size[1]}, batch {args.batch_size}: forward {forward:.1f} "
+        f"images/s, forward+backward {train:.1f} images/s"
+    )
     best = max(loader, key=loader.get)
     keeps_up = loader[best] >= forward
-    print(f"best loader {loader[best]:.1f} images/s with {best} workers = {loader[best] / forward:.2f}x the "
-          f"frozen forward rate, {loader[best] / train:.2f}x the forward+backward rate: "
-          + ("the input pipeline keeps up" if keeps_up else "the input pipeline is the bottleneck"))
-    print(result_line(
-        "data_loading", config=args.config, device=device.type, size=f"{size[0]}x{size[1]}",
-        transform=args.transform, batch_size=args.batch_size, best_workers=best, loader_img_per_s=loader[best],
-        **{f"workers_{k}_img_per_s": v for k, v in loader.items()},
-        model_forward_img_per_s=forward, model_train_img_per_s=train, keeps_up=keeps_up,
-        keeps_up_train=loader[best] >= train,
-    ))
+    print(
+        f"best loader {loader[best]:.1f} images/s with {best} workers = {loader[best] / forward:.2f}x the "
+        f"frozen forward rate, {loader[best] / train:.2f}x the forward+backward rate: "
+        + ("the input pipeline keeps up" if keeps_up else "the input pipeline is the bottleneck")
+    )
+    print(
+        result_line(
+            "data_loading",
+            config=args.config,
+            device=device.type,
+            size=f"{size[0]}x{size[1]}",
+            transform=args.transform,
+            batch_size=args.batch_size,
+            best_workers=best,
+            loader_img_per_s=loader[best],
+            **{f"workers_{k}_img_per_s": v for k, v in loader.items()},
+            model_forward_img_per_s=forward,
+            model_train_img_per_s=train,
+            keeps_up=keeps_up,
+            keeps_up_train=loader[best] >= train,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,12 +23,11 @@ the process's peak RSS on CPU). The last line holds ``image_per_s`` and ``captio
 
 from __future__ import annotations
 
-import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
-
 import argparse
 
 import torch
 
+import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
 from _common import rate, result_line
 
 
@@ -57,10 +56,14 @@ def caption_tokens(model, count: int, max_length: int, kind: str) -> tuple[torch
 
             tokenizer = AutoTokenizer.from_pretrained(resolve_text_model(model.config.text_model))
             captions = _common.cycle(_common.demo_captions(), count)
-            encoded = tokenizer(captions, padding="max_length", truncation=True, max_length=max_length,
-                                return_tensors="pt")
-            return (encoded["input_ids"].to(torch.int32), encoded["attention_mask"].to(torch.int8),
-                    f"demo captions, {type(tokenizer).__name__}")
+            encoded = tokenizer(
+                captions, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            return (
+                encoded["input_ids"].to(torch.int32),
+                encoded["attention_mask"].to(torch.int8),
+                f"demo captions, {type(tokenizer).__name__}",
+            )
         except Exception as error:  # noqa: BLE001  (no tokenizer offline: fall back, say so)
             if kind == "real":
                 raise
@@ -89,30 +92,48 @@ def main() -> None:
     mean_length = float(mask.float().sum(1).mean())
     mc = model.config
     print(_common.device_info(device))
-    print(f"model: config={args.config} {mc.image_backbone} {mc.image_size[0]}x{mc.image_size[1]} + "
-          f"{model.text_encoder.transformer.config.num_hidden_layers}-layer {model.text_encoder.state_dim}-d "
-          f"transformer; weights {weights}; batch {args.batch_size}; image loader workers {default_workers()}")
-    print(f"data: {len(paths)} gallery images (cycled demo files), {len(ids)} captions ({token_note}, "
-          f"padded to {args.max_length}, mean {mean_length:.1f} real tokens)")
+    print(
+        f"model: config={args.config} {mc.image_backbone} {mc.image_size[0]}x{mc.image_size[1]} + "
+        f"{model.text_encoder.transformer.config.num_hidden_layers}-layer {model.text_encoder.state_dim}-d "
+        f"transformer; weights {weights}; batch {args.batch_size}; image loader workers {default_workers()}"
+    )
+    print(
+        f"data: {len(paths)} gallery images (cycled demo files), {len(ids)} captions ({token_note}, "
+        f"padded to {args.max_length}, mean {mean_length:.1f} real tokens)"
+    )
     common = {"batch_size": args.batch_size, "device": device}
     image_outputs(model, paths[: args.batch_size], project=True, desc="warm-up", **common)
     text_outputs(model, ids[: args.batch_size], mask[: args.batch_size], project=True, desc="warm-up", **common)
     _common.reset_peak(device)
     image_s, image_emb = _common.timed(
-        lambda: image_outputs(model, paths, project=True, desc="images", **common), device)
+        lambda: image_outputs(model, paths, project=True, desc="images", **common), device
+    )
     text_s, text_emb = _common.timed(
-        lambda: text_outputs(model, ids, mask, project=True, desc="captions", **common), device)
+        lambda: text_outputs(model, ids, mask, project=True, desc="captions", **common), device
+    )
     peak = _common.peak_memory_mb(device)
     assert image_emb.shape == (len(paths), mc.embedding_dim) and text_emb.shape == (len(ids), mc.embedding_dim)
     image_per_s, caption_per_s = rate(len(paths), image_s), rate(len(ids), text_s)
     print(f"images: {len(paths)} in {image_s:.2f} s = {image_per_s:.1f} images/s (decode + transform + backbone + FC)")
     print(f"captions: {len(ids)} in {text_s:.2f} s = {caption_per_s:.1f} captions/s (transformer + BiLSTM + FC)")
     print(f"peak memory {peak:.0f} MiB ({_common.peak_memory_kind(device)})")
-    print(result_line(
-        "embedding", config=args.config, device=device.type, weights=weights, images=len(paths),
-        captions=len(ids), batch_size=args.batch_size, workers=default_workers(), image_per_s=image_per_s,
-        caption_per_s=caption_per_s, image_s=image_s, caption_s=text_s, peak_mem_mb=peak,
-    ))
+    print(
+        result_line(
+            "embedding",
+            config=args.config,
+            device=device.type,
+            weights=weights,
+            images=len(paths),
+            captions=len(ids),
+            batch_size=args.batch_size,
+            workers=default_workers(),
+            image_per_s=image_per_s,
+            caption_per_s=caption_per_s,
+            image_s=image_s,
+            caption_s=text_s,
+            peak_mem_mb=peak,
+        )
+    )
 
 
 if __name__ == "__main__":

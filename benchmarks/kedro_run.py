@@ -112,12 +112,19 @@ def main() -> None:
         if args.params:
             command += ["--params", args.params]
         env = {
-            **os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true",
-            "KEDRO_LOGGING_CONFIG": str(root / "bench_logging.yml"), "COLUMNS": "200", "TQDM_DISABLE": "1",
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "KEDRO_DISABLE_TELEMETRY": "true",
+            "KEDRO_LOGGING_CONFIG": str(root / "bench_logging.yml"),
+            "COLUMNS": "200",
+            "TQDM_DISABLE": "1",
         }
-        print(f"project: {root} (raw data {raw}); load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}, "
-              f"cpu count {os.cpu_count()}")
-        print("command: kedro " + " ".join(command[command.index("run"):]))
+        print(
+            f"project: {root} (raw data {raw}); load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}, "
+            f"cpu count {os.cpu_count()}"
+        )
+        print("command: kedro " + " ".join(command[command.index("run") :]))
         start = time.perf_counter()
         result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False)
         total = time.perf_counter() - start
@@ -136,11 +143,18 @@ def main() -> None:
         print(f"{'total':<{width}}  {total:8.1f}  (overhead outside nodes {total - nodes_s:.1f} s)")
         if args.keep:
             print(f"kept {root} (log: {root / 'kedro_run.log'})")
-        print(result_line(
-            "kedro_run", total_s=total, nodes_s=nodes_s, overhead_s=total - nodes_s,
-            **{f"{name}_s": seconds for name, seconds in nodes}, pipelines=args.pipelines or "__default__",
-            params=args.params, rc=result.returncode,
-        ))
+        print(
+            result_line(
+                "kedro_run",
+                total_s=total,
+                nodes_s=nodes_s,
+                overhead_s=total - nodes_s,
+                **{f"{name}_s": seconds for name, seconds in nodes},
+                pipelines=args.pipelines or "__default__",
+                params=args.params,
+                rc=result.returncode,
+            )
+        )
         if result.returncode != 0:
             sys.exit(result.returncode)
     finally:

@@ -164,9 +164,7 @@ def main() -> None:
 
     bidirectional_metrics(images, captions, image_labels, caption_labels, metrics=("R@K",), **kw)  # warm-up
     runs = {
-        "recall": lambda: bidirectional_metrics(
-            images, captions, image_labels, caption_labels, metrics=("R@K",), **kw
-        ),
+        "recall": lambda: bidirectional_metrics(images, captions, image_labels, caption_labels, metrics=("R@K",), **kw),
         "expected": lambda: bidirectional_metrics(
             images, captions, image_labels, caption_labels, tie_rules=("expected",), **kw
         ),
@@ -235,9 +233,7 @@ def main() -> None:
     )
     print(f"load average at the end: {' '.join(open('/proc/loadavg').read().split()[:3])}")
     print(f"peak memory growth during ours: {peak.mb:.1f} MiB ({peak.method})")
-    agree = all(
-        recall[d]["expected"][k] == expected[d]["expected"][k] for d in recall for k in recall[d]["expected"]
-    )
+    agree = all(recall[d]["expected"][k] == expected[d]["expected"][k] for d in recall for k in recall[d]["expected"])
     print(f"R@K-only single pass equals R@K of the all-metrics run: {agree}")
     print(
         f"ranking: speedup={reference_s / ours_s:.1f} identical={'true' if identical else 'false'} "

@@ -10,7 +10,8 @@ Times ``timam.tokenization.cached_tokenize`` with a fresh temporary cache direct
 * cached -- a second call with the same inputs: load the tokenizer, hash, load the file (best of
   ``--repeats``).
 
-Python imports are done before anything is timed. Also timed on their own, to show where the cached call spends its time: loading the tokenizer
+Python imports are done before anything is timed. Also timed on their own, to show where the cached call spends its
+time: loading the tokenizer
 (``load_tokenizer``), the key (``tokenization_key``) and the bare tokenizer call. The default
 ``--captions 80440`` is all of CUHK-PEDES (68,126 train + 6,158 val + 6,156 test), which the node
 tokenises in one go; captions are the demo captions cycled (real CUHK-PEDES captions are about as
@@ -23,13 +24,12 @@ and every caption, so it is recomputed on every run. Runs on the CPU only (token
 
 from __future__ import annotations
 
-import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
-
 import argparse
 import tempfile
 import time
 from pathlib import Path
 
+import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
 from _common import rate, result_line
 
 
@@ -59,15 +59,18 @@ def main() -> None:
     caption_ids = [f"caption-{i}" for i in range(len(captions))]
     words = sum(len(c.split()) for c in captions) / len(captions)
     print(_common.device_info(_common.pick("cpu")))
-    print(f"captions: {len(captions)} (demo captions cycled, mean {words:.1f} words), tokenizer "
-          f"{args.tokenizer}, max_length {args.max_length}")
+    print(
+        f"captions: {len(captions)} (demo captions cycled, mean {words:.1f} words), tokenizer "
+        f"{args.tokenizer}, max_length {args.max_length}"
+    )
 
     load_tokenizer(args.tokenizer)  # untimed: imports transformers, so no timing below includes imports
     load_s, tokenizer = best_of(lambda: load_tokenizer(args.tokenizer), args.repeats)
     key_s, _ = best_of(lambda: tokenization_key(tokenizer, args.max_length, captions), args.repeats)
     bare_s, _ = best_of(
-        lambda: tokenizer(captions, padding="max_length", truncation=True, max_length=args.max_length,
-                          return_tensors="pt"),
+        lambda: tokenizer(
+            captions, padding="max_length", truncation=True, max_length=args.max_length, return_tensors="pt"
+        ),
         1,
     )
     with tempfile.TemporaryDirectory(prefix="timam-token-cache-") as cache_dir:
@@ -80,16 +83,32 @@ def main() -> None:
         cached_s, cached = best_of(call, args.repeats)
         cache_mb = sum(p.stat().st_size for p in Path(cache_dir).iterdir()) / 2**20
     same = all((cold.tensors[k] == cached.tensors[k]).all() for k in cold.tensors)
-    print(f"parts: load tokenizer {load_s:.3f} s, cache key {key_s:.3f} s, bare tokenizer call {bare_s:.3f} s "
-          f"({rate(len(captions), bare_s):.0f} captions/s)")
-    print(f"cold cached_tokenize: {cold_s:.3f} s ({rate(len(captions), cold_s):.0f} captions/s); "
-          f"from cache: {cached_s:.3f} s (best of {args.repeats}); cache file {cache_mb:.1f} MiB; "
-          f"identical tensors: {same}")
-    print(result_line(
-        "tokenization", captions=len(captions), max_length=args.max_length, tokenizer=args.tokenizer,
-        cold_s=cold_s, cached_s=cached_s, speedup=cold_s / cached_s, cold_captions_per_s=rate(len(captions), cold_s),
-        tokenizer_load_s=load_s, key_s=key_s, bare_tokenize_s=bare_s, cache_mb=cache_mb, identical=same,
-    ))
+    print(
+        f"parts: load tokenizer {load_s:.3f} s, cache key {key_s:.3f} s, bare tokenizer call {bare_s:.3f} s "
+        f"({rate(len(captions), bare_s):.0f} captions/s)"
+    )
+    print(
+        f"cold cached_tokenize: {cold_s:.3f} s ({rate(len(captions), cold_s):.0f} captions/s); "
+        f"from cache: {cached_s:.3f} s (best of {args.repeats}); cache file {cache_mb:.1f} MiB; "
+        f"identical tensors: {same}"
+    )
+    print(
+        result_line(
+            "tokenization",
+            captions=len(captions),
+            max_length=args.max_length,
+            tokenizer=args.tokenizer,
+            cold_s=cold_s,
+            cached_s=cached_s,
+            speedup=cold_s / cached_s,
+            cold_captions_per_s=rate(len(captions), cold_s),
+            tokenizer_load_s=load_s,
+            key_s=key_s,
+            bare_tokenize_s=bare_s,
+            cache_mb=cache_mb,
+            identical=same,
+        )
+    )
 
 
 if __name__ == "__main__":

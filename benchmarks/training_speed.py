@@ -52,13 +52,12 @@ Written against timam.training (cached_split, trainer) as of its CachedSplit (la
 
 from __future__ import annotations
 
-import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
-
 import argparse
 from pathlib import Path
 
 import torch
 
+import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
 from _common import rate, result_line
 
 CACHED_LENGTH, MIN_LENGTH = 40, 12
@@ -103,10 +102,16 @@ def make_split(model, num_captions: int, image_paths: list[str], args, generator
     caption_image, labels = split_tables(num_captions, num_images, args.num_classes, generator)
     ids, mask = _common.synthetic_tokens(num_captions, args.seq_len, min(MIN_LENGTH, args.seq_len), generator)
     data = SplitData(
-        split="train", caption_ids=[f"c{i}" for i in range(num_captions)],
-        image_ids=[f"i{i}" for i in range(num_images)], image_paths=list(image_paths), caption_image=caption_image,
-        caption_identity=labels.clone(), image_identity=torch.arange(num_images) // 4, caption_labels=labels,
-        input_ids=ids, attention_mask=mask,
+        split="train",
+        caption_ids=[f"c{i}" for i in range(num_captions)],
+        image_ids=[f"i{i}" for i in range(num_images)],
+        image_paths=list(image_paths),
+        caption_image=caption_image,
+        caption_identity=labels.clone(),
+        image_identity=torch.arange(num_images) // 4,
+        caption_labels=labels,
+        input_ids=ids,
+        attention_mask=mask,
     )
     return CachedSplit(model, data, batch_size=64, device=device)
 
@@ -179,9 +184,9 @@ def run_epochs(trainer, steps: int, warmup: int, device: torch.device, generator
 def main() -> None:
     args = parse_args()
     _common.set_threads(args.threads)
-    from timam.training.config import training_config
     from timam.inference.device import model_to
     from timam.inference.embedding import default_workers
+    from timam.training.config import training_config
     from timam.training.loop import seed_everything
 
     device = _common.pick(args.device)
@@ -190,8 +195,9 @@ def main() -> None:
         values["batch_size"] = args.batch_size
     frozen_config = training_config({**values, "freeze": {"image_backbone_epochs": None, "text_model_epochs": None}})
     uncached_config = training_config(
-        {**values, "freeze": {"image_backbone_epochs": 0, "text_model_epochs": 0}} if args.unfrozen else
-        {**values, "freeze": {"image_backbone_epochs": None, "text_model_epochs": None}}
+        {**values, "freeze": {"image_backbone_epochs": 0, "text_model_epochs": 0}}
+        if args.unfrozen
+        else {**values, "freeze": {"image_backbone_epochs": None, "text_model_epochs": None}}
     )
     batch = frozen_config.batch_size
     cached_steps = args.cached_steps or 5 * args.steps
@@ -201,14 +207,18 @@ def main() -> None:
     model = model_to(model, device)  # channels_last convolutions, as the training loop has them
     mc, text_config = model.config, model.text_encoder.transformer.config
     print(_common.device_info(device))
-    print(f"model: config={args.config} {mc.image_library} {mc.image_backbone} {mc.image_size[0]}x{mc.image_size[1]} "
-          f"(features {model.image_encoder.feature_dim}), text {text_config.hidden_size}-d x "
-          f"{text_config.num_hidden_layers} layers, BiLSTM {mc.lstm_hidden}, FC {mc.embedding_dim}, "
-          f"{mc.num_classes} classes; weights {weights}")
+    print(
+        f"model: config={args.config} {mc.image_library} {mc.image_backbone} {mc.image_size[0]}x{mc.image_size[1]} "
+        f"(features {model.image_encoder.feature_dim}), text {text_config.hidden_size}-d x "
+        f"{text_config.num_hidden_layers} layers, BiLSTM {mc.lstm_hidden}, FC {mc.embedding_dim}, "
+        f"{mc.num_classes} classes; weights {weights}"
+    )
     active = {k: v for k, v in vars(frozen_config.loss_weights).items() if v}
-    print(f"step: batch {batch}, sampler {frozen_config.sampler}, losses {active}, optimisers image "
-          f"{frozen_config.image_optimizer.name} / text {frozen_config.text_optimizer.name} / discriminator "
-          f"{frozen_config.discriminator_optimizer.name}; autocast {'bf16' if device.type == 'cuda' else 'off (fp32)'}")
+    print(
+        f"step: batch {batch}, sampler {frozen_config.sampler}, losses {active}, optimisers image "
+        f"{frozen_config.image_optimizer.name} / text {frozen_config.text_optimizer.name} / discriminator "
+        f"{frozen_config.discriminator_optimizer.name}; autocast {'bf16' if device.type == 'cuda' else 'off (fp32)'}"
+    )
     BenchTrainer, UncachedTrainer = make_trainer_classes()
     results: dict[str, dict] = {}
 
@@ -219,8 +229,10 @@ def main() -> None:
         trainer = BenchTrainer(model, split, split, frozen_config, device)
         trainer.set_epoch(1)
         assert trainer.image_cached and trainer.text_cached, "the cached step would not use the caches"
-        print(f"cached: features {tuple(split.image_features.shape)} {split.image_features.dtype}, token states "
-              f"{tuple(split.token_states.shape)} {split.token_states.dtype}, on the host")
+        print(
+            f"cached: features {tuple(split.image_features.shape)} {split.image_features.dtype}, token states "
+            f"{tuple(split.token_states.shape)} {split.token_states.dtype}, on the host"
+        )
         _, seconds, losses = run_epochs(trainer, cached_steps, args.warmup, device, generator)
         results["cached"] = {"steps": cached_steps, "seconds": seconds, "peak": _common.peak_memory_mb(device)}
         del trainer, split
@@ -232,8 +244,10 @@ def main() -> None:
         if args.image_source == "files":
             files = _common.image_files(args.images)
             paths = _common.cycle(files, max(1, num_captions // 2))
-            source = (f"decoded every step by the loop's DataLoader ({default_workers()} workers, "
-                      f"{len(files)} distinct files under {Path(files[0]).parents[1]})")
+            source = (
+                f"decoded every step by the loop's DataLoader ({default_workers()} workers, "
+                f"{len(files)} distinct files under {Path(files[0]).parents[1]})"
+            )
         else:
             paths = [f"i{i}.jpg" for i in range(max(1, num_captions // 2))]
             source = f"{args.pool} random tensors in device memory (model step only)"
@@ -246,9 +260,11 @@ def main() -> None:
             model.image_encoder.backbone.compile()
             model.text_encoder.transformer.compile()
         trainable_m = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
-        print(f"uncached: images {source}; {trainable_m:.1f} M trainable model parameters "
-              f"({'backbone and transformer trainable' if args.unfrozen else 'backbone and transformer frozen'})"
-              f"{', torch.compile' if args.compile else ''}")
+        print(
+            f"uncached: images {source}; {trainable_m:.1f} M trainable model parameters "
+            f"({'backbone and transformer trainable' if args.unfrozen else 'backbone and transformer frozen'})"
+            f"{', torch.compile' if args.compile else ''}"
+        )
         warmup_s, seconds, losses = run_epochs(trainer, steps, args.warmup, device, generator)
         if args.compile and args.warmup:
             compile_s = max(0.0, warmup_s - args.warmup * seconds / steps)
@@ -257,9 +273,11 @@ def main() -> None:
     kind = _common.peak_memory_kind(device)
     for mode, r in results.items():
         r["pairs_per_s"] = rate(r["steps"] * batch, r["seconds"])
-        print(f"{mode}: {r['steps']} steps x {batch} pairs in {r['seconds']:.2f} s = "
-              f"{1000 * r['seconds'] / r['steps']:.1f} ms/step, {r['pairs_per_s']:.1f} pairs/s, "
-              f"peak memory {r['peak']:.0f} MiB ({kind})")
+        print(
+            f"{mode}: {r['steps']} steps x {batch} pairs in {r['seconds']:.2f} s = "
+            f"{1000 * r['seconds'] / r['steps']:.1f} ms/step, {r['pairs_per_s']:.1f} pairs/s, "
+            f"peak memory {r['peak']:.0f} MiB ({kind})"
+        )
     print("last losses: " + ", ".join(f"{k}={v:.3f}" for k, v in losses.items()))
     if compile_s is not None:
         print(f"torch.compile: about {compile_s:.1f} s (warm-up minus {args.warmup} steady steps)")
@@ -269,14 +287,28 @@ def main() -> None:
     if speedup:
         print(f"caching the frozen outputs speeds the step up {speedup:.1f}x")
     main_mode = "uncached" if "uncached" in results else "cached"
-    print(result_line(
-        "training", config=args.config, device=device.type, mode=args.mode, batch_size=batch,
-        image_source=args.image_source if "uncached" in results else None, unfrozen=args.unfrozen,
-        compile=args.compile, pairs_per_s=results[main_mode]["pairs_per_s"], cached_pairs_per_s=cached,
-        uncached_pairs_per_s=uncached, cache_speedup=speedup, peak_mem_mb=results[main_mode]["peak"],
-        cached_peak_mem_mb=results.get("cached", {}).get("peak"), peak_mem_kind=kind, compile_s=compile_s,
-        steps=results[main_mode]["steps"], weights=weights,
-    ))
+    print(
+        result_line(
+            "training",
+            config=args.config,
+            device=device.type,
+            mode=args.mode,
+            batch_size=batch,
+            image_source=args.image_source if "uncached" in results else None,
+            unfrozen=args.unfrozen,
+            compile=args.compile,
+            pairs_per_s=results[main_mode]["pairs_per_s"],
+            cached_pairs_per_s=cached,
+            uncached_pairs_per_s=uncached,
+            cache_speedup=speedup,
+            peak_mem_mb=results[main_mode]["peak"],
+            cached_peak_mem_mb=results.get("cached", {}).get("peak"),
+            peak_mem_kind=kind,
+            compile_s=compile_s,
+            steps=results[main_mode]["steps"],
+            weights=weights,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ import itertools
 
 import torch
 import torch.nn.functional as F
-from ucm_probe import SPLITS, load_features
 
 from timam.retrieval.ranking import ranking_metrics
+from ucm_probe import SPLITS, load_features
 
 KS, TAUS = (1, 2, 3, 5, 10, 20, 50), (0.02, 0.05, 0.1)
 

@@ -59,11 +59,13 @@ def _image_features(table: pd.DataFrame, size: int) -> dict[str, torch.Tensor]:
     from torchvision import transforms
 
     model = build_backbone("efficientnet_lite0", "timm", "offline").eval().to(memory_format=torch.channels_last)
-    prepare = transforms.Compose([
-        transforms.Resize((size, size)),
-        transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])
+    prepare = transforms.Compose(
+        [
+            transforms.Resize((size, size)),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     images = torch.stack([prepare(Image.open(io.BytesIO(data)).convert("RGB")) for data in table.image_jpeg])
     pooled, maps = [], {}
     with torch.no_grad():
@@ -97,8 +99,11 @@ def _text_features(captions: list[str]) -> dict[str, torch.Tensor]:
             model(input_ids=ids, attention_mask=mask).last_hidden_state.half()
             for ids, mask in zip(tokens["input_ids"].split(128), tokens["attention_mask"].split(128), strict=True)
         ]
-    return {"token_states": torch.cat(states), "token_mask": tokens["attention_mask"],
-            "caption_string": torch.tensor([index[c] for c in captions])}
+    return {
+        "token_states": torch.cat(states),
+        "token_mask": tokens["attention_mask"],
+        "caption_string": torch.tensor([index[c] for c in captions]),
+    }
 
 
 def load_features(size: int) -> dict[str, torch.Tensor]:
@@ -135,10 +140,14 @@ class ImageHead(nn.Module):
         """The whole backbone on raw pixels, one view per image or the mean over the test views."""
         if views is None:
             with torch.no_grad():
-                return torch.cat([
-                    torch.stack([self._full(part, torch.full_like(part, v)) for v in range(self.test_views)]).mean(0)
-                    for part in images.split(64)
-                ])
+                return torch.cat(
+                    [
+                        torch.stack([self._full(part, torch.full_like(part, v)) for v in range(self.test_views)]).mean(
+                            0
+                        )
+                        for part in images.split(64)
+                    ]
+                )
         pixels = self.features["pixels"][images].float().div(255)
         pixels = apply_views(pixels, views)
         pixels = nn.functional.interpolate(pixels, size=(self.size, self.size), mode="bilinear", align_corners=False)
@@ -191,7 +200,9 @@ def _split_embeddings(
         image_emb = nn.functional.normalize(image_head(images), dim=1)
         # Each distinct string embedded once, so repeats tie exactly (as the pipeline does it).
         strings, inverse = f["caption_string"][captions].unique(return_inverse=True)
-        first = torch.full((len(strings),), len(captions)).scatter_reduce(0, inverse, torch.arange(len(captions)), "amin")
+        first = torch.full((len(strings),), len(captions)).scatter_reduce(
+            0, inverse, torch.arange(len(captions)), "amin"
+        )
         text_emb = nn.functional.normalize(text_head(captions[first]), dim=1)[inverse]
     image_head.train(), text_head.train()
     return image_emb, text_emb, images, captions
@@ -220,25 +231,52 @@ def evaluate(
         # direction's own offset by scoring twice.
         return _qb_metrics(image_emb, text_emb, image_offsets, text_offsets, f, images, captions)
     owner = f["caption_image"][captions]
-    instance = bidirectional_metrics(image_emb, text_emb, images, owner, tie_rules=("expected", "index"), metrics=("R@K",))
-    classes = bidirectional_metrics(image_emb, text_emb, f["image_class"][images], f["image_class"][owner], metrics=("R@K",))
+    instance = bidirectional_metrics(
+        image_emb, text_emb, images, owner, tie_rules=("expected", "index"), metrics=("R@K",)
+    )
+    classes = bidirectional_metrics(
+        image_emb, text_emb, f["image_class"][images], f["image_class"][owner], metrics=("R@K",)
+    )
     mean = lambda r, rule: sum(r[d][rule][f"R@{k}"] for d in r for k in KS) / 6  # noqa: E731
-    return {"mR": mean(instance, "expected"), "mR_index": mean(instance, "index"), "class_mR": mean(classes, "expected")}
+    return {
+        "mR": mean(instance, "expected"),
+        "mR_index": mean(instance, "index"),
+        "class_mR": mean(classes, "expected"),
+    }
 
 
 def _qb_metrics(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, image_offsets: torch.Tensor, text_offsets: torch.Tensor,
-    f: dict[str, torch.Tensor], images: torch.Tensor, captions: torch.Tensor,
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    image_offsets: torch.Tensor,
+    text_offsets: torch.Tensor,
+    f: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    captions: torch.Tensor,
 ) -> dict[str, float]:
     """Both directions with each gallery's hubness offset, as an extra column ``[q, 1] . [g, -offset]``."""
     ones = lambda x: torch.ones(len(x), 1)  # noqa: E731
     owner = f["caption_image"][captions]
     out = {}
     for name, labels in (("mR", (images, owner)), ("class_mR", (f["image_class"][images], f["image_class"][owner]))):
-        t2i = ranking_metrics(torch.cat([text_emb, ones(text_emb)], 1), torch.cat([image_emb, -image_offsets[:, None]], 1),
-                              labels[1], labels[0], normalize=False, tie_rules=("expected", "index"), metrics=("R@K",))
-        i2t = ranking_metrics(torch.cat([image_emb, ones(image_emb)], 1), torch.cat([text_emb, -text_offsets[:, None]], 1),
-                              labels[0], labels[1], normalize=False, tie_rules=("expected", "index"), metrics=("R@K",))
+        t2i = ranking_metrics(
+            torch.cat([text_emb, ones(text_emb)], 1),
+            torch.cat([image_emb, -image_offsets[:, None]], 1),
+            labels[1],
+            labels[0],
+            normalize=False,
+            tie_rules=("expected", "index"),
+            metrics=("R@K",),
+        )
+        i2t = ranking_metrics(
+            torch.cat([image_emb, ones(image_emb)], 1),
+            torch.cat([text_emb, -text_offsets[:, None]], 1),
+            labels[0],
+            labels[1],
+            normalize=False,
+            tie_rules=("expected", "index"),
+            metrics=("R@K",),
+        )
         for rule, key in (("expected", name), ("index", name + "_index")):
             out[key] = sum(r[rule][f"R@{k}"] for r in (t2i, i2t) for k in KS) / 6
     out.pop("class_mR_index")
@@ -264,7 +302,11 @@ def _batches(f: dict[str, torch.Tensor], train: torch.Tensor, size: int, *, per_
 
 
 def string_cmpm(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, f: dict[str, torch.Tensor], images: torch.Tensor, captions: torch.Tensor
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    f: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    captions: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CMPM whose positives are the pairs where the caption's string is one of the image's captions
     (identical captions of other images are not pushed away)."""
@@ -291,13 +333,24 @@ def main() -> None:
     parser.add_argument("--identification-weight", type=float, default=1.0)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--matching", choices=("instance", "string"), default="instance",
-                        help="CMPM positives: a caption and its own image, or every image that has that caption string")
-    parser.add_argument("--qb-beta", type=float, default=0.0,
-                        help="> 0: inverted-softmax hubness normalisation over the training split (also printed without)")
-    parser.add_argument("--train-views", default="0,4",
-                        help="dihedral views drawn in training (0-3 quarter turns, +4 flipped), or 'mean': "
-                             "train on the mean over the test views, as the gallery is embedded")
+    parser.add_argument(
+        "--matching",
+        choices=("instance", "string"),
+        default="instance",
+        help="CMPM positives: a caption and its own image, or every image that has that caption string",
+    )
+    parser.add_argument(
+        "--qb-beta",
+        type=float,
+        default=0.0,
+        help="> 0: inverted-softmax hubness normalisation over the training split (also printed without)",
+    )
+    parser.add_argument(
+        "--train-views",
+        default="0,4",
+        help="dihedral views drawn in training (0-3 quarter turns, +4 flipped), or 'mean': "
+        "train on the mean over the test views, as the gallery is embedded",
+    )
     parser.add_argument("--test-views", type=int, default=1, help="mean image features over views 0..N-1 when scoring")
     args = parser.parse_args()
     args.train_views = None if args.train_views == "mean" else [int(v) for v in args.train_views.split(",")]
@@ -332,25 +385,37 @@ def main() -> None:
                 loss = sum(string_cmpm(image_emb, text_emb, f, images, batch))
             else:
                 loss = sum(cmpm_loss(image_emb, text_emb, images))
-            loss = loss + args.identification_weight * sum(identification(image_emb, text_emb, f["image_class"][images]))
+            loss = loss + args.identification_weight * sum(
+                identification(image_emb, text_emb, f["image_class"][images])
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         val = evaluate(image_head, text_head, f, SPLITS["val"])
         if args.qb_beta > 0:
-            val |= {f"qb_{key}": value for key, value in evaluate(image_head, text_head, f, SPLITS["val"], args.qb_beta).items()}
+            val |= {
+                f"qb_{key}": value
+                for key, value in evaluate(image_head, text_head, f, SPLITS["val"], args.qb_beta).items()
+            }
         if best is None or val["mR"] > best[0]["mR"]:
             test = evaluate(image_head, text_head, f, SPLITS["test"])
             if args.qb_beta > 0:
-                test |= {f"qb_{k}": v for k, v in evaluate(image_head, text_head, f, SPLITS["test"], args.qb_beta).items()}
+                test |= {
+                    f"qb_{k}": v for k, v in evaluate(image_head, text_head, f, SPLITS["test"], args.qb_beta).items()
+                }
             best = (val, epoch, test)
         qb = f", with hubness norm {val['qb_mR']:.2f}" if args.qb_beta > 0 else ""
-        print(f"epoch {epoch}: val mR {val['mR']:.2f}{qb} (class {val['class_mR']:.1f}), {time.perf_counter() - start:.0f} s")
+        print(
+            f"epoch {epoch}: val mR {val['mR']:.2f}{qb} (class {val['class_mR']:.1f}), "
+            f"{time.perf_counter() - start:.0f} s"
+        )
     val, epoch, test = best
     print(json.dumps({"args": vars(args), "val": val, "test": test, "epoch": epoch}))
     qb = f" qb_val_mR={val['qb_mR']:.2f} qb_test_mR={test['qb_mR']:.2f}" if args.qb_beta > 0 else ""
-    print(f"ucm_probe: val_mR={val['mR']:.2f} test_mR={test['mR']:.2f} test_mR_index={test['mR_index']:.2f} "
-          f"test_class_mR={test['class_mR']:.2f} epoch={epoch}{qb}")
+    print(
+        f"ucm_probe: val_mR={val['mR']:.2f} test_mR={test['mR']:.2f} test_mR_index={test['mR_index']:.2f} "
+        f"test_class_mR={test['class_mR']:.2f} epoch={epoch}{qb}"
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ class Tree:
 
 
 def test_nested_blocks_are_built_with_defaults_for_what_is_not_given():
-    tree = build_config(Tree, {"leaf": {"size": 5}, "maybe": {"name": "m"}, "many": {"a": {}, "b": {"size": 1}}}, "tree")
+    tree = build_config(
+        Tree, {"leaf": {"size": 5}, "maybe": {"name": "m"}, "many": {"a": {}, "b": {"size": 1}}}, "tree"
+    )
     assert tree == Tree(leaf=Leaf(size=5), maybe=Leaf(name="m"), many={"a": Leaf(), "b": Leaf(size=1)})
     assert build_config(Tree, None, "tree") == Tree()
     assert build_config(Tree, {}, "tree") == Tree()
@@ -53,7 +55,9 @@ def test_a_misspelt_key_names_its_path_the_nearest_key_and_every_known_key():
     assert str(error.value) == (
         "Unknown parameter training.epoch; did you mean 'epochs'? Known: ['epochs', 'extra', 'leaf', 'many', 'maybe']"
     )
-    with pytest.raises(ValueError, match=r"Unknown parameter tree\.leaf\.sise; did you mean 'size'\? Known: \['name', 'size'\]"):
+    with pytest.raises(
+        ValueError, match=r"Unknown parameter tree\.leaf\.sise; did you mean 'size'\? Known: \['name', 'size'\]"
+    ):
         build_config(Tree, {"leaf": {"sise": 1}}, "tree")
     with pytest.raises(ValueError, match=r"Unknown parameter tree\.many\.b\.nam; did you mean 'name'"):
         build_config(Tree, {"many": {"b": {"nam": "x"}}}, "tree")
@@ -76,11 +80,19 @@ def test_a_block_that_is_not_a_mapping_is_refused():
 @pytest.mark.parametrize(
     ("build", "values", "message"),
     [
-        (training_config, {"epoch": 1}, "Unknown parameter training.epoch; did you mean 'epochs'? Known: ['adversarial'"),
+        (
+            training_config,
+            {"epoch": 1},
+            "Unknown parameter training.epoch; did you mean 'epochs'? Known: ['adversarial'",
+        ),
         (training_config, {"adversarial": {"warmup": 1}}, "training.adversarial.warmup; did you mean 'warmup_epochs'"),
         (evaluation_config, {"tie_rule": ["expected"]}, "evaluation.tie_rule; did you mean 'tie_rules'? Known: ["),
         (evaluation_config, {"examples": {"querys": 2}}, "evaluation.examples.querys; did you mean 'queries'"),
-        (search_config, {"querry": "a hat"}, "search.querry; did you mean 'query'? Known: ['query', 'query_image', 'top_k']"),
+        (
+            search_config,
+            {"querry": "a hat"},
+            "search.querry; did you mean 'query'? Known: ['query', 'query_image', 'top_k']",
+        ),
         (compare_config, {"tie": "index"}, "compare.tie; did you mean 'tie_rule'? Known: ['tie_rule']"),
         (source_config, {"image_roots": "x"}, "source.image_roots; did you mean 'image_root'"),
         (tokenization_config, {"max_len": 8}, "tokenization.max_len; did you mean 'max_length'"),

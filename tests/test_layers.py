@@ -22,14 +22,24 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "timam"
 LAYERS = {
-    "formats": 0, "figures": 0, "config_tree": 0, "_torchvision_compat": 0,
-    "models": 1, "losses": 1, "retrieval": 1,
-    "inference": 2, "tokenization": 2,
-    "sources": 3, "training": 3,
+    "formats": 0,
+    "figures": 0,
+    "config_tree": 0,
+    "_torchvision_compat": 0,
+    "models": 1,
+    "losses": 1,
+    "retrieval": 1,
+    "inference": 2,
+    "tokenization": 2,
+    "sources": 3,
+    "training": 3,
     "tuning": 4,
     "io": 5,
-    "pipelines": 6, "hooks": 6,
-    "pipeline_registry": 7, "settings": 7, "launch": 7,
+    "pipelines": 6,
+    "hooks": 6,
+    "pipeline_registry": 7,
+    "settings": 7,
+    "launch": 7,
 }
 CORE = [name for name, layer in LAYERS.items() if layer <= 4]
 

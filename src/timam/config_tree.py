@@ -74,9 +74,9 @@ def _dict_of_dataclass(hint: Any) -> type | None:
 def _build_value(hint: Any, spec: Field, value: Any, path: str) -> Any:
     inner, optional = _split_optional(hint)
     if value is None:
-        if optional or spec.default_factory is MISSING:  # type: ignore[misc]
+        if optional or spec.default_factory is MISSING:
             return None
-        return spec.default_factory()  # type: ignore[misc]  (null block: its defaults)
+        return spec.default_factory()  # null block: its defaults
     if isinstance(inner, type) and is_dataclass(inner):
         return build_config(inner, value, path)
     element = _dict_of_dataclass(inner)

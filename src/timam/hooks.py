@@ -78,8 +78,9 @@ def check_parameters(params: Mapping[str, Any]) -> None:
 
     blocks = _parameter_blocks()
     problems = [
-        f"params {name} is now {moved}: use --params \"{moved}=...\" (or set it under `{moved.split('.')[0]}:` in YAML)"
-        for name, moved in MOVED_PARAMETERS.items() if name in params
+        f'params {name} is now {moved}: use --params "{moved}=..." (or set it under `{moved.split(".")[0]}:` in YAML)'
+        for name, moved in MOVED_PARAMETERS.items()
+        if name in params
     ]
     unknown = [name for name in params if name not in blocks and name not in MOVED_PARAMETERS]
     if unknown:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch.distributed as dist
 from kedro.framework.project import pipelines
@@ -32,7 +32,9 @@ def runtime_parameters(text: str) -> dict[str, Any]:
     for item in items:
         if "=" not in item or not item.partition("=")[0].strip():
             raise SystemExit(f"--params item {item!r} must read key=value, e.g. training.epochs=30")
-    return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
+    if not items:
+        return {}
+    return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.from_dotlist(items)))
 
 
 def training_node() -> Node:
@@ -49,7 +51,10 @@ def main(argv: list[str] | None = None) -> None:
 
     context = context_from_environment()
     bootstrap_project(args.project)
-    with KedroSession.create(project_path=args.project, env=args.env, runtime_params=runtime_parameters(args.params)) as session:
+    with KedroSession.create(
+        project_path=args.project, env=args.env, runtime_params=runtime_parameters(args.params)
+    ) as session:
+        assert isinstance(session, KedroSession)  # create() is typed as returning the abstract session
         catalog = session.load_context().catalog
         if not context.is_main:  # after the session has applied conf/logging.yml
             logging.getLogger().setLevel(logging.WARNING)

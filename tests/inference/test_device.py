@@ -5,8 +5,8 @@ import warnings
 import torch
 
 from tests.training.tiny_run import TINY_MODEL
-from timam.models.timam import TimamModel
 from timam.inference.device import model_to, to_device_images
+from timam.models.timam import TimamModel
 
 CPU = torch.device("cpu")
 

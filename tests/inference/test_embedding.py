@@ -5,8 +5,8 @@ import warnings
 import torch
 
 from tests.training.tiny_run import TINY_MODEL
-from timam.models.timam import TimamModel
 from timam.inference.embedding import distinct_captions, text_outputs
+from timam.models.timam import TimamModel
 
 
 def captions_of_varied_length(count: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,7 +25,11 @@ def test_length_batched_outputs_match_one_caption_at_a_time():
     cpu = torch.device("cpu")
     embeddings = text_outputs(model, ids, mask, project=True, batch_size=5, device=cpu, desc="t", show_progress=False)
     states = text_outputs(model, ids, mask, project=False, batch_size=5, device=cpu, desc="t", show_progress=False)
-    assert embeddings.shape == (23, TINY_MODEL.embedding_dim) and states.shape == (23, 12, TINY_MODEL.word_embedding_dim)
+    assert embeddings.shape == (23, TINY_MODEL.embedding_dim) and states.shape == (
+        23,
+        12,
+        TINY_MODEL.word_embedding_dim,
+    )
     with torch.no_grad():
         for row in range(len(ids)):
             length = int(mask[row].sum())
@@ -46,8 +50,9 @@ def test_repeated_captions_are_embedded_once_and_tie_exactly():
     seen: list[int] = []
     original = model.text_encoder.word_states
     model.text_encoder.word_states = lambda i, m: seen.append(len(i)) or original(i, m)
-    embeddings = text_outputs(model, ids, mask, project=True, batch_size=4, device=torch.device("cpu"), desc="t",
-                              show_progress=False)
+    embeddings = text_outputs(
+        model, ids, mask, project=True, batch_size=4, device=torch.device("cpu"), desc="t", show_progress=False
+    )
     assert sum(seen) == 20, "each distinct caption runs through the encoder once"
     for offset, row in enumerate(repeats.tolist()):
         assert torch.equal(embeddings[20 + offset], embeddings[row])

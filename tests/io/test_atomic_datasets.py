@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from timam.formats.atomic import ArtifactWriteError, atomic_path
-from timam.io.errors import ArtifactSaveError
+from timam.formats.tensor_bundle import TensorBundle
 from timam.io.atomic_datasets import (
     AtomicCSVDataset,
     AtomicJSONDataset,
@@ -35,7 +35,7 @@ from timam.io.atomic_datasets import (
     AtomicTextDataset,
     AtomicYAMLDataset,
 )
-from timam.formats.tensor_bundle import TensorBundle
+from timam.io.errors import ArtifactSaveError
 from timam.io.tensor_bundle import TensorBundleDataset
 from timam.pipeline_registry import register_pipelines
 
@@ -90,16 +90,29 @@ def _table(n: int) -> pd.DataFrame:
 
 CASES = [
     pytest.param(Case(AtomicCSVDataset, "table.csv", lambda: _table(3), lambda: _table(5), _load), id="csv"),
-    pytest.param(Case(AtomicParquetDataset, "table.parquet", lambda: _table(3), lambda: _table(5), _load),
-                 id="parquet"),
-    pytest.param(Case(AtomicJSONDataset, "metrics.json", lambda: {"r@1": 0.5}, lambda: {"r@1": 0.75, "r@5": 1.0},
-                      _load), id="json"),
-    pytest.param(Case(AtomicTextDataset, "report.md", lambda: "# first\n", lambda: "# second report\n" * 50, _load),
-                 id="text"),
-    pytest.param(Case(AtomicYAMLDataset, "best.yml", lambda: {"training": {"lr": 0.1}},
-                      lambda: {"training": {"lr": 0.01, "margin": 0.2}}, _load), id="yaml"),
-    pytest.param(Case(AtomicMatplotlibDataset, "curve.png", lambda: _figure(2), lambda: _figure(3), _png_size),
-                 id="matplotlib"),
+    pytest.param(
+        Case(AtomicParquetDataset, "table.parquet", lambda: _table(3), lambda: _table(5), _load), id="parquet"
+    ),
+    pytest.param(
+        Case(AtomicJSONDataset, "metrics.json", lambda: {"r@1": 0.5}, lambda: {"r@1": 0.75, "r@5": 1.0}, _load),
+        id="json",
+    ),
+    pytest.param(
+        Case(AtomicTextDataset, "report.md", lambda: "# first\n", lambda: "# second report\n" * 50, _load), id="text"
+    ),
+    pytest.param(
+        Case(
+            AtomicYAMLDataset,
+            "best.yml",
+            lambda: {"training": {"lr": 0.1}},
+            lambda: {"training": {"lr": 0.01, "margin": 0.2}},
+            _load,
+        ),
+        id="yaml",
+    ),
+    pytest.param(
+        Case(AtomicMatplotlibDataset, "curve.png", lambda: _figure(2), lambda: _figure(3), _png_size), id="matplotlib"
+    ),
 ]
 
 
@@ -209,8 +222,11 @@ def test_disk_full_names_file_and_fix(case: Case, tmp_path: Path, monkeypatch: p
     dataset, saved = _save_first(case, tmp_path, versioned=False)
     before = saved.read_bytes()
     _crash_mid_write(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
-    with pytest.raises(ArtifactSaveError, match=rf"Cannot write {re.escape(str(saved))}: No space left on device\. "
-                                                 r"Free disk space on the filesystem mounted at /"):
+    with pytest.raises(
+        ArtifactSaveError,
+        match=rf"Cannot write {re.escape(str(saved))}: No space left on device\. "
+        r"Free disk space on the filesystem mounted at /",
+    ):
         dataset.save(case.second())
     monkeypatch.undo()
     assert saved.read_bytes() == before

@@ -15,8 +15,15 @@ from timam.models.timam import TimamModel
 @pytest.fixture(scope="module")
 def small_model() -> TimamModel:
     config = ModelConfig(
-        num_classes=3, image_backbone="resnet18", image_library="torchvision", image_weights=None,
-        image_size=(32, 16), text_encoder="fc_embed", vocab_size=50, word_embedding_dim=8, lstm_hidden=8,
+        num_classes=3,
+        image_backbone="resnet18",
+        image_library="torchvision",
+        image_weights=None,
+        image_size=(32, 16),
+        text_encoder="fc_embed",
+        vocab_size=50,
+        word_embedding_dim=8,
+        lstm_hidden=8,
         embedding_dim=16,
     )
     with pytest.warns(UserWarning, match="RANDOM weights"):

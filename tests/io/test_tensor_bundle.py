@@ -10,8 +10,10 @@ from timam.io.tensor_bundle import TensorBundleDataset
 
 def test_round_trip_with_metadata_and_version(tmp_path):
     dataset = TensorBundleDataset(filepath=str(tmp_path / "emb.safetensors"), version=Version(None, None))
-    bundle = TensorBundle(tensors={"embeddings": torch.randn(3, 4), "identity": torch.tensor([1, 2, 2])},
-                          metadata={"caption_ids": ["a", "b", "c"], "checkpoint_version": "v1"})
+    bundle = TensorBundle(
+        tensors={"embeddings": torch.randn(3, 4), "identity": torch.tensor([1, 2, 2])},
+        metadata={"caption_ids": ["a", "b", "c"], "checkpoint_version": "v1"},
+    )
     dataset.save(bundle)
     loaded = dataset.load()
     assert torch.equal(loaded.tensors["embeddings"], bundle.tensors["embeddings"])

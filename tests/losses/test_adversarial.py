@@ -104,7 +104,7 @@ def test_reverse_mode_negates_true_label_gradients(setup) -> None:
     )
     assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
     grads_reference = torch.autograd.grad(reference, (image, text))
-    for got, ref in zip(grads_reverse, grads_reference):
+    for got, ref in zip(grads_reverse, grads_reference, strict=True):
         assert ref.abs().sum() > 0
         torch.testing.assert_close(got, -ref)
 

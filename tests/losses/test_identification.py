@@ -47,7 +47,7 @@ def test_bias_flag() -> None:
 
 def _naive_ce(logits: torch.Tensor, labels: torch.Tensor) -> float:
     total = 0.0
-    for row, label in zip(logits.tolist(), labels.tolist()):
+    for row, label in zip(logits.tolist(), labels.tolist(), strict=True):
         log_z = math.log(sum(math.exp(v) for v in row))
         total += log_z - row[label]
     return total / len(labels)

@@ -24,7 +24,7 @@ def _naive_cmpm_of_matches(
         logits = []
         for j in range(n):
             norm = math.sqrt(sum(v * v for v in keys[j]))
-            logits.append(sum(a * b / norm for a, b in zip(queries[i], keys[j])))
+            logits.append(sum(a * b / norm for a, b in zip(queries[i], keys[j], strict=True)))
         z = sum(math.exp(v) for v in logits)
         p = [math.exp(v) / z for v in logits]
         q = [(1.0 / sum(matches[i]) if matches[i][j] else 0.0) for j in range(n)]
@@ -49,8 +49,12 @@ def test_cmpm_from_an_asymmetric_match_matrix_reads_it_both_ways() -> None:
     matches = torch.eye(4, dtype=torch.bool)
     matches[0, 2] = matches[3, 1] = True  # image 0 also matches text 2, image 3 text 1; not the reverse
     i2t, t2i = cmpm_loss_from_matches(image, text, matches)
-    assert i2t.item() == pytest.approx(_naive_cmpm_of_matches(image.tolist(), text.tolist(), matches.tolist()), rel=1e-9)
-    assert t2i.item() == pytest.approx(_naive_cmpm_of_matches(text.tolist(), image.tolist(), matches.t().tolist()), rel=1e-9)
+    assert i2t.item() == pytest.approx(
+        _naive_cmpm_of_matches(image.tolist(), text.tolist(), matches.tolist()), rel=1e-9
+    )
+    assert t2i.item() == pytest.approx(
+        _naive_cmpm_of_matches(text.tolist(), image.tolist(), matches.t().tolist()), rel=1e-9
+    )
     assert i2t.item() != pytest.approx(cmpm_loss(image, text, torch.arange(4))[0].item(), rel=1e-6)
 
 
@@ -137,12 +141,12 @@ def test_cmpc_matches_naive_reference() -> None:
 
     def naive(a: list[list[float]], c: list[list[float]]) -> float:
         total = 0.0
-        for row_a, row_c, label in zip(a, c, labels.tolist()):
+        for row_a, row_c, label in zip(a, c, labels.tolist(), strict=True):
             norm_c = math.sqrt(sum(v * v for v in row_c))
             unit = [v / norm_c for v in row_c]
-            coef = sum(x * u for x, u in zip(row_a, unit))
+            coef = sum(x * u for x, u in zip(row_a, unit, strict=True))
             proj = [coef * u for u in unit]
-            logits = [sum(p * wk for p, wk in zip(proj, w[k])) + b[k] for k in range(len(w))]
+            logits = [sum(p * wk for p, wk in zip(proj, w[k], strict=True)) + b[k] for k in range(len(w))]
             total += math.log(sum(math.exp(v) for v in logits)) - logits[label]
         return total / len(a)
 

@@ -14,7 +14,7 @@ def _naive(image: torch.Tensor, text: torch.Tensor, ids: list[int] | None, margi
     img = [[v / math.sqrt(sum(x * x for x in row)) for v in row] for row in image.tolist()]
     txt = [[v / math.sqrt(sum(x * x for x in row)) for v in row] for row in text.tolist()]
     n = len(img)
-    s = [[sum(a * b for a, b in zip(img[i], txt[j])) for j in range(n)] for i in range(n)]
+    s = [[sum(a * b for a, b in zip(img[i], txt[j], strict=True)) for j in range(n)] for i in range(n)]
 
     def negative(i: int, j: int) -> bool:
         return i != j and (ids is None or ids[i] != ids[j])

@@ -7,9 +7,8 @@ import pytest
 import yaml
 
 from timam.pipelines.ablation.nodes import summarise_ablation, variant_parameters
-from timam.training.config import deep_merge
 from timam.pipelines.ablation.pipeline import SEEDS, VARIANTS, create_pipeline
-from timam.training.config import training_config
+from timam.training.config import deep_merge, training_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 
@@ -51,7 +50,13 @@ def test_variant_parameters_override_only_what_they_name():
     base["training"]["state_path"] = "data/06_models/demo/training_state.pt"
     model, training = variant_parameters(base["model"], base["training"], ablation, "triplet_baseline", 2)
     assert model == base["model"]
-    assert training["loss_weights"] == {"identification": 0.0, "cmpm": 0.0, "cmpc": 0.0, "adversarial": 0.0, "triplet": 1.0}
+    assert training["loss_weights"] == {
+        "identification": 0.0,
+        "cmpm": 0.0,
+        "cmpc": 0.0,
+        "adversarial": 0.0,
+        "triplet": 1.0,
+    }
     assert training["epochs"] == base["training"]["epochs"]
     assert training["seed"] == 2
     assert training["state_path"].endswith("training_state_triplet_baseline_seed2.pt")
@@ -67,8 +72,11 @@ def test_deep_merge_keeps_inputs_unchanged():
 def test_summary_gives_mean_and_spread_over_seeds():
     def metrics(value):
         rule = {"R@1": value, "R@5": value + 1, "R@10": value + 2, "mAP": value}
-        return {"checkpoint_version": "v", "checkpoint": {"val_t2i_R@1": value / 2},
-                "results": {"text_to_image": {"expected": rule}, "image_to_text": {"expected": rule}}}
+        return {
+            "checkpoint_version": "v",
+            "checkpoint": {"val_t2i_R@1": value / 2},
+            "results": {"text_to_image": {"expected": rule}, "image_to_text": {"expected": rule}},
+        }
 
     table, report = summarise_ablation(
         metrics(10.0), metrics(20.0), metrics(30.0), metrics(30.0), variants=("x", "y"), seeds_per_variant=2
@@ -88,5 +96,7 @@ def test_summary_gives_mean_and_spread_over_seeds():
 def test_fc_embed_variant_switches_the_text_encoder():
     base = yaml.safe_load((CONF / "parameters_train.yml").read_text())
     ablation = yaml.safe_load((CONF / "parameters_ablation.yml").read_text())["ablation"]
-    model, _ = variant_parameters(base["model"], base["training"], ablation, "identification_cmpm_adversarial_fc_embed", 0)
+    model, _ = variant_parameters(
+        base["model"], base["training"], ablation, "identification_cmpm_adversarial_fc_embed", 0
+    )
     assert model["text_encoder"] == "fc_embed"

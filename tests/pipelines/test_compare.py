@@ -30,8 +30,10 @@ def _metrics(checkpoint: str, r1: float, epochs: int) -> dict:
 def metrics_folder(tmp_path):
     """Two versions written by Kedro's own versioned JSON dataset, plus a crashed run without a file."""
     path = tmp_path / "retrieval_metrics.json"
-    for version, metrics in (("2026-01-01T00.00.00.000Z", _metrics("ckpt-a", 20.0, 2)),
-                             ("2026-01-02T00.00.00.000Z", _metrics("ckpt-b", 30.0, 5))):
+    for version, metrics in (
+        ("2026-01-01T00.00.00.000Z", _metrics("ckpt-a", 20.0, 2)),
+        ("2026-01-02T00.00.00.000Z", _metrics("ckpt-b", 30.0, 5)),
+    ):
         JSONDataset(filepath=str(path), version=Version(None, version)).save(metrics)
     (path / "2026-01-03T00.00.00.000Z").mkdir()
     return path
@@ -58,7 +60,9 @@ def test_history_dataset_reads_csv_versions_and_names_unreadable_files(tmp_path)
 
 
 def test_compare_two_metrics_versions(metrics_folder):
-    markdown, table = compare_metrics(MetricsHistoryDataset(filepath=str(metrics_folder)).load(), {"tie_rule": "expected"})
+    markdown, table = compare_metrics(
+        MetricsHistoryDataset(filepath=str(metrics_folder)).load(), {"tie_rule": "expected"}
+    )
     assert table["checkpoint_version"].tolist() == ["ckpt-a", "ckpt-b"]
     assert table["t2i_R@1"].tolist() == [20.0, 30.0]
     assert table["i2t_mAP"].tolist() == [15.0, 25.0]

@@ -46,8 +46,14 @@ def _metrics(dataset: str, images: int, captions: int) -> dict:
     return {
         "checkpoint_version": "2026-01-01T00.00.00.000Z",
         "checkpoint": {"best_epoch": 3, "val_t2i_R@1": 48.0},
-        "protocol": {"name": "standard", "dataset": dataset, "split": "test", "relevance": "identity",
-                     "gallery": "unique images", "tie_rules": ["expected", "index"]},
+        "protocol": {
+            "name": "standard",
+            "dataset": dataset,
+            "split": "test",
+            "relevance": "identity",
+            "gallery": "unique images",
+            "tie_rules": ["expected", "index"],
+        },
         "counts": {"images": images, "captions": captions, "identities": 1000},
         "chance_t2i_R@1": 0.03,
         "results": {direction: {"expected": rule, "index": rule} for direction in ("text_to_image", "image_to_text")},
@@ -85,7 +91,9 @@ def _leaves(cls: type, prefix: str = "") -> list[str]:
 def test_every_training_knob_is_listed_in_the_base_parameters():
     listed = flatten(yaml.safe_load((REPO / "conf/base/parameters_train.yml").read_text())["training"])
     missing = sorted(set(_leaves(TrainingConfig)) - set(listed))
-    assert not missing, f"list these TrainingConfig knobs, each with a comment, in conf/base/parameters_train.yml: {missing}"
+    assert not missing, (
+        f"list these TrainingConfig knobs, each with a comment, in conf/base/parameters_train.yml: {missing}"
+    )
     assert "adversarial.warmup_epochs" in listed and "triplet_margin" in listed and "matching" in listed
 
 
@@ -109,12 +117,18 @@ def test_each_env_names_its_data_root_once(conf, env):
 
 def test_the_side_caches_follow_one_globals_block(conf):
     def caches(params: dict) -> dict:
-        return {"tokens": params["tokenization"]["cache_dir"], "frozen_features": params["training"]["feature_cache_dir"],
-                "training_state": params["training"]["state_path"], "optuna": params["tuning"]["storage"]}
+        return {
+            "tokens": params["tokenization"]["cache_dir"],
+            "frozen_features": params["training"]["feature_cache_dir"],
+            "training_state": params["training"]["state_path"],
+            "optuna": params["tuning"]["storage"],
+        }
 
     assert caches(loader(conf, None)["parameters"]) == {
-        "tokens": "data/04_feature/token_cache", "frozen_features": "data/05_model_input/demo/frozen_features",
-        "training_state": "data/06_models/demo/training_state.pt", "optuna": "sqlite:///data/06_models/demo/optuna.db",
+        "tokens": "data/04_feature/token_cache",
+        "frozen_features": "data/05_model_input/demo/frozen_features",
+        "training_state": "data/06_models/demo/training_state.pt",
+        "optuna": "sqlite:///data/06_models/demo/optuna.db",
     }
     # conf/local/globals.yml moves two of them; the soft merge of globals keeps the others
     (conf / "local" / "globals.yml").write_text("caches: {frozen_features: /scratch/features, optuna: /scratch/db}\n")
@@ -123,8 +137,10 @@ def test_the_side_caches_follow_one_globals_block(conf):
     finally:
         (conf / "local" / "globals.yml").unlink()
     assert moved == {
-        "tokens": "data/04_feature/token_cache", "frozen_features": "/scratch/features/demo/frozen_features",
-        "training_state": "data/06_models/demo/training_state.pt", "optuna": "sqlite:////scratch/db/demo/optuna.db",
+        "tokens": "data/04_feature/token_cache",
+        "frozen_features": "/scratch/features/demo/frozen_features",
+        "training_state": "data/06_models/demo/training_state.pt",
+        "optuna": "sqlite:////scratch/db/demo/optuna.db",
     }
 
 

@@ -10,18 +10,23 @@ from PIL import Image
 
 from timam.formats.tensor_bundle import TensorBundle
 from timam.pipelines.evaluate.nodes import (
+    bundle_relevance_labels,
     plot_best_and_worst_queries,
     plot_recall_curve,
     plot_retrieval_examples,
     plot_training_curves,
     rank_test_split,
-    bundle_relevance_labels,
 )
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics
 
 EVALUATION = {
-    "dataset": "demo", "split": "test", "relevance": "identity", "ks": [1, 5, 10], "tie_rules": ["expected", "index"],
-    "curve_max_k": 50, "examples": {"queries": 3, "top_k": 4, "seed": 0},
+    "dataset": "demo",
+    "split": "test",
+    "relevance": "identity",
+    "ks": [1, 5, 10],
+    "tie_rules": ["expected", "index"],
+    "curve_max_k": 50,
+    "examples": {"queries": 3, "top_k": 4, "seed": 0},
     "paper_results": {"cuhk_pedes": {"rows": [{"method": "TIMAM", "text_to_image": {"R@1": 54.51}}]}},
 }
 
@@ -41,13 +46,24 @@ def bundles(tmp_path_factory) -> tuple[TensorBundle, TensorBundle]:
         path = folder / f"{i}.png"
         Image.new("RGB", (20, 40), (20 * i, 100, 200)).save(path)
         paths.append(str(path))
-    provenance = {"checkpoint_version": "2026-01-01T00.00.00.000Z", "checkpoint": {"best_epoch": 2, "val_t2i_R@1": 30.0},
-                  "training": {"epochs": 2}, "split": "test"}
-    image_bundle = TensorBundle({"embeddings": images, "identity": identity},
-                                {**provenance, "image_ids": [f"i{i}" for i in range(12)], "image_paths": paths})
-    text_bundle = TensorBundle({"embeddings": texts, "identity": identity[image_index], "image_index": image_index},
-                               {**provenance, "caption_ids": [f"c{i}" for i in range(24)],
-                                "captions": [f"caption {i} of person {int(identity[i // 2])}" for i in range(24)]})
+    provenance = {
+        "checkpoint_version": "2026-01-01T00.00.00.000Z",
+        "checkpoint": {"best_epoch": 2, "val_t2i_R@1": 30.0},
+        "training": {"epochs": 2},
+        "split": "test",
+    }
+    image_bundle = TensorBundle(
+        {"embeddings": images, "identity": identity},
+        {**provenance, "image_ids": [f"i{i}" for i in range(12)], "image_paths": paths},
+    )
+    text_bundle = TensorBundle(
+        {"embeddings": texts, "identity": identity[image_index], "image_index": image_index},
+        {
+            **provenance,
+            "caption_ids": [f"c{i}" for i in range(24)],
+            "captions": [f"caption {i} of person {int(identity[i // 2])}" for i in range(24)],
+        },
+    )
     return image_bundle, text_bundle
 
 
@@ -69,10 +85,19 @@ def test_recall_curve_node_matches_metrics(bundles):
     figure = plot_recall_curve(*bundles, EVALUATION)
     assert isinstance(figure, Figure)
     image_labels, text_labels = bundle_relevance_labels(*bundles, "identity")
-    reference = bidirectional_metrics(bundles[0].tensors["embeddings"], bundles[1].tensors["embeddings"],
-                                      image_labels, text_labels, ks=(1, 5, 10), metrics=("R@K",))
-    lines = {line.get_label().split(" (")[0]: line.get_ydata() for line in figure.axes[0].lines
-             if not line.get_label().startswith("_") and "chance" not in line.get_label()}
+    reference = bidirectional_metrics(
+        bundles[0].tensors["embeddings"],
+        bundles[1].tensors["embeddings"],
+        image_labels,
+        text_labels,
+        ks=(1, 5, 10),
+        metrics=("R@K",),
+    )
+    lines = {
+        line.get_label().split(" (")[0]: line.get_ydata()
+        for line in figure.axes[0].lines
+        if not line.get_label().startswith("_") and "chance" not in line.get_label()
+    }
     for label, direction in (("text \u2192 image", "text_to_image"), ("image \u2192 text", "image_to_text")):
         for k in (1, 5, 10):
             assert lines[label][k - 1] == pytest.approx(reference[direction]["expected"][f"R@{k}"])
@@ -120,8 +145,16 @@ def test_example_grids_need_paths_from_a_current_evaluation(bundles):
 
 
 def _history(value: float) -> pd.DataFrame:
-    return pd.DataFrame({"epoch": [1, 2], "lr": [1e-3, 1e-4], "loss_total": [value, value / 2],
-                         "val_t2i_R@1": [1.0, 2.0], "val_i2t_R@1": [1.5, 2.5], "seconds": [1.0, 1.0]})
+    return pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "lr": [1e-3, 1e-4],
+            "loss_total": [value, value / 2],
+            "val_t2i_R@1": [1.0, 2.0],
+            "val_i2t_R@1": [1.5, 2.5],
+            "seconds": [1.0, 1.0],
+        }
+    )
 
 
 def test_training_curves_of_the_evaluated_checkpoint(bundles):
@@ -164,10 +197,19 @@ def test_rank_emits_the_section_of_each_protocol(bundles, protocol):
 
 
 def test_rank_sets_zero_shot_paper_numbers_in_the_protocol_section(bundles):
-    paper = {"source": "TIMAM Table 3", "protocol": "zero_shot_classes", "counts": {"classes": 6},
-             "rows": [{"method": "TIMAM", "text_to_image": {"AP@4": 70.3}, "image_to_text": {"top1_accuracy": 67.7}}]}
-    evaluation = {**EVALUATION, "dataset": "cub", "protocol": "zero_shot_classes", "zero_shot_depth": 4,
-                  "paper_results": {"cub": paper}}
+    paper = {
+        "source": "TIMAM Table 3",
+        "protocol": "zero_shot_classes",
+        "counts": {"classes": 6},
+        "rows": [{"method": "TIMAM", "text_to_image": {"AP@4": 70.3}, "image_to_text": {"top1_accuracy": 67.7}}],
+    }
+    evaluation = {
+        **EVALUATION,
+        "dataset": "cub",
+        "protocol": "zero_shot_classes",
+        "zero_shot_depth": 4,
+        "paper_results": {"cub": paper},
+    }
     _, report = rank_test_split(*bundles, evaluation)
     assert "| TIMAM | 70.30 | 67.70 |" in report
     assert "use the zero_shot_classes protocol; they are in the protocol section above, where comparable" in report

@@ -33,7 +33,9 @@ def kedro(project: Path, *args: str, succeeds: bool = True) -> subprocess.Comple
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true"}
     result = subprocess.run([KEDRO, *args], cwd=project, capture_output=True, text=True, env=env, check=False)
     if succeeds:
-        assert result.returncode == 0, f"kedro {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == 0, (
+            f"kedro {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     else:
         assert result.returncode != 0, f"kedro {' '.join(args)} succeeded:\n{result.stdout[-3000:]}"
     return result
@@ -100,8 +102,14 @@ def test_evaluate_pipeline_names_the_checkpoint_it_scored(trained):
     assert metrics["checkpoint_version"] in report
     assert "No published numbers for this dataset." in report
     assert "mR" in metrics
-    for figure in ("recall_curve", "example_grid", "example_grid_image_to_text", "best_worst_text_to_image",
-                   "best_worst_image_to_text", "training_curves"):
+    for figure in (
+        "recall_curve",
+        "example_grid",
+        "example_grid_image_to_text",
+        "best_worst_text_to_image",
+        "best_worst_image_to_text",
+        "training_curves",
+    ):
         png = next((trained / f"data/08_reporting/demo/{figure}.png").glob(f"*/{figure}.png"))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, figure
 
@@ -109,8 +117,16 @@ def test_evaluate_pipeline_names_the_checkpoint_it_scored(trained):
 def test_search_and_compare_read_the_saved_evaluation(trained):
     # the checkpoint the latest embeddings were made with (later tests may add newer checkpoints)
     scored = latest_metrics(trained)["checkpoint_version"]
-    kedro(trained, "run", "--pipelines", "search,compare", "--params", "search.query=a man in a red shirt",
-          "--load-versions", f"model_checkpoint:{scored}")
+    kedro(
+        trained,
+        "run",
+        "--pipelines",
+        "search,compare",
+        "--params",
+        "search.query=a man in a red shirt",
+        "--load-versions",
+        f"model_checkpoint:{scored}",
+    )
     results = next((trained / "data/08_reporting/demo/search_results.csv").glob("*/search_results.csv"))
     lines = results.read_text().splitlines()
     assert lines[0] == "rank,path,image_id,score" and len(lines) == 11  # top_k 10
@@ -120,9 +136,13 @@ def test_search_and_compare_read_the_saved_evaluation(trained):
 
 
 def test_search_names_a_query_image_pillow_cannot_read(trained):
-    result = kedro(trained, "run", "--pipelines", "search", "--params", "search.query_image=pyproject.toml", succeeds=False)
+    result = kedro(
+        trained, "run", "--pipelines", "search", "--params", "search.query_image=pyproject.toml", succeeds=False
+    )
     output = result.stdout + result.stderr
-    assert "params search.query_image 'pyproject.toml' is not an image Pillow can read (UnidentifiedImageError" in output
+    assert (
+        "params search.query_image 'pyproject.toml' is not an image Pillow can read (UnidentifiedImageError" in output
+    )
     assert "DataLoader worker" not in output and "embedding the query image" not in output
 
 
@@ -141,16 +161,37 @@ def test_rerun_reuses_cached_tokens(trained):
 def test_viz_build_lists_pipelines_and_nodes(trained):
     kedro(trained, "viz", "build")
     text = "".join(p.read_text() for p in (trained / "build").rglob("*") if p.is_file() and p.suffix in {"", ".json"})
-    for name in ("train", "evaluate", "compare", "search", "ingest_captions", "tokenize_captions", "train_model",
-                 "embed_test_split", "rank_test_split", "plot_recall_curve", "compare_metrics"):
+    for name in (
+        "train",
+        "evaluate",
+        "compare",
+        "search",
+        "ingest_captions",
+        "tokenize_captions",
+        "train_model",
+        "embed_test_split",
+        "rank_test_split",
+        "plot_recall_curve",
+        "compare_metrics",
+    ):
         assert name in text, name
 
 
 def test_torchrun_trains_on_two_ranks_and_saves_one_version(trained):
     before = checkpoint_versions(trained)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "timam.launch", "--params", "training.epochs=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "timam.launch",
+        "--params",
+        "training.epochs=1",
+    ]
     result = subprocess.run(command, cwd=trained, capture_output=True, text=True, env=env, check=False, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (result.stdout + result.stderr).count("Saved model_checkpoint") == 1, "rank 0 alone logs it"

@@ -12,8 +12,16 @@ from timam.formats.tensor_bundle import TensorBundle
 from timam.models.config import ModelConfig
 from timam.training.model_setup import model_config_from_data
 
-MODEL = {"image_backbone": "resnet18", "image_library": "torchvision", "image_weights": None, "image_size": [32, 16],
-         "text_encoder": "fc_embed", "word_embedding_dim": 8, "lstm_hidden": 8, "embedding_dim": 16}
+MODEL = {
+    "image_backbone": "resnet18",
+    "image_library": "torchvision",
+    "image_weights": None,
+    "image_size": [32, 16],
+    "text_encoder": "fc_embed",
+    "word_embedding_dim": 8,
+    "lstm_hidden": 8,
+    "embedding_dim": 16,
+}
 
 
 class Built(Exception):
@@ -25,13 +33,15 @@ class Built(Exception):
 
 
 def _data(vocab_size: int = 1000, tokenizer: str = "offline:minilm") -> tuple[pd.DataFrame, TensorBundle]:
-    captions = pd.DataFrame({
-        "caption_id": [f"c{i}" for i in range(8)],
-        "caption": ["a caption"] * 8,
-        "image_path": [f"{i}.jpg" for i in range(8)],
-        "split": ["train"] * 4 + ["val"] * 2 + ["test"] * 2,
-        "label": [0, 1, 2, 3, -1, -1, -1, -1],
-    })
+    captions = pd.DataFrame(
+        {
+            "caption_id": [f"c{i}" for i in range(8)],
+            "caption": ["a caption"] * 8,
+            "image_path": [f"{i}.jpg" for i in range(8)],
+            "split": ["train"] * 4 + ["val"] * 2 + ["test"] * 2,
+            "label": [0, 1, 2, 3, -1, -1, -1, -1],
+        }
+    )
     tokens = TensorBundle(
         {"input_ids": torch.ones(8, 4, dtype=torch.int32), "attention_mask": torch.ones(8, 4, dtype=torch.int8)},
         {"tokenizer": tokenizer, "vocab_size": vocab_size, "caption_ids": captions["caption_id"].tolist()},
@@ -73,7 +83,9 @@ def test_both_refuse_tokens_of_another_tokenizer_than_the_text_model(monkeypatch
     captions, tokens = _data(tokenizer="bert-base-uncased")
     model = {**MODEL, "text_encoder": "transformer", "text_model": "offline:minilm"}
     for build in (_built_by_train, _built_by_tune):
-        with pytest.raises(ValueError, match="caption_tokens were made by tokenizer 'bert-base-uncased' but the text model"):
+        with pytest.raises(
+            ValueError, match="caption_tokens were made by tokenizer 'bert-base-uncased' but the text model"
+        ):
             build(monkeypatch, model, captions, tokens)
 
 
@@ -81,7 +93,9 @@ def test_the_data_fixes_the_class_count_and_the_vocabulary():
     captions, tokens = _data(vocab_size=1000)
     with pytest.raises(ValueError, match="model.num_classes is counted from the train split"):
         model_config_from_data({**MODEL, "num_classes": 9}, captions, tokens.metadata)
-    with pytest.raises(ValueError, match="model.vocab_size is 30522 but caption_tokens come from a tokenizer with 1000"):
+    with pytest.raises(
+        ValueError, match="model.vocab_size is 30522 but caption_tokens come from a tokenizer with 1000"
+    ):
         model_config_from_data({**MODEL, "vocab_size": 30522}, captions, tokens.metadata)
     assert model_config_from_data({**MODEL, "vocab_size": 1000}, captions, tokens.metadata).vocab_size == 1000
     assert model_config_from_data(MODEL, captions, {"tokenizer": "offline:minilm"}).vocab_size == 30522  # older tokens

@@ -8,6 +8,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from timam.formats.tensor_bundle import TensorBundle
+from timam.inference.device import model_to
+from timam.inference.embedding import image_outputs, text_outputs
 from timam.models.checkpoint import Checkpoint
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
@@ -15,8 +17,6 @@ from timam.pipelines.search.nodes import search, search_request
 from timam.retrieval.config import SearchConfig
 from timam.retrieval.ranking import topk_indices
 from timam.tokenization import load_tokenizer
-from timam.inference.device import model_to
-from timam.inference.embedding import image_outputs, text_outputs
 
 TOKENIZATION = {"tokenizer": "offline:minilm", "max_length": 16}
 EVALUATION = {"device": "cpu"}
@@ -33,25 +33,46 @@ def setup(tmp_path_factory):
         Image.new("RGB", (16, 32), (40 * i, 255 - 40 * i, 90)).save(path)
         paths.append(str(path))
     config = ModelConfig(
-        num_classes=3, image_backbone="resnet18", image_library="torchvision", image_weights=None, image_size=(32, 16),
-        text_encoder="fc_embed", vocab_size=30522, word_embedding_dim=8, lstm_hidden=8, embedding_dim=16,
+        num_classes=3,
+        image_backbone="resnet18",
+        image_library="torchvision",
+        image_weights=None,
+        image_size=(32, 16),
+        text_encoder="fc_embed",
+        vocab_size=30522,
+        word_embedding_dim=8,
+        lstm_hidden=8,
+        embedding_dim=16,
     )
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="RANDOM weights"):
         model = model_to(TimamModel(config), CPU).eval()  # the layout the evaluate node embeds the gallery in
     checkpoint = Checkpoint(model=model, metadata={}, version="2026-01-01T00.00.00.000Z")
-    tokens = load_tokenizer(TOKENIZATION["tokenizer"])(CAPTIONS, padding="max_length", truncation=True,
-                                                       max_length=16, return_tensors="pt")
+    tokens = load_tokenizer(TOKENIZATION["tokenizer"])(
+        CAPTIONS, padding="max_length", truncation=True, max_length=16, return_tensors="pt"
+    )
     provenance = {"checkpoint_version": checkpoint.version, "split": "test"}
     images = TensorBundle(
-        {"embeddings": image_outputs(model, paths, project=True, batch_size=4, device=CPU, desc="images"),
-         "identity": torch.arange(6)},
+        {
+            "embeddings": image_outputs(model, paths, project=True, batch_size=4, device=CPU, desc="images"),
+            "identity": torch.arange(6),
+        },
         {**provenance, "image_paths": paths, "image_ids": [f"img{i}" for i in range(6)]},
     )
     texts = TensorBundle(
-        {"embeddings": text_outputs(model, tokens["input_ids"], tokens["attention_mask"], project=True, batch_size=5,
-                                    device=CPU, desc="captions"),
-         "identity": torch.arange(12) // 2, "image_index": torch.arange(12) // 2},
+        {
+            "embeddings": text_outputs(
+                model,
+                tokens["input_ids"],
+                tokens["attention_mask"],
+                project=True,
+                batch_size=5,
+                device=CPU,
+                desc="captions",
+            ),
+            "identity": torch.arange(12) // 2,
+            "image_index": torch.arange(12) // 2,
+        },
         {**provenance, "captions": CAPTIONS, "caption_ids": [f"c{i}" for i in range(12)]},
     )
     return checkpoint, images, texts, paths
@@ -59,10 +80,14 @@ def setup(tmp_path_factory):
 
 def test_text_query_ranks_the_gallery_like_the_stored_caption_embedding(setup):
     checkpoint, images, texts, paths = setup
-    table, figure = search(checkpoint, images, texts, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EVALUATION)
+    table, figure = search(
+        checkpoint, images, texts, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EVALUATION
+    )
     assert list(table.columns) == ["rank", "path", "image_id", "score"]
     assert table["rank"].tolist() == [1, 2, 3, 4]
-    scores, found = topk_indices(texts.tensors["embeddings"][[CAPTIONS.index("a blue bag")]], images.tensors["embeddings"], 4)
+    scores, found = topk_indices(
+        texts.tensors["embeddings"][[CAPTIONS.index("a blue bag")]], images.tensors["embeddings"], 4
+    )
     assert table["path"].tolist() == [paths[int(j)] for j in found[0]]
     assert table["score"].tolist() == pytest.approx(scores[0].tolist(), abs=1e-5)
     assert isinstance(figure, Figure) and "a blue bag" in figure.subfigs[0].get_suptitle()
@@ -70,7 +95,9 @@ def test_text_query_ranks_the_gallery_like_the_stored_caption_embedding(setup):
 
 def test_image_query_ranks_the_captions(setup):
     checkpoint, images, texts, paths = setup
-    table, _ = search(checkpoint, images, texts, search_request({"query_image": paths[2], "top_k": 20}), TOKENIZATION, EVALUATION)
+    table, _ = search(
+        checkpoint, images, texts, search_request({"query_image": paths[2], "top_k": 20}), TOKENIZATION, EVALUATION
+    )
     assert len(table) == 12  # top_k clipped to the 12 captions
     assert list(table.columns) == ["rank", "caption", "caption_id", "image_path", "score"]
     scores, found = topk_indices(images.tensors["embeddings"][[2]], texts.tensors["embeddings"], 12)
@@ -80,8 +107,11 @@ def test_image_query_ranks_the_captions(setup):
 
 @pytest.mark.parametrize(
     ("query", "query_image", "message"),
-    [(None, None, "neither search.query nor search.query_image"), ("a hat", "x.jpg", "both search.query and search.query_image"),
-     ("  ", "", "neither")],
+    [
+        (None, None, "neither search.query nor search.query_image"),
+        ("a hat", "x.jpg", "both search.query and search.query_image"),
+        ("  ", "", "neither"),
+    ],
 )
 def test_exactly_one_query(query, query_image, message):
     with pytest.raises(ValueError, match=message):
@@ -106,11 +136,14 @@ def test_a_folder_as_query_image_is_named(tmp_path):
         search_request({"query_image": str(tmp_path)})
 
 
-@pytest.mark.parametrize(("content", "problem"), [
-    (b"# timam\n\nText-image retrieval\n", r"is not an image Pillow can read \(UnidentifiedImageError"),
-    (b"", r"is an empty file \(0 bytes\)"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "is not an image Pillow can read"),  # a PNG signature, then garbage
-])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"# timam\n\nText-image retrieval\n", r"is not an image Pillow can read \(UnidentifiedImageError"),
+        (b"", r"is an empty file \(0 bytes\)"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "is not an image Pillow can read"),  # a PNG signature, then garbage
+    ],
+)
 def test_a_file_pillow_cannot_read_is_named_before_any_worker_starts(tmp_path, monkeypatch, content, problem):
     path = tmp_path / "README.md"
     path.write_bytes(content)
@@ -124,5 +157,7 @@ def test_a_file_pillow_cannot_read_is_named_before_any_worker_starts(tmp_path, m
 def test_embeddings_of_another_checkpoint_are_refused(setup):
     checkpoint, images, texts, _ = setup
     other = Checkpoint(model=checkpoint.model, version="2026-02-02T00.00.00.000Z")
-    with pytest.raises(ValueError, match=r"made with checkpoint 2026-01-01.*Re-run the evaluation with this checkpoint"):
+    with pytest.raises(
+        ValueError, match=r"made with checkpoint 2026-01-01.*Re-run the evaluation with this checkpoint"
+    ):
         search(other, images, texts, search_request({"query": "a hat", "top_k": 3}), TOKENIZATION, EVALUATION)

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from timam.retrieval.ranking import ranking_metrics, similarity
-from timam.retrieval.ranking import scoring
+from timam.retrieval.ranking import ranking_metrics, scoring, similarity
 from timam.retrieval.ranking.scoring import exact_float32_products
 
 BACKENDS = {"cuda": torch.backends.cuda.matmul, "mkldnn": torch.backends.mkldnn.matmul}

@@ -81,5 +81,6 @@ def test_query_without_relevant_item_is_named():
 
 def test_unknown_tie_rule_is_refused():
     with pytest.raises(ValueError, match="tie_rule"):
-        recall_curve(torch.randn(2, 3), torch.randn(4, 3), torch.tensor([0, 1]), torch.tensor([0, 1, 2, 3]),
-                     tie_rule="random")
+        recall_curve(
+            torch.randn(2, 3), torch.randn(4, 3), torch.tensor([0, 1]), torch.tensor([0, 1, 2, 3]), tie_rule="random"
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 from PIL import Image
 
@@ -36,8 +35,12 @@ def test_recall_curvesave_png(tmp_path):
     figure = recall_curve_figure(curves, chance=chance, title="demo")
     assert save_png(figure, tmp_path).size == figure_size(figure) == (800, 500)
     legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
-    assert legend == ["text \u2192 image (R@1 10.0, R@5 14.0, R@10 19.0)", "text \u2192 image, chance",
-                      "image \u2192 text (R@1 20.0, R@5 24.0, R@10 29.0)", "image \u2192 text, chance"]
+    assert legend == [
+        "text \u2192 image (R@1 10.0, R@5 14.0, R@10 19.0)",
+        "text \u2192 image, chance",
+        "image \u2192 text (R@1 20.0, R@5 24.0, R@10 29.0)",
+        "image \u2192 text, chance",
+    ]
 
 
 def test_text_query_grid_marks_hits_and_target(tmp_path, image_paths):
@@ -59,7 +62,9 @@ def test_text_query_grid_marks_hits_and_target(tmp_path, image_paths):
 
 def test_image_query_grid(tmp_path, image_paths):
     examples = [
-        ImageQueryExample(path=path, results=[RankedCaption(f"caption {r} " * 30, 0.5 - r / 10, hit=r == 0) for r in range(5)])
+        ImageQueryExample(
+            path=path, results=[RankedCaption(f"caption {r} " * 30, 0.5 - r / 10, hit=r == 0) for r in range(5)]
+        )
         for path in image_paths[:2]
     ]
     figure = image_query_figure(examples, title="i2t")

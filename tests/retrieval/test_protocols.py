@@ -247,8 +247,9 @@ def test_fold_bounds_are_consecutive_and_complete() -> None:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fold_mean_matches_separately_ranked_folds(seed: int) -> None:
     images, texts, text_image = _coco_case(seed)
-    found = fold_metrics(images, texts, torch.arange(35), text_image, text_image, fold_images=7,
-                         tie_rules=("expected", "index"))
+    found = fold_metrics(
+        images, texts, torch.arange(35), text_image, text_image, fold_images=7, tie_rules=("expected", "index")
+    )
     assert found["counts"] == {"folds": 5, "fold_images": 7, "images": 35}
     naive: dict[str, list[dict[str, float]]] = {"image_to_text": [], "text_to_image": []}
     separate = []
@@ -256,10 +257,21 @@ def test_fold_mean_matches_separately_ranked_folds(seed: int) -> None:
         keep = [j for j in range(len(text_image)) if lo <= int(text_image[j]) < lo + 7]
         fold_texts, fold_labels = texts[keep], text_image[keep].tolist()
         image_labels = list(range(lo, lo + 7))
-        naive["image_to_text"].append(_naive_ranked_metrics(similarity(images[lo:lo + 7], fold_texts), image_labels, fold_labels))
-        naive["text_to_image"].append(_naive_ranked_metrics(similarity(fold_texts, images[lo:lo + 7]), fold_labels, image_labels))
-        separate.append(bidirectional_metrics(images[lo:lo + 7], fold_texts, torch.tensor(image_labels),
-                                              torch.tensor(fold_labels), tie_rules=("expected",)))
+        naive["image_to_text"].append(
+            _naive_ranked_metrics(similarity(images[lo : lo + 7], fold_texts), image_labels, fold_labels)
+        )
+        naive["text_to_image"].append(
+            _naive_ranked_metrics(similarity(fold_texts, images[lo : lo + 7]), fold_labels, image_labels)
+        )
+        separate.append(
+            bidirectional_metrics(
+                images[lo : lo + 7],
+                fold_texts,
+                torch.tensor(image_labels),
+                torch.tensor(fold_labels),
+                tie_rules=("expected",),
+            )
+        )
     for direction, folds in naive.items():
         for key, ours in found["results"][direction]["index"].items():
             assert ours == pytest.approx(sum(fold[key] for fold in folds) / 5, abs=1e-9), (direction, key)
@@ -276,10 +288,19 @@ def test_fold_mean_matches_separately_ranked_folds(seed: int) -> None:
 def test_protocol_dispatch_names_its_protocol_and_refuses_an_unknown_one():
     images, texts = torch.eye(4), torch.eye(4)
     labels = torch.arange(4)
-    common = dict(image_emb=images, text_emb=texts, image_labels=labels, text_labels=labels, text_image=labels,
-                  image_classes=labels, text_classes=labels)
+    common = dict(
+        image_emb=images,
+        text_emb=texts,
+        image_labels=labels,
+        text_labels=labels,
+        text_image=labels,
+        image_classes=labels,
+        text_classes=labels,
+    )
     assert protocol_metrics("standard", **common) is None
     folds = protocol_metrics("coco_1k_folds", fold_images=2, ks=(1,), **common)
     assert folds["name"] == "coco_1k_folds" and folds["results"]["text_to_image"]["expected"]["R@1"] == 100.0
-    with pytest.raises(ValueError, match=r"protocol must be one of \['standard', 'coco_1k_folds', 'zero_shot_classes'\]"):
+    with pytest.raises(
+        ValueError, match=r"protocol must be one of \['standard', 'coco_1k_folds', 'zero_shot_classes'\]"
+    ):
         protocol_metrics("coco_5k", **common)

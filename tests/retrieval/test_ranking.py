@@ -43,7 +43,9 @@ def _naive_index_rule(scores: np.ndarray, ql: np.ndarray, gl: np.ndarray, ks: tu
     return {key: 100.0 * float(np.mean([m[key] for m in per_query])) for key in per_query[0]}
 
 
-def _brute_force(scores: np.ndarray, ql: np.ndarray, gl: np.ndarray, ks: tuple[int, ...]) -> dict[str, dict[str, float]]:
+def _brute_force(
+    scores: np.ndarray, ql: np.ndarray, gl: np.ndarray, ks: tuple[int, ...]
+) -> dict[str, dict[str, float]]:
     """Every ordering of every tie group, per query; expected/optimistic/pessimistic/index."""
     acc: dict[str, dict[str, list[float]]] = {rule: {} for rule in RULES}
     for i in range(scores.shape[0]):
@@ -169,7 +171,9 @@ def test_all_rules_match_permutation_enumeration(seed: int, count_path: str) -> 
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_rules_match_enumeration_with_duplicate_embeddings_normalized(seed: int, count_path: str, score_path: str) -> None:
+def test_rules_match_enumeration_with_duplicate_embeddings_normalized(
+    seed: int, count_path: str, score_path: str
+) -> None:
     gen = torch.Generator().manual_seed(100 + seed)
     base = torch.randn(3, 8, generator=gen)
     g = base[torch.tensor([0, 1, 0, 2, 1, 0, 2])]  # exact duplicate rows (rescaled ones would not be)

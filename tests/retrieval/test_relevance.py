@@ -16,7 +16,9 @@ CAPTION_IDENTITY = IMAGE_IDENTITY[CAPTION_IMAGE]
 
 def _relevant(relevance: str) -> torch.Tensor:
     images, captions = relevance_labels(
-        image_identity=IMAGE_IDENTITY, caption_identity=CAPTION_IDENTITY, caption_image=CAPTION_IMAGE,
+        image_identity=IMAGE_IDENTITY,
+        caption_identity=CAPTION_IDENTITY,
+        caption_image=CAPTION_IMAGE,
         relevance=relevance,
     )
     return captions[:, None] == images[None, :]

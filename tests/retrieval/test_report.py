@@ -12,11 +12,18 @@ def _metrics(relevance="identity", images=3074, captions=6156) -> dict:
     return {
         "checkpoint_version": "2026-01-01T00.00.00.000Z",
         "checkpoint": {"best_epoch": 3, "val_t2i_R@1": 49.0},
-        "protocol": {"dataset": "cuhk_pedes", "split": "test", "relevance": relevance, "gallery": "unique images",
-                     "tie_rules": ["expected", "index"]},
+        "protocol": {
+            "dataset": "cuhk_pedes",
+            "split": "test",
+            "relevance": relevance,
+            "gallery": "unique images",
+            "tie_rules": ["expected", "index"],
+        },
         "counts": {"images": images, "captions": captions, "identities": 1000},
         "chance_t2i_R@1": 0.1,
-        "results": {d: {"expected": dict(values), "index": {**values, "R@1": 52.0}} for d in ("text_to_image", "image_to_text")},
+        "results": {
+            d: {"expected": dict(values), "index": {**values, "R@1": 52.0}} for d in ("text_to_image", "image_to_text")
+        },
     }
 
 
@@ -60,7 +67,11 @@ def test_other_protocol_or_gallery_is_not_set_beside_ours():
 def test_mr_only_rows_and_mr_line():
     metrics = _metrics(relevance="instance", images=210, captions=1050)
     metrics["mR"] = {"expected": 66.6667, "index": 67.3333}
-    paper = {"relevance": "instance", "counts": {"images": 210, "captions": 1050}, "rows": [{"method": "VSE++", "mR": 36.93}]}
+    paper = {
+        "relevance": "instance",
+        "counts": {"images": 210, "captions": 1050},
+        "rows": [{"method": "VSE++", "mR": 36.93}],
+    }
     report = markdown_report(copy.deepcopy(metrics), paper)
     assert "| VSE++ | – | – | – | – | – | – | 36.93 |" in report
     assert "mR (mean of R@1/5/10 in both directions): 66.67 (expected), 67.33 (index)" in report

@@ -20,9 +20,24 @@ def _write_dataset(root, records):
 
 
 RECORDS = [
-    {"id": 11, "file_path": "CUHK01/0011001.png", "captions": ["A man in a red coat.", "Red coat, black jeans."], "split": "train"},
-    {"id": 11, "file_path": "CUHK01/0011002.png", "captions": ["The man wears red.", "He is in a red jacket."], "split": "train"},
-    {"id": 5, "file_path": "CUHK01/0005001.png", "captions": ["A woman with a bag.", "She carries a bag."], "split": "train"},
+    {
+        "id": 11,
+        "file_path": "CUHK01/0011001.png",
+        "captions": ["A man in a red coat.", "Red coat, black jeans."],
+        "split": "train",
+    },
+    {
+        "id": 11,
+        "file_path": "CUHK01/0011002.png",
+        "captions": ["The man wears red.", "He is in a red jacket."],
+        "split": "train",
+    },
+    {
+        "id": 5,
+        "file_path": "CUHK01/0005001.png",
+        "captions": ["A woman with a bag.", "She carries a bag."],
+        "split": "train",
+    },
     {"id": 7, "file_path": "test_query/p7_s1.jpg", "captions": ["A child in blue.", "Blue shirt."], "split": "test"},
     {"id": 9, "file_path": "val/p9.jpg", "captions": ["Grey hoodie.", "A grey hoodie and shorts."], "split": "val"},
 ]
@@ -36,7 +51,7 @@ def test_table_has_one_row_per_caption_and_contiguous_train_labels(tmp_path):
     assert len(table) == 10
     train = table[table["split"] == "train"]
     assert sorted(train["label"].unique()) == [0, 1]
-    assert dict(zip(train["identity"], train["label"])) == {"11": 0, "5": 1}
+    assert dict(zip(train["identity"], train["label"], strict=True)) == {"11": 0, "5": 1}
     assert (table.loc[table["split"] != "train", "label"] == -1).all()
     assert table["caption_id"].is_unique
     assert table.loc[0, "image_path"].endswith("imgs/CUHK01/0011001.png")
@@ -81,8 +96,11 @@ def test_resized_image_cache_points_the_table_at_small_copies_written_once(tmp_p
     records = _write_dataset(tmp_path, RECORDS)
     big = tmp_path / "imgs" / "CUHK01" / "0011001.png"
     Image.new("RGB", (300, 600), (10, 200, 10)).save(big)
-    source = {"format": "cuhk_pedes", "image_root": str(tmp_path / "imgs"),
-              "resized_image_cache": {"directory": str(tmp_path / "cache"), "size": [32, 16]}}
+    source = {
+        "format": "cuhk_pedes",
+        "image_root": str(tmp_path / "imgs"),
+        "resized_image_cache": {"directory": str(tmp_path / "cache"), "size": [32, 16]},
+    }
     table, _ = build_caption_table(records, source)
     paths = table["image_path"].unique()
     assert len(paths) == 5 and all(path.startswith(str(tmp_path / "cache")) for path in paths)

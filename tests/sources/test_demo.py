@@ -66,7 +66,7 @@ def test_captions_per_image_tokens_and_length(small: tuple[Path, list[dict]]) ->
     for r in records:
         assert len(r["captions"]) == 2
         assert len(r["processed_tokens"]) == len(r["captions"])
-        for caption, tokens in zip(r["captions"], r["processed_tokens"]):
+        for caption, tokens in zip(r["captions"], r["processed_tokens"], strict=True):
             assert caption.strip() and caption[0].isupper() and caption.endswith(".")
             assert 0 < len(caption.split()) <= 60
             assert tokens and all(t == t.lower() and t.isascii() for t in tokens)
@@ -94,7 +94,7 @@ def test_identities_are_distinguishable_by_their_captions(small: tuple[Path, lis
         captions[r["id"]].update(r["captions"])
     ids = sorted(captions)
     for i, a in enumerate(ids):
-        for b in ids[i + 1:]:
+        for b in ids[i + 1 :]:
             assert not captions[a] & captions[b], (a, b)
     # images of one identity are mostly described differently
     for pid, texts in captions.items():

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from timam.inference.images import load_rgb
 from timam.sources.caption_table import BadInputError, finalise_caption_table
 from timam.sources.image_checks import (
     apply_bad_input_policy,
@@ -16,7 +17,6 @@ from timam.sources.image_checks import (
     inspect_image,
     report_images_without_captions,
 )
-from timam.inference.images import load_rgb
 
 
 def _image(path: Path, mode: str = "RGB", size: tuple[int, int] = (12, 8), **save: object) -> Path:

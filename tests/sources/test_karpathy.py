@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from timam.sources.caption_table import BadInputError, finalise_caption_table
+from timam.sources.caption_table import BadInputError, check_split_sizes, finalise_caption_table
 from timam.sources.image_checks import apply_bad_input_policy
-from timam.sources.caption_table import check_split_sizes
 from timam.sources.karpathy import karpathy_split_sizes, read_karpathy
 
 # A trimmed dataset_flickr30k.json, written as the raw text the real file holds.

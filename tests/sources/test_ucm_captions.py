@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from timam.sources.caption_table import BadInputError, finalise_caption_table
+from timam.sources.caption_table import BadInputError, check_split_sizes, finalise_caption_table
 from timam.sources.image_checks import apply_bad_input_policy
-from timam.sources.caption_table import check_split_sizes
 from timam.sources.ucm_captions import (
     UCM_CAPTIONS,
     UCM_CLASSES,

@@ -22,7 +22,10 @@ from timam.training.trainer import TimamTrainer
 
 # Identification, CMPM, CMPC and the adversarial term all on: every loss that needs the global batch.
 CONFIG = {
-    "batch_size": 8, "embed_batch_size": 8, "device": "cpu", "epochs": 2,
+    "batch_size": 8,
+    "embed_batch_size": 8,
+    "device": "cpu",
+    "epochs": 2,
     "loss_weights": {"identification": 1.0, "cmpm": 1.0, "cmpc": 0.5, "adversarial": 0.5},
     "adversarial": {"warmup_epochs": 0},
 }
@@ -36,8 +39,12 @@ def one_step(workdir: Path, context: DistributedContext) -> dict:
     device = torch.device("cpu")
     model = TimamModel(model_config)
     trainer = TimamTrainer(
-        model, CachedSplit(model, train, batch_size=8, device=device), CachedSplit(model, val, batch_size=8, device=device),
-        config, device, context,
+        model,
+        CachedSplit(model, train, batch_size=8, device=device),
+        CachedSplit(model, val, batch_size=8, device=device),
+        config,
+        device,
+        context,
     )
     trainer.set_epoch(1)
     trainer.set_train_mode()

@@ -10,16 +10,25 @@ import torch
 
 from tests.training.ddp_worker import one_step, short_run
 from tests.training.tiny_run import tiny_inputs
-from timam.training.distributed import DistributedContext, global_batch, local_share
 from timam.launch import runtime_parameters
+from timam.training.distributed import DistributedContext, global_batch, local_share
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 def torchrun(workdir: Path, mode: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), str(workdir), mode]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(workdir),
+        mode,
+    ]
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert finished.returncode == 0, finished.stderr[-3000:]
     return torch.load(workdir / f"{mode}_ranks2.pt", weights_only=True)
@@ -35,7 +44,9 @@ def workdir(tmp_path_factory) -> Path:
 
 def test_shares_are_equal_disjoint_and_cover_the_trimmed_batch():
     batch = torch.arange(11)
-    shares = [local_share(global_batch(batch, DistributedContext(rank, 3)), DistributedContext(rank, 3)) for rank in range(3)]
+    shares = [
+        local_share(global_batch(batch, DistributedContext(rank, 3)), DistributedContext(rank, 3)) for rank in range(3)
+    ]
     assert [share.tolist() for share in shares] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
 
 
@@ -70,7 +81,8 @@ def test_two_rank_training_follows_the_one_process_run(workdir):
 
 def test_launch_parameters_nest_like_kedro_run():
     assert runtime_parameters("training.epochs=3, model.lstm_hidden=8") == {
-        "training": {"epochs": 3}, "model": {"lstm_hidden": 8}
+        "training": {"epochs": 3},
+        "model": {"lstm_hidden": 8},
     }
     assert runtime_parameters("") == {}
     with pytest.raises(SystemExit, match="key=value"):

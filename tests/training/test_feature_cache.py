@@ -65,8 +65,15 @@ def test_second_run_reads_the_features_and_trains_identically(tmp_path, monkeypa
     train, val, model_config = tiny_inputs(tmp_path)
     torch.save(TimamModel(model_config).image_encoder.backbone.state_dict(), tmp_path / "backbone.pt")
     model_config = replace(model_config, image_weights=str(tmp_path / "backbone.pt"))
-    config = training_config({"epochs": 2, "batch_size": 8, "embed_batch_size": 8, "device": "cpu",
-                              "feature_cache_dir": str(tmp_path / "features")})
+    config = training_config(
+        {
+            "epochs": 2,
+            "batch_size": 8,
+            "embed_batch_size": 8,
+            "device": "cpu",
+            "feature_cache_dir": str(tmp_path / "features"),
+        }
+    )
     computed = []
     original = cached_split.image_outputs
     monkeypatch.setattr(cached_split, "image_outputs", lambda *a, **k: computed.append(1) or original(*a, **k))
@@ -97,12 +104,21 @@ def test_training_split_keeps_every_view_and_validation_their_mean(tmp_path):
     drawn = train_cache.image_features_of(torch.arange(train.num_captions), chosen)
     assert torch.equal(drawn, views[chosen, train.caption_image])  # each the drawn view of its own image
     assert set(chosen.tolist()) == {0, 1} and val_mean.draw_views(3) is None
-    config = training_config({"epochs": 1, "batch_size": 8, "embed_batch_size": 8, "device": "cpu",
-                              "feature_cache_dir": str(tmp_path / "features")})
+    config = training_config(
+        {
+            "epochs": 1,
+            "batch_size": 8,
+            "embed_batch_size": 8,
+            "device": "cpu",
+            "feature_cache_dir": str(tmp_path / "features"),
+        }
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         checkpoint, history = loop.train_timam(train, val, model_config, config)
     assert checkpoint.model.config.image_views == 2 and len(history) == 1
-    shapes = sorted(tuple(t.shape) for f in (tmp_path / "features").glob("*.safetensors") for t in load_file(f).values())
+    shapes = sorted(
+        tuple(t.shape) for f in (tmp_path / "features").glob("*.safetensors") for t in load_file(f).values()
+    )
     feature = model.image_encoder.feature_dim
     assert (2, len(train.image_paths), feature) in shapes and (len(val.image_paths), feature) in shapes

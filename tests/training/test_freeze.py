@@ -30,14 +30,20 @@ def _train(inputs, **overrides):
 def test_frozen_backbone_keeps_weights_while_fc_embed_words_train(inputs):
     initial, trained, _ = _train(inputs)
     assert torch.equal(trained["image_encoder.backbone.conv1.weight"], initial["image_encoder.backbone.conv1.weight"])
-    assert torch.equal(trained["image_encoder.backbone.bn1.running_mean"], initial["image_encoder.backbone.bn1.running_mean"])
+    assert torch.equal(
+        trained["image_encoder.backbone.bn1.running_mean"], initial["image_encoder.backbone.bn1.running_mean"]
+    )
     assert not torch.equal(trained["text_encoder.word_embedding.weight"], initial["text_encoder.word_embedding.weight"])
     assert not torch.equal(trained["image_encoder.projection.weight"], initial["image_encoder.projection.weight"])
 
 
 def test_unfrozen_backbone_with_augmentation_trains(inputs):
-    initial, trained, history = _train(inputs, freeze={"image_backbone_epochs": 0}, augmentation={"flip": True, "crop_padding": 2})
-    assert not torch.equal(trained["image_encoder.backbone.conv1.weight"], initial["image_encoder.backbone.conv1.weight"])
+    initial, trained, history = _train(
+        inputs, freeze={"image_backbone_epochs": 0}, augmentation={"flip": True, "crop_padding": 2}
+    )
+    assert not torch.equal(
+        trained["image_encoder.backbone.conv1.weight"], initial["image_encoder.backbone.conv1.weight"]
+    )
     assert len(history) == 1 and history["loss_total"].notna().all()
 
 

@@ -13,11 +13,14 @@ def _trains(schedule: FreezeSchedule, part: str, epochs: int = 6) -> list[bool]:
     return [schedule.trains(part, epoch) for epoch in range(1, epochs + 1)]
 
 
-@pytest.mark.parametrize(("after", "expected"), [
-    (0, [True] * 6),
-    (2, [False, False, True, True, True, True]),
-    (None, [False] * 6),
-])
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        (0, [True] * 6),
+        (2, [False, False, True, True, True, True]),
+        (None, [False] * 6),
+    ],
+)
 def test_a_fixed_epoch_unfreezes_after_it_and_none_never(after, expected):
     schedule = FreezeSchedule(FreezeConfig(image_backbone_epochs=after, text_model_epochs=after))
     assert _trains(schedule, "image") == expected and _trains(schedule, "text") == expected

@@ -57,8 +57,13 @@ def test_training_and_tuning_pick_their_best_epoch_with_the_same_loop(tmp_path, 
     assert objective.train_epochs is loop.train_epochs and objective.BestEpoch is loop.BestEpoch
     offers = []
     original = BestEpoch.offer
-    monkeypatch.setattr(BestEpoch, "offer", lambda self, epoch, score, snapshot=None: (
-        offers.append((epoch, score)) or original(self, epoch, score, snapshot)))
+    monkeypatch.setattr(
+        BestEpoch,
+        "offer",
+        lambda self, epoch, score, snapshot=None: (
+            offers.append((epoch, score)) or original(self, epoch, score, snapshot)
+        ),
+    )
     train, val, model_config = tiny_inputs(tmp_path)
     values = {"epochs": 3, "batch_size": 8, "embed_batch_size": 8, "device": "cpu"}
     with warnings.catch_warnings():

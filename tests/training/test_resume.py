@@ -34,8 +34,12 @@ def test_same_seed_gives_identical_training(tmp_path, uninterrupted):
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path, uninterrupted):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     state = tmp_path / "state.pt"
-    process = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), str(EPOCHS)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(tmp_path), str(EPOCHS)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while not state.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -46,8 +50,9 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path, unin
     assert 1 <= killed_at < EPOCHS
     assert not (tmp_path / "result.json").exists()
 
-    resumed = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), str(EPOCHS)], env=env,
-                             capture_output=True, text=True, check=False)
+    resumed = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path), str(EPOCHS)], env=env, capture_output=True, text=True, check=False
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"after epoch {killed_at}" in resumed.stderr
     assert json.loads((tmp_path / "result.json").read_text()) == uninterrupted

@@ -14,11 +14,11 @@ import warnings
 from pathlib import Path
 
 import timam  # noqa: F401  (torchvision guard before transformers)
+from timam.inference.split_data import split_data
 from timam.io.demo_dataset import DemoReidRawDataset
 from timam.models.config import ModelConfig
 from timam.pipelines.prepare.nodes import build_caption_table, tokenize_captions
 from timam.training.config import training_config
-from timam.inference.split_data import split_data
 from timam.training.loop import train_timam
 
 
@@ -29,13 +29,22 @@ def tiny_captions(workdir: Path):
         generator={"num_identities": 12, "split_identities": [6, 3, 3], "seed": 3, "image_size": [16, 32]},
     ).load()
     captions, _ = build_caption_table(raw, {"format": "cuhk_pedes", "image_root": str(workdir / "raw" / "imgs")})
-    tokens = tokenize_captions(captions, {"tokenizer": "offline:minilm", "max_length": 24, "cache_dir": str(workdir / "tok")})
+    tokens = tokenize_captions(
+        captions, {"tokenizer": "offline:minilm", "max_length": 24, "cache_dir": str(workdir / "tok")}
+    )
     return captions, tokens
 
 
 TINY_MODEL = ModelConfig(
-    num_classes=6, image_backbone="resnet18", image_library="torchvision", image_weights=None,
-    image_size=(32, 16), text_encoder="fc_embed", word_embedding_dim=16, lstm_hidden=16, embedding_dim=16,
+    num_classes=6,
+    image_backbone="resnet18",
+    image_library="torchvision",
+    image_weights=None,
+    image_size=(32, 16),
+    text_encoder="fc_embed",
+    word_embedding_dim=16,
+    lstm_hidden=16,
+    embedding_dim=16,
 )
 
 
@@ -46,9 +55,17 @@ def tiny_inputs(workdir: Path):
 
 def run(workdir: Path, epochs: int, state_path: Path | None, save_every_steps: int = 0) -> dict:
     train, val, model_config = tiny_inputs(workdir)
-    config = training_config({"epochs": epochs, "batch_size": 8, "embed_batch_size": 8, "device": "cpu",
-                              "loss_weights": {"adversarial": 0.5, "cmpc": 0.5}, "adversarial": {"warmup_epochs": 1},
-                              "save_every_steps": save_every_steps})
+    config = training_config(
+        {
+            "epochs": epochs,
+            "batch_size": 8,
+            "embed_batch_size": 8,
+            "device": "cpu",
+            "loss_weights": {"adversarial": 0.5, "cmpc": 0.5},
+            "adversarial": {"warmup_epochs": 1},
+            "save_every_steps": save_every_steps,
+        }
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         checkpoint, history = train_timam(train, val, model_config, config, state_path=state_path)
@@ -57,8 +74,7 @@ def run(workdir: Path, epochs: int, state_path: Path | None, save_every_steps: i
         digest.update(name.encode())
         digest.update(tensor.numpy().tobytes())
     records = json.loads(history.drop(columns="seconds").to_json(orient="records", double_precision=15))
-    return {"history": records, "weights": digest.hexdigest(),
-            "best_epoch": checkpoint.metadata["best_epoch"]}
+    return {"history": records, "weights": digest.hexdigest(), "best_epoch": checkpoint.metadata["best_epoch"]}
 
 
 if __name__ == "__main__":

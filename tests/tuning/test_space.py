@@ -10,10 +10,9 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from tests.tuning.tiny_study import shipped_search_space
-from timam.training.config import training_config
+from timam.training.config import deep_merge, training_config
 from timam.tuning import params_argument, parse_search_space, suggest_overrides, tuning_settings
 from timam.tuning.plots import optimisation_history_figure, parameter_importance_figure
-from timam.training.config import deep_merge
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -44,15 +43,26 @@ def test_shipped_space_always_gives_a_valid_training_config():
 
 
 def test_kinds_are_inferred_and_null_switches_a_knob_off():
-    knobs = {k.path: k for k in parse_search_space({
-        "batch_size": {"choices": [8, 16]},
-        "adversarial": {"discriminator_steps": {"low": 1, "high": 3}, "label_smoothing": {"low": 0, "high": 0.3}},
-        "text_optimizer": {"lr": {"low": 1e-4, "high": 1e-3, "log": True}, "name": None},
-        "loss_weights": {"cmpm": {"fixed": 2.0}, "cmpc": None},
-    })}
+    knobs = {
+        k.path: k
+        for k in parse_search_space(
+            {
+                "batch_size": {"choices": [8, 16]},
+                "adversarial": {
+                    "discriminator_steps": {"low": 1, "high": 3},
+                    "label_smoothing": {"low": 0, "high": 0.3},
+                },
+                "text_optimizer": {"lr": {"low": 1e-4, "high": 1e-3, "log": True}, "name": None},
+                "loss_weights": {"cmpm": {"fixed": 2.0}, "cmpc": None},
+            }
+        )
+    }
     assert {p: k.kind for p, k in knobs.items()} == {
-        "batch_size": "categorical", "adversarial.discriminator_steps": "int",
-        "adversarial.label_smoothing": "float", "text_optimizer.lr": "float", "loss_weights.cmpm": "fixed",
+        "batch_size": "categorical",
+        "adversarial.discriminator_steps": "int",
+        "adversarial.label_smoothing": "float",
+        "text_optimizer.lr": "float",
+        "loss_weights.cmpm": "fixed",
     }
 
 
@@ -75,8 +85,10 @@ def test_conditional_knob_follows_the_base_value_when_not_searched():
         ({"batch_size": {"choices": []}}, "empty"),
         ({"samples_per_identity": {"low": 2, "high": 4, "when": {"samplr": "identity"}}}, "not a training parameter"),
         (
-            {"sampler": {"choices": ["random"], "when": {"batch_size": 8}},
-             "samples_per_identity": {"low": 2, "high": 4, "when": {"sampler": "identity"}}},
+            {
+                "sampler": {"choices": ["random"], "when": {"batch_size": 8}},
+                "samples_per_identity": {"low": 2, "high": 4, "when": {"sampler": "identity"}},
+            },
             "unconditional",
         ),
     ],
@@ -96,9 +108,16 @@ def test_unknown_tuning_parameters_are_errors():
 
 
 def test_params_argument_round_trips_through_kedro_dotlist():
-    best = {"training": {"text_optimizer": {"lr": 1e-05}, "sampler": "identity", "batch_size": 64,
-                         "loss_weights": {"cmpm": 1.0, "adversarial": 0.25}, "shared_classifier": False,
-                         "freeze": {"text_model_epochs": None, "image_backbone_epochs": 2}}}
+    best = {
+        "training": {
+            "text_optimizer": {"lr": 1e-05},
+            "sampler": "identity",
+            "batch_size": 64,
+            "loss_weights": {"cmpm": 1.0, "adversarial": 0.25},
+            "shared_classifier": False,
+            "freeze": {"text_model_epochs": None, "image_backbone_epochs": 2},
+        }
+    }
     argument = params_argument(best)
     assert "training.text_optimizer.lr=1.0e-05" in argument
     assert OmegaConf.to_container(OmegaConf.from_dotlist(argument.split(","))) == best

@@ -17,15 +17,14 @@ from omegaconf import OmegaConf
 
 from tests.training.tiny_run import tiny_captions
 from tests.tuning.tiny_study import MODEL, REPO, TRAINING, shipped_search_space
+from timam.inference.split_data import split_data
 from timam.models.config import ModelConfig
 from timam.pipelines.tune.nodes import tune_hyperparameters
 from timam.pipelines.tune.pipeline import create_pipeline
-from timam.training.config import training_config
-from timam.inference.split_data import split_data
+from timam.training.config import deep_merge, training_config
 from timam.training.loop import train_timam
 from timam.tuning import TuningWorker, open_study, params_argument, run_worker, tuning_settings
 from timam.tuning.__main__ import main as tuning_cli
-from timam.training.config import deep_merge
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*RANDOM weights.*",
@@ -51,9 +50,15 @@ def demo(tmp_path_factory):
 
 def tuning(storage: str | None, n_trials: int, **extra) -> dict:
     return {
-        "study_name": "tiny", "storage": storage, "n_trials": n_trials, "epochs": 2, "worker": "w0",
-        "sampler": {"seed": 0, "n_startup_trials": 2}, "pruner": {"n_startup_trials": 3, "n_warmup_steps": 1},
-        "search_space": shipped_search_space(), **extra,
+        "study_name": "tiny",
+        "storage": storage,
+        "n_trials": n_trials,
+        "epochs": 2,
+        "worker": "w0",
+        "sampler": {"seed": 0, "n_startup_trials": 2},
+        "pruner": {"n_startup_trials": 3, "n_warmup_steps": 1},
+        "search_space": shipped_search_space(),
+        **extra,
     }
 
 
@@ -72,7 +77,9 @@ def node_outputs(demo, storage):
 def worker(demo) -> TuningWorker:
     captions, tokens = demo
     model_config = ModelConfig.from_dict({**MODEL, "num_classes": 6})
-    return TuningWorker(split_data(captions, tokens, "train"), split_data(captions, tokens, "val"), model_config, TRAINING)
+    return TuningWorker(
+        split_data(captions, tokens, "train"), split_data(captions, tokens, "val"), model_config, TRAINING
+    )
 
 
 def load(storage: str) -> optuna.Study:
@@ -176,7 +183,9 @@ def test_max_total_trials_stops_a_worker(storage, worker, node_outputs):
 
 
 def test_a_trial_is_pruned_when_the_pruner_says_so(worker):
-    study = run_worker(None, None, None, None, tuning(None, 1), pruner=optuna.pruners.ThresholdPruner(lower=101.0), worker=worker)
+    study = run_worker(
+        None, None, None, None, tuning(None, 1), pruner=optuna.pruners.ThresholdPruner(lower=101.0), worker=worker
+    )
     (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert sorted(trial.intermediate_values) == [1]  # stopped after its first epoch
@@ -191,7 +200,9 @@ def test_median_pruner_and_seeded_tpe_from_parameters():
     first = [open_study(settings).sampler._rng.rng.random() for _ in range(2)]
     assert first[0] == first[1]  # same worker name, same study state: same suggestions
     assert open_study(tuning_settings(tuning(None, 1, worker="w1"))).sampler._rng.rng.random() != first[0]
-    assert isinstance(open_study(tuning_settings(tuning(None, 1, pruner={"name": "none"}))).pruner, optuna.pruners.NopPruner)
+    assert isinstance(
+        open_study(tuning_settings(tuning(None, 1, pruner={"name": "none"}))).pruner, optuna.pruners.NopPruner
+    )
 
 
 def test_a_trial_is_the_start_of_the_train_run_it_describes(worker, demo):
@@ -200,8 +211,10 @@ def test_a_trial_is_the_start_of_the_train_run_it_describes(worker, demo):
     config = worker.config({"loss_weights": {"adversarial": 0.5, "cmpc": 0.5}, "sampler": "identity"})
     replay = worker.train(config)
     _, history = train_timam(
-        split_data(captions, tokens, "train"), split_data(captions, tokens, "val"),
-        ModelConfig.from_dict({**MODEL, "num_classes": 6}), config,
+        split_data(captions, tokens, "train"),
+        split_data(captions, tokens, "val"),
+        ModelConfig.from_dict({**MODEL, "num_classes": 6}),
+        config,
     )
     assert [row["val_t2i_R@1"] for row in replay["history"]] == history["val_t2i_R@1"].tolist()
     assert [row["loss_total"] for row in replay["history"]] == pytest.approx(history["loss_total"].tolist(), rel=1e-6)
@@ -218,7 +231,10 @@ def test_tune_pipeline_node():
     (node,) = [n for n in create_pipeline().nodes if n.name == "tune_hyperparameters"]
     assert node.inputs == ["captions", "caption_tokens", "params:model", "params:training", "params:tuning"]
     assert node.outputs == [
-        "best_training_parameters", "tuning_trials", "tuning_optimisation_history", "tuning_parameter_importance",
+        "best_training_parameters",
+        "tuning_trials",
+        "tuning_optimisation_history",
+        "tuning_parameter_importance",
     ]
 
 
@@ -227,9 +243,17 @@ def test_shipped_parameters_are_valid():
     settings = tuning_settings(values)
     assert settings.storage == "sqlite:///${globals:caches.optuna}/${globals:dataset}/optuna.db"
     assert {knob.path for knob in settings.knobs} >= {
-        "image_optimizer.lr", "text_optimizer.lr", "loss_weights.identification", "loss_weights.cmpm",
-        "loss_weights.adversarial", "loss_weights.cmpc", "adversarial.label_smoothing",
-        "adversarial.discriminator_steps", "sampler", "samples_per_identity", "batch_size",
+        "image_optimizer.lr",
+        "text_optimizer.lr",
+        "loss_weights.identification",
+        "loss_weights.cmpm",
+        "loss_weights.adversarial",
+        "loss_weights.cmpc",
+        "adversarial.label_smoothing",
+        "adversarial.discriminator_steps",
+        "sampler",
+        "samples_per_identity",
+        "batch_size",
     }
 
 
@@ -282,9 +306,24 @@ def test_two_worker_processes_share_one_study_without_losing_or_duplicating_tria
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     open_study(tuning_settings({**tuning(storage, 2), "study_name": "two-workers"}))  # as the script does
     workers = [
-        subprocess.Popen([sys.executable, str(script), "--worker", name, "--workdir", str(demo_dir),
-                          "--storage", storage, "--n-trials", "2"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                "--worker",
+                name,
+                "--workdir",
+                str(demo_dir),
+                "--storage",
+                storage,
+                "--n-trials",
+                "2",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name in ("worker-0", "worker-1")
     ]
     for process in workers:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from timam.models.timam import TimamModel
 from timam.inference.device import autocast, to_device_images
 from timam.inference.images import ImageFileDataset, eval_transform
+from timam.models.timam import TimamModel
 
 
 def default_workers() -> int:
@@ -58,8 +57,16 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def image_outputs(
-    model: TimamModel, paths: Sequence[str], *, project: bool, batch_size: int, device: torch.device, desc: str,
-    show_progress: bool = True, per_view: bool = False, precision: str = "auto",
+    model: TimamModel,
+    paths: Sequence[str],
+    *,
+    project: bool,
+    batch_size: int,
+    device: torch.device,
+    desc: str,
+    show_progress: bool = True,
+    per_view: bool = False,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Backbone features (``project=False``) or embeddings of ``paths``, float32 on the CPU, in order.
 
@@ -82,7 +89,11 @@ def image_outputs(
             outputs.append(result.float().cpu())
     if per_view:
         return torch.cat(outputs, dim=1) if outputs else torch.empty(len(encoder.views), 0, encoder.feature_dim)
-    return torch.cat(outputs) if outputs else torch.empty(0, encoder.projection.out_features if project else encoder.feature_dim)
+    return (
+        torch.cat(outputs)
+        if outputs
+        else torch.empty(0, encoder.projection.out_features if project else encoder.feature_dim)
+    )
 
 
 def distinct_captions(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

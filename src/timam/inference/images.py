@@ -16,8 +16,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def load_rgb(path: str) -> Image.Image:
     """Decode ``path`` with its EXIF orientation applied, as RGB (greyscale, CMYK, palette, alpha)."""
     with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+        return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def eval_transform(image_size: Sequence[int]) -> Callable[[Image.Image], torch.Tensor]:

@@ -51,7 +51,7 @@ class AtomicLocalSaveMixin(_FsspecDataset):
 
     def save(self, data: Any) -> None:
         # The parent's unwrapped save: its Kedro wrapper would resolve a second save version.
-        write = inspect.unwrap(super().save)
+        write = inspect.unwrap(super().save)  # type: ignore[safe-super]  # the kedro-datasets class implements it
         if self._protocol != "file":
             write(self, data)
             return

@@ -24,9 +24,12 @@ from timam.models.checkpoint import CHECKPOINT_FORMAT, Checkpoint, checkpoint_te
 class ModelCheckpointDataset(AbstractVersionedDataset[Checkpoint, Checkpoint]):
     """Saves a :class:`Checkpoint` atomically; loads it back with ``version`` set to the file version."""
 
-    def __init__(self, *, filepath: str, version: Version | None = None) -> None:
+    def __init__(
+        self, *, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
         _, path = get_protocol_and_path(filepath, version)
         super().__init__(filepath=PurePosixPath(path), version=version)
+        self.metadata = metadata  # kedro-viz reads its layer here
 
     def save(self, data: Checkpoint) -> None:
         path = get_filepath_str(self._get_save_path(), "file")

@@ -13,12 +13,15 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 
-class DemoReidRawDataset(AbstractDataset[list[dict[str, Any]], None]):
+class DemoReidRawDataset(AbstractDataset[None, list[dict[str, Any]]]):
     """Loads ``filepath`` (a reid_raw.json), generating the demo images and file first if absent."""
 
-    def __init__(self, *, filepath: str, generator: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, filepath: str, generator: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
         self._filepath = Path(filepath)
         self._generator = dict(generator or {})
+        self.metadata = metadata  # kedro-viz reads its layer here
 
     def load(self) -> list[dict[str, Any]]:
         if not self._filepath.exists():
@@ -28,7 +31,7 @@ class DemoReidRawDataset(AbstractDataset[list[dict[str, Any]], None]):
         with self._filepath.open(encoding="utf-8") as handle:
             return json.load(handle)
 
-    def save(self, data: list[dict[str, Any]]) -> None:
+    def save(self, data: None) -> None:
         raise DatasetError("The demo raw data is generated, not saved; delete the folder to regenerate it.")
 
     def _exists(self) -> bool:

@@ -36,9 +36,11 @@ def missing_version_error(root: PurePosixPath, load_path: PurePosixPath, version
     Without it a mistyped ``--load-versions name:<version>`` surfaces as a format error of a file that
     was never there.
     """
-    existing = sorted(
-        (entry.name for entry in Path(root).iterdir() if (entry / root.name).is_file()), reverse=True
-    ) if Path(root).is_dir() else []
+    existing = (
+        sorted((entry.name for entry in Path(root).iterdir() if (entry / root.name).is_file()), reverse=True)
+        if Path(root).is_dir()
+        else []
+    )
     shown = ", ".join(existing[:5]) + (f" (and {len(existing) - 5} older)" if len(existing) > 5 else "")
     if version is None:
         return DatasetError(f"{load_path} does not exist; run the pipeline that saves it first.")

@@ -17,7 +17,7 @@ from kedro.io import AbstractDataset, DatasetError
 logger = logging.getLogger(__name__)
 
 
-class VersionHistoryDataset(AbstractDataset[dict[str, Any], NoReturn]):
+class VersionHistoryDataset(AbstractDataset[NoReturn, dict[str, Any]]):
     """Loads ``{version: data}`` for every version folder of the versioned dataset at ``filepath``.
 
     ``dataset`` is the Kedro type of one version's file (e.g. ``json.JSONDataset``,
@@ -26,8 +26,14 @@ class VersionHistoryDataset(AbstractDataset[dict[str, Any], NoReturn]):
     read raises, naming it. Versions are returned oldest first.
     """
 
-    def __init__(self, *, filepath: str, dataset: str = "json.JSONDataset", load_args: dict[str, Any] | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        dataset: str = "json.JSONDataset",
+        load_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         self._filepath = Path(filepath)
         self._dataset_type = dataset
         self._load_args = dict(load_args or {})
@@ -69,6 +75,7 @@ class VersionHistoryDataset(AbstractDataset[dict[str, Any], NoReturn]):
 class MetricsHistoryDataset(VersionHistoryDataset):
     """Every version of a versioned JSON metrics dataset (``retrieval_metrics``), oldest first."""
 
-    def __init__(self, *, filepath: str, load_args: dict[str, Any] | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, filepath: str, load_args: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(filepath=filepath, dataset="json.JSONDataset", load_args=load_args, metadata=metadata)

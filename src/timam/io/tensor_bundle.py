@@ -15,9 +15,12 @@ from timam.io.errors import as_dataset_error, missing_version_error
 class TensorBundleDataset(AbstractVersionedDataset[TensorBundle, TensorBundle]):
     """Kedro dataset for tensor bundles; on load, ``metadata["version"]`` names the file version."""
 
-    def __init__(self, *, filepath: str, version: Version | None = None) -> None:
+    def __init__(
+        self, *, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
         _, path = get_protocol_and_path(filepath, version)
         super().__init__(filepath=PurePosixPath(path), version=version)
+        self.metadata = metadata  # kedro-viz reads its layer here
 
     def load(self) -> TensorBundle:
         load_path = self._get_load_path()

@@ -57,10 +57,7 @@ class NormSoftmaxClassifier(nn.Module):
         return F.linear(x, self.normalized_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return (
-            f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, "
-            f"bias={self.bias is not None}"
-        )
+        return f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, bias={self.bias is not None}"
 
 
 class IdentificationLoss(nn.Module):

@@ -47,9 +47,7 @@ def _log_q(matches: Tensor, eps: float) -> Tensor:
     return torch.log(matches / matches.sum(dim=1, keepdim=True) + eps)
 
 
-def cmpm_loss(
-    image_emb: Tensor, text_emb: Tensor, identities: Tensor, *, eps: float = 1e-8
-) -> tuple[Tensor, Tensor]:
+def cmpm_loss(image_emb: Tensor, text_emb: Tensor, identities: Tensor, *, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
     """Cross-modal projection matching loss in both directions.
 
     Args:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -130,13 +131,13 @@ class ImageEncoder(nn.Module):
         self.backbone = build_backbone(
             config.image_backbone, config.image_library, config.image_weights, architecture_only=not pretrained
         )
-        self.projection = nn.Linear(self.backbone.num_features, config.embedding_dim)
+        self.projection = nn.Linear(self.feature_dim, config.embedding_dim)
         # 2 views: as is and mirrored (views 0 and 4); 8: every quarter turn of both.
         self.views = {1: (0,), 2: (0, 4), 8: tuple(range(8))}[config.image_views]
 
     @property
     def feature_dim(self) -> int:
-        return self.backbone.num_features
+        return cast(int, self.backbone.num_features)
 
     def view_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of every view, ``(views, batch, features)``: cached for training."""

@@ -6,13 +6,16 @@ As in TIMAM, the BiLSTM sits on top of the token-level states so the transformer
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from timam.models.config import OFFLINE_TEXT_MODEL, ModelConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def resolve_text_model(name: str) -> str:
@@ -24,7 +27,7 @@ def resolve_text_model(name: str) -> str:
     return name
 
 
-def build_transformer(name: str, config: dict[str, Any] | None = None) -> nn.Module:
+def build_transformer(name: str, config: dict[str, Any] | None = None) -> PreTrainedModel:
     """Load pretrained weights by name or path, or (with ``config``) build the architecture only.
 
     Restoring from a checkpoint passes the stored config, so no hub access or weight file is needed.
@@ -40,7 +43,7 @@ def build_transformer(name: str, config: dict[str, Any] | None = None) -> nn.Mod
     return without_pooler(model)
 
 
-def without_pooler(model: nn.Module) -> nn.Module:
+def without_pooler(model: PreTrainedModel) -> PreTrainedModel:
     """Drop the sentence pooler that ``AutoModel`` adds to BERT-like models: only token states are used.
 
     Its parameters would get no gradient once the transformer trains, and DDP then fails on the next
@@ -48,11 +51,11 @@ def without_pooler(model: nn.Module) -> nn.Module:
     ``None`` pooler.
     """
     if getattr(model, "pooler", None) is not None:
-        model.pooler = None
+        model.register_module("pooler", None)
     return model
 
 
-def transformer_config(model: nn.Module) -> dict[str, Any]:
+def transformer_config(model: PreTrainedModel) -> dict[str, Any]:
     """The JSON-safe config that :func:`build_transformer` needs to rebuild ``model``."""
     values = model.config.to_diff_dict()
     values["model_type"] = model.config.model_type
@@ -66,9 +69,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.kind = config.text_encoder
         if self.kind == "transformer":
-            self.transformer = build_transformer(
-                config.text_model, None if pretrained else config.transformer_config
-            )
+            self.transformer = build_transformer(config.text_model, None if pretrained else config.transformer_config)
             state_dim = self.transformer.config.hidden_size
         else:
             self.word_embedding = nn.Embedding(config.vocab_size, config.word_embedding_dim, padding_idx=0)

@@ -48,7 +48,7 @@ class EvaluationConfig:
     # Names the dataset in reports; also the entry of paper_results, unless paper_results_key names another.
     dataset: str | None = None
     split: str = "test"
-    relevance: str = "identity"          # identity (person search) | instance (a caption's own image)
+    relevance: str = "identity"  # identity (person search) | instance (a caption's own image)
     # The dataset's published protocol, computed beside the standard numbers (timam.retrieval.protocols):
     # standard | coco_1k_folds (folds of coco_fold_images images) | zero_shot_classes (AP@zero_shot_depth).
     protocol: str = "standard"
@@ -58,7 +58,7 @@ class EvaluationConfig:
     tie_rules: tuple[str, ...] = ("expected", "index", "optimistic", "pessimistic")
     batch_size: int = 64
     device: str = "auto"
-    curve_max_k: int = 50                # recall_curve.png: R@K for K = 1..curve_max_k
+    curve_max_k: int = 50  # recall_curve.png: R@K for K = 1..curve_max_k
     examples: ExamplesConfig = field(default_factory=ExamplesConfig)
     # Published numbers per dataset, set beside ours where relevance and test counts match.
     paper_results: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -71,7 +71,9 @@ class EvaluationConfig:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"params evaluation.protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
         if self.relevance not in RELEVANCE_RULES:
-            raise ValueError(f"params evaluation.relevance must be one of {list(RELEVANCE_RULES)}, got {self.relevance!r}")
+            raise ValueError(
+                f"params evaluation.relevance must be one of {list(RELEVANCE_RULES)}, got {self.relevance!r}"
+            )
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"params evaluation.ks must be positive ranks, got {list(self.ks)}")
         _check_tie_rules(self.tie_rules, "evaluation.tie_rules")

@@ -21,7 +21,6 @@ a few comparisons; memory is a few ``chunk_size x gallery`` buffers.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from timam.retrieval.ranking import TIE_RULES, check_labels, prepare_embeddings, similarity
@@ -29,7 +28,9 @@ from timam.retrieval.ranking import TIE_RULES, check_labels, prepare_embeddings,
 __all__ = ["bidirectional_recall_curves", "chance_recall_curve", "recall_curve"]
 
 
-def _hits(above: Tensor, tied: Tensor, tied_relevant: Tensor, irrelevant_before: Tensor | None, ks: Tensor, rule: str) -> Tensor:
+def _hits(
+    above: Tensor, tied: Tensor, tied_relevant: Tensor, irrelevant_before: Tensor | None, ks: Tensor, rule: str
+) -> Tensor:
     """Per query (rows) and K (columns): probability (0/1 for deterministic rules) of a hit at K."""
     a = above[:, None]
     if rule == "optimistic":
@@ -37,6 +38,7 @@ def _hits(above: Tensor, tied: Tensor, tied_relevant: Tensor, irrelevant_before:
     if rule == "pessimistic":
         return (ks[None, :] >= a + (tied - tied_relevant)[:, None] + 1).to(torch.float64)
     if rule == "index":
+        assert irrelevant_before is not None  # counted whenever the index rule is asked for
         return (ks[None, :] >= a + irrelevant_before[:, None] + 1).to(torch.float64)
     # expected: P(miss at K) = P(the first m = K - a draws of the tie group are all irrelevant)
     depth = int(ks.max())
@@ -136,4 +138,3 @@ def bidirectional_recall_curves(
             image_emb, text_emb, image_labels, text_labels, max_k=max_k, tie_rule=tie_rule, chunk_size=chunk_size
         ),
     }
-

@@ -48,8 +48,10 @@ class RankedExamples:
     @classmethod
     def of(cls, image_embeddings: TensorBundle, text_embeddings: TensorBundle, relevance: str) -> RankedExamples:
         image_labels, text_labels = relevance_labels(
-            image_identity=image_embeddings.tensors["identity"], caption_identity=text_embeddings.tensors["identity"],
-            caption_image=text_embeddings.tensors["image_index"], relevance=relevance,
+            image_identity=image_embeddings.tensors["identity"],
+            caption_identity=text_embeddings.tensors["identity"],
+            caption_image=text_embeddings.tensors["image_index"],
+            relevance=relevance,
         )
         return cls(
             images=image_embeddings.tensors["embeddings"],
@@ -68,8 +70,10 @@ class RankedExamples:
             TextQueryExample(
                 caption=(f"{notes[row]}  " if notes else "") + self.captions[q],
                 target_path=self.paths[int(self.caption_image[q])],
-                results=[RankedImage(self.paths[int(j)], float(s), bool(self.image_labels[j] == self.text_labels[q]))
-                         for s, j in zip(scores[row], found[row], strict=True)],
+                results=[
+                    RankedImage(self.paths[int(j)], float(s), bool(self.image_labels[j] == self.text_labels[q]))
+                    for s, j in zip(scores[row], found[row], strict=True)
+                ],
             )
             for row, q in enumerate(queries)
         ]
@@ -80,8 +84,10 @@ class RankedExamples:
         return [
             ImageQueryExample(
                 path=self.paths[q],
-                results=[RankedCaption(self.captions[int(j)], float(s), bool(self.text_labels[j] == self.image_labels[q]))
-                         for s, j in zip(scores[row], found[row], strict=True)],
+                results=[
+                    RankedCaption(self.captions[int(j)], float(s), bool(self.text_labels[j] == self.image_labels[q]))
+                    for s, j in zip(scores[row], found[row], strict=True)
+                ],
                 label=notes[row] if notes else "",
             )
             for row, q in enumerate(queries)

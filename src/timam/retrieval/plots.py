@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from timam.figures import DPI, NEUTRAL, message_figure, wrap_text
@@ -75,6 +74,12 @@ class ImageQueryExample:
     label: str = ""
 
 
+def _stacked_subfigures(fig: Figure, heights: list[float]) -> list[SubFigure]:
+    """One subfigure per height, top to bottom (matplotlib returns a bare SubFigure for one row)."""
+    found = fig.subfigures(len(heights), 1, height_ratios=heights)
+    return list(np.ravel(found)) if isinstance(found, np.ndarray) else [found]
+
+
 def _colour(hit: bool | None) -> str:
     return NEUTRAL if hit is None else (HIT if hit else MISS)
 
@@ -86,9 +91,9 @@ def _mark(hit: bool | None) -> str:
 def _thumbnail(path: str) -> np.ndarray | None:
     try:
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((_THUMBNAIL, _THUMBNAIL))
-            return np.asarray(image)
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+            upright.thumbnail((_THUMBNAIL, _THUMBNAIL))
+            return np.asarray(upright)
     except (OSError, UnidentifiedImageError, ValueError):
         return None
 
@@ -98,8 +103,16 @@ def _show_image(ax, path: str, *, border: str, label: str = "", fontsize: float 
     pixels = _thumbnail(path)
     if pixels is None:
         ax.set_facecolor("#eeeeee")
-        ax.text(0.5, 0.5, f"image not found\n{Path(path).name}", ha="center", va="center", fontsize=6, wrap=True,
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            f"image not found\n{Path(path).name}",
+            ha="center",
+            va="center",
+            fontsize=6,
+            wrap=True,
+            transform=ax.transAxes,
+        )
     else:
         ax.imshow(pixels)
     ax.set_xticks([])
@@ -135,13 +148,35 @@ def recall_curve_figure(
         label = _DIRECTION_LABELS.get(direction, direction)
         shown = [k for k in marks if k <= len(values)]
         summary = ", ".join(f"R@{k} {values[k - 1]:.1f}" for k in shown)
-        line = ax.plot(ks, values, marker="o", markersize=2.5, linewidth=1.8, color=colour,
-                       label=f"{label} ({summary})" if summary else label)[0]
-        ax.plot(shown, [values[k - 1] for k in shown], linestyle="none", marker="o", markersize=7,
-                markerfacecolor="white", markeredgewidth=1.8, color=line.get_color())
+        line = ax.plot(
+            ks,
+            values,
+            marker="o",
+            markersize=2.5,
+            linewidth=1.8,
+            color=colour,
+            label=f"{label} ({summary})" if summary else label,
+        )[0]
+        ax.plot(
+            shown,
+            [values[k - 1] for k in shown],
+            linestyle="none",
+            marker="o",
+            markersize=7,
+            markerfacecolor="white",
+            markeredgewidth=1.8,
+            color=line.get_color(),
+        )
         if chance and direction in chance:
-            ax.plot(ks, chance[direction][: len(values)], linestyle="--", linewidth=1, color=line.get_color(),
-                    alpha=0.6, label=f"{label}, chance")
+            ax.plot(
+                ks,
+                chance[direction][: len(values)],
+                linestyle="--",
+                linewidth=1,
+                color=line.get_color(),
+                alpha=0.6,
+                label=f"{label}, chance",
+            )
     longest = max((len(v) for v in curves.values()), default=1)
     ax.set_xlim(0.5, longest + 0.5)
     ax.set_ylim(0, 101)
@@ -179,7 +214,7 @@ def text_query_figure(
     cell_height = 2.3
     heights = [r * cell_height + 0.2 * lines + 0.3 for r, lines in zip(result_rows, caption_lines, strict=True)]
     fig = Figure(figsize=(max(6.0, 1.6 * cells), sum(heights) + (0.5 if title else 0)), dpi=DPI, layout="constrained")
-    subfigs = np.atleast_1d(fig.subfigures(len(examples), 1, height_ratios=heights))
+    subfigs = _stacked_subfigures(fig, heights)
     for subfig, example, rows in zip(subfigs, examples, result_rows, strict=True):
         subfig.suptitle(wrap_text(example.caption, caption_width), fontsize=9, ha="left", x=0.01)
         axes = np.atleast_2d(subfig.subplots(rows, cells, squeeze=False))
@@ -196,8 +231,9 @@ def text_query_figure(
         for rank, result in enumerate(example.results, start=1):
             ax = axes[(rank - 1) // width, offset + (rank - 1) % width]
             ax.axis("on")
-            _show_image(ax, result.path, border=_colour(result.hit),
-                        label=f"{_mark(result.hit)}#{rank}  {result.score:.3f}")
+            _show_image(
+                ax, result.path, border=_colour(result.hit), label=f"{_mark(result.hit)}#{rank}  {result.score:.3f}"
+            )
     if title:
         fig.suptitle(wrap_text(title, int(fig.get_figwidth() * 11)), fontsize=11)
     return fig
@@ -211,24 +247,39 @@ def image_query_figure(
         return message_figure("no queries to show", title=title)
     line_height = 0.17
     heights = [
-        max(2.2, sum(min(caption_lines, wrap_text(r.caption, caption_width).count("\n") + 1) for r in e.results)
-            * line_height + 0.12 * len(e.results) + 0.3)
+        max(
+            2.2,
+            sum(min(caption_lines, wrap_text(r.caption, caption_width).count("\n") + 1) for r in e.results)
+            * line_height
+            + 0.12 * len(e.results)
+            + 0.3,
+        )
         for e in examples
     ]
     fig = Figure(figsize=(10, sum(heights) + (0.5 if title else 0)), dpi=DPI, layout="constrained")
-    subfigs = np.atleast_1d(fig.subfigures(len(examples), 1, height_ratios=heights))
+    subfigs = _stacked_subfigures(fig, heights)
     for subfig, example in zip(subfigs, examples, strict=True):
         image_ax, text_ax = subfig.subplots(1, 2, width_ratios=[1, 6])
         _show_image(image_ax, example.path, border=TARGET, label=example.label or Path(example.path).name, fontsize=7)
         text_ax.axis("off")
         y = 1.0
-        step = 1.0 / max(1, sum(min(caption_lines, wrap_text(r.caption, caption_width).count("\n") + 1) + 0.7
-                                for r in example.results))
+        step = 1.0 / max(
+            1,
+            sum(min(caption_lines, wrap_text(r.caption, caption_width).count("\n") + 1) + 0.7 for r in example.results),
+        )
         for rank, result in enumerate(example.results, start=1):
             text = wrap_text(result.caption, caption_width, caption_lines)
-            text_ax.text(0.0, y, f"{_mark(result.hit)}#{rank}  {result.score:.3f}  {text}", va="top", ha="left",
-                         fontsize=8, color=_colour(result.hit) if result.hit is not None else "black",
-                         transform=text_ax.transAxes, family="sans-serif")
+            text_ax.text(
+                0.0,
+                y,
+                f"{_mark(result.hit)}#{rank}  {result.score:.3f}  {text}",
+                va="top",
+                ha="left",
+                fontsize=8,
+                color=_colour(result.hit) if result.hit is not None else "black",
+                transform=text_ax.transAxes,
+                family="sans-serif",
+            )
             y -= step * (text.count("\n") + 1.7)
     if title:
         fig.suptitle(wrap_text(title, int(fig.get_figwidth() * 11)), fontsize=11)

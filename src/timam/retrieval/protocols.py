@@ -212,7 +212,9 @@ def top1_accuracy(
     tie_rules = check_tie_rules(tie_rules)
     if torch.unique(torch.as_tensor(class_labels)).numel() != len(class_labels):
         raise ValueError("class_labels must name each class once")
-    found = ranking_metrics(image_emb, class_emb, image_labels, class_labels, ks=(1,), tie_rules=tie_rules, metrics=("R@K",))
+    found = ranking_metrics(
+        image_emb, class_emb, image_labels, class_labels, ks=(1,), tie_rules=tie_rules, metrics=("R@K",)
+    )
     return {rule: found[rule]["R@1"] for rule in tie_rules}
 
 
@@ -276,7 +278,13 @@ def protocol_metrics(
     """
     if protocol == "coco_1k_folds":
         found = fold_metrics(
-            image_emb, text_emb, image_labels, text_labels, text_image, fold_images=fold_images, ks=ks,
+            image_emb,
+            text_emb,
+            image_labels,
+            text_labels,
+            text_image,
+            fold_images=fold_images,
+            ks=ks,
             tie_rules=tie_rules,
         )
     elif protocol == "zero_shot_classes":

@@ -24,9 +24,10 @@ def metrics_table(results: dict[str, dict[str, dict[str, float]]], rule: str) ->
 def mean_recall(results: Mapping[str, Mapping[str, Mapping[str, float]]], rule: str) -> float | None:
     """mR: the mean of R@1, R@5 and R@10 in both directions (remote-sensing tables); None if one is missing."""
     values = [results.get(direction, {}).get(rule, {}).get(f"R@{k}") for direction in _DIRECTIONS for k in MR_KS]
-    if any(value is None for value in values):
+    numbers = [value for value in values if value is not None]
+    if len(numbers) < len(values):
         return None
-    return sum(values) / len(values)
+    return sum(numbers) / len(numbers)
 
 
 def _cell(value: Any) -> str:
@@ -65,8 +66,11 @@ def paper_comparison(metrics: Mapping[str, Any], paper: Mapping[str, Any] | None
     source = paper.get("source", "published tables")
     theirs = paper.get("protocol", "standard")
     if theirs != "standard":
-        where = ("are in the protocol section above, where comparable" if theirs == protocol.get("name")
-                 else f"need `evaluation.protocol: {theirs}` (this run: {protocol.get('name', 'standard')})")
+        where = (
+            "are in the protocol section above, where comparable"
+            if theirs == protocol.get("name")
+            else f"need `evaluation.protocol: {theirs}` (this run: {protocol.get('name', 'standard')})"
+        )
         return lines + [f"Published numbers ({source}) use the {theirs} protocol; they {where}.", ""]
     problems = []
     if paper.get("relevance") and paper["relevance"] != protocol["relevance"]:
@@ -82,8 +86,11 @@ def paper_comparison(metrics: Mapping[str, Any], paper: Mapping[str, Any] | None
         if rule not in ("expected", "index"):
             continue
         cells = [results.get(d, {}).get(rule, {}).get(m) for d, m in columns]
-        lines.append(f"| **this run** ({rule} ties) | " + " | ".join(_cell(c) for c in cells)
-                     + f" | {_cell(mean_recall(results, rule))} |")
+        lines.append(
+            f"| **this run** ({rule} ties) | "
+            + " | ".join(_cell(c) for c in cells)
+            + f" | {_cell(mean_recall(results, rule))} |"
+        )
     for row in paper["rows"]:
         cells = [(row.get(d) or {}).get(m) for d, m in columns]
         mr = row.get("mR")
@@ -149,8 +156,10 @@ def protocol_section(metrics: Mapping[str, Any], paper: Mapping[str, Any] | None
             for row in paper["rows"]:
                 cells = [(row.get(d) or {}).get(m) for d, m in columns]
                 lines.append(f"| {row.get('method', '?')} | " + " | ".join(_cell(c) for c in cells) + " |")
-            notes.append(f"Published rows: {source}. They break ties by an arbitrary order "
-                         f"({paper.get('tie_rule', 'index')}); compare them with the `index` row. – = not published.")
+            notes.append(
+                f"Published rows: {source}. They break ties by an arbitrary order "
+                f"({paper.get('tie_rule', 'index')}); compare them with the `index` row. – = not published."
+            )
     return [*lines, "", *(line for note in notes for line in (note, ""))]
 
 
@@ -161,7 +170,8 @@ def markdown_report(metrics: dict[str, Any], paper: Mapping[str, Any] | None = N
     lines = [
         f"# Retrieval on the {protocol['split']} split" + (f" of {dataset}" if dataset else ""),
         "",
-        f"- checkpoint version: `{metrics['checkpoint_version']}` (best epoch {metrics['checkpoint'].get('best_epoch')},"
+        f"- checkpoint version: `{metrics['checkpoint_version']}` "
+        f"(best epoch {metrics['checkpoint'].get('best_epoch')},"
         f" val text->image R@1 {metrics['checkpoint'].get('val_t2i_R@1', float('nan')):.2f})",
         f"- relevance: {protocol['relevance']}; gallery: {protocol['gallery']}; "
         f"protocol: {protocol.get('name', 'standard')}",
@@ -190,7 +200,9 @@ def markdown_report(metrics: dict[str, Any], paper: Mapping[str, Any] | None = N
     return "\n".join(lines) + "\n"
 
 
-def comparison_markdown(table: Sequence[Mapping[str, Any]], columns: Sequence[str], *, title: str, notes: Sequence[str] = ()) -> str:
+def comparison_markdown(
+    table: Sequence[Mapping[str, Any]], columns: Sequence[str], *, title: str, notes: Sequence[str] = ()
+) -> str:
     """A Markdown table of ``table`` rows restricted to ``columns`` (numbers with two decimals)."""
     lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table:

@@ -50,10 +50,10 @@ class SourceConfig:
     # table: our column name -> yours, and the split of rows without one
     columns: dict[str, str] = field(default_factory=dict)
     default_split: str = "train"
-    on_bad_input: str = "error"           # error: stop naming the row | skip: quarantine bad rows
-    identities_disjoint: bool = False     # an identity in train and val/test is an error
-    check_split_sizes: bool = False       # cuhk_pedes: the published split sizes are checked
-    allow_split_mismatch: bool = False    # warn instead of stopping when they differ
+    on_bad_input: str = "error"  # error: stop naming the row | skip: quarantine bad rows
+    identities_disjoint: bool = False  # an identity in train and val/test is an error
+    check_split_sizes: bool = False  # cuhk_pedes: the published split sizes are checked
+    allow_split_mismatch: bool = False  # warn instead of stopping when they differ
     resized_image_cache: ResizedImageCacheConfig | None = None
 
     def __post_init__(self) -> None:

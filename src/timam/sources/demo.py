@@ -36,14 +36,23 @@ from timam.formats.atomic import atomic_path
 Colour = tuple[int, int, int]
 
 COLOURS: dict[str, Colour] = {
-    "black": (28, 28, 30), "white": (238, 238, 232), "grey": (128, 128, 128),
-    "red": (200, 30, 35), "blue": (35, 75, 200), "green": (40, 145, 60),
-    "yellow": (240, 205, 40), "pink": (245, 150, 190), "purple": (120, 55, 160),
+    "black": (28, 28, 30),
+    "white": (238, 238, 232),
+    "grey": (128, 128, 128),
+    "red": (200, 30, 35),
+    "blue": (35, 75, 200),
+    "green": (40, 145, 60),
+    "yellow": (240, 205, 40),
+    "pink": (245, 150, 190),
+    "purple": (120, 55, 160),
     "orange": (245, 130, 25),
 }
 HAIR_COLOURS: dict[str, Colour] = {
-    "black": (25, 22, 22), "brown": (105, 65, 30), "blonde": (225, 195, 115),
-    "grey": (170, 170, 165), "red": (170, 60, 25),
+    "black": (25, 22, 22),
+    "brown": (105, 65, 30),
+    "blonde": (225, 195, 115),
+    "grey": (170, 170, 165),
+    "red": (170, 60, 25),
 }
 SKIN_TONES: tuple[Colour, ...] = ((245, 215, 190), (230, 190, 160), (200, 150, 115), (160, 110, 80), (110, 75, 55))
 UPPER_KINDS = ("t-shirt", "jacket", "coat", "hoodie", "shirt", "sweater")
@@ -87,14 +96,20 @@ def _sample_person(rng: random.Random) -> _Person:
     # a coat would hide shorts or a skirt, and skirts are kept for women
     lower = rng.choice(LOWER_KINDS[:2] if upper == "coat" else LOWER_KINDS[:3] if male else LOWER_KINDS)
     return _Person(
-        male=male, skin=rng.choice(SKIN_TONES), hair_colour=rng.choice(list(HAIR_COLOURS)),
+        male=male,
+        skin=rng.choice(SKIN_TONES),
+        hair_colour=rng.choice(list(HAIR_COLOURS)),
         long_hair=rng.random() < (0.15 if male else 0.75),
-        upper=upper, upper_colour=rng.choice(names),
-        lower=lower, lower_colour=rng.choice(JEANS_COLOURS if lower == "jeans" else names),
+        upper=upper,
+        upper_colour=rng.choice(names),
+        lower=lower,
+        lower_colour=rng.choice(JEANS_COLOURS if lower == "jeans" else names),
         shoes_colour=rng.choice(names),
         bag=rng.choice(BAG_KINDS) if rng.random() < 0.55 else None,
-        bag_colour=rng.choice(names), bag_side=rng.choice(("left", "right")),
-        hat=rng.choice(HAT_KINDS) if rng.random() < 0.3 else None, hat_colour=rng.choice(names),
+        bag_colour=rng.choice(names),
+        bag_side=rng.choice(("left", "right")),
+        hat=rng.choice(HAT_KINDS) if rng.random() < 0.3 else None,
+        hat_colour=rng.choice(names),
         glasses=rng.random() < 0.25,
     )
 
@@ -205,8 +220,10 @@ def _draw_torso(pen: _Pen, person: _Person) -> None:
     for i in (-1, 1):
         pen.ellipse(i * 0.137, 0.145, i * 0.075, 0.215, up)  # shoulders
     if person.upper == "jacket":  # open front over an inner top
-        pen.poly([(-0.03, 0.155), (0.03, 0.155), (0.025, hem), (-0.025, hem)],
-                 (40, 40, 45) if sum(up) > 600 else (235, 235, 230))
+        pen.poly(
+            [(-0.03, 0.155), (0.03, 0.155), (0.025, hem), (-0.025, hem)],
+            (40, 40, 45) if sum(up) > 600 else (235, 235, 230),
+        )
     elif person.upper == "coat":  # buttons and lapels
         for y in (0.26, 0.36, 0.46, 0.56):
             for x in (-0.03, 0.03):
@@ -290,7 +307,12 @@ def _render(person: _Person, rng: random.Random, size: tuple[int, int]) -> Image
     img = _background(rng, w, h)
     figure_height = h * rng.uniform(0.70, 0.95)  # figure height
     top = rng.uniform(0.035 * figure_height, max(0.035 * figure_height, h - figure_height))
-    pen = _Pen(ImageDraw.Draw(img), rng.uniform(min(0.22 * figure_height, w / 2), max(w - 0.22 * figure_height, w / 2)), top, figure_height)
+    pen = _Pen(
+        ImageDraw.Draw(img),
+        rng.uniform(min(0.22 * figure_height, w / 2), max(w - 0.22 * figure_height, w / 2)),
+        top,
+        figure_height,
+    )
     face = rng.choice((-1, 0, 0, 1)) * 0.012  # slight left/right facing
     bag_sign = 1 if person.bag_side == "left" else -1  # +1: the bag is on the image's right
     if person.bag == "backpack":
@@ -313,19 +335,29 @@ _SUBJECTS = {
     False: ("A woman", "The woman", "This woman", "A lady", "The lady", "The female", "A young woman", "This girl"),
 }
 _WORDS = {
-    "t-shirt": ("t-shirt", "tee", "short-sleeved t-shirt"), "jacket": ("jacket", "zip-up jacket"),
-    "coat": ("coat", "long coat", "overcoat"), "hoodie": ("hoodie", "hooded sweatshirt"),
-    "shirt": ("shirt", "long-sleeved shirt", "button-up shirt"), "sweater": ("sweater", "jumper", "pullover"),
-    "jeans": ("jeans",), "trousers": ("trousers", "pants", "slacks"), "shorts": ("shorts",), "skirt": ("skirt",),
-    "backpack": ("backpack", "rucksack"), "handbag": ("handbag", "purse"),
+    "t-shirt": ("t-shirt", "tee", "short-sleeved t-shirt"),
+    "jacket": ("jacket", "zip-up jacket"),
+    "coat": ("coat", "long coat", "overcoat"),
+    "hoodie": ("hoodie", "hooded sweatshirt"),
+    "shirt": ("shirt", "long-sleeved shirt", "button-up shirt"),
+    "sweater": ("sweater", "jumper", "pullover"),
+    "jeans": ("jeans",),
+    "trousers": ("trousers", "pants", "slacks"),
+    "shorts": ("shorts",),
+    "skirt": ("skirt",),
+    "backpack": ("backpack", "rucksack"),
+    "handbag": ("handbag", "purse"),
     "shoulder bag": ("shoulder bag", "messenger bag"),
-    "cap": ("cap", "baseball cap"), "hat": ("hat", "wide-brimmed hat"),
+    "cap": ("cap", "baseball cap"),
+    "hat": ("hat", "wide-brimmed hat"),
     "shoes": ("shoes", "sneakers", "trainers"),
 }
 _PLURAL = {"jeans", "trousers", "pants", "slacks", "shorts", "shoes", "sneakers", "trainers"}
 _SPELLINGS = {"grey": ("grey", "gray"), "blonde": ("blonde", "blond")}
 _BAG_PLACE = {
-    "backpack": "on {his} back", "handbag": "in {his} {side} hand", "shoulder bag": "over {his} {side} shoulder",
+    "backpack": "on {his} back",
+    "handbag": "in {his} {side} hand",
+    "shoulder bag": "over {his} {side} shoulder",
 }
 
 
@@ -355,7 +387,9 @@ def _caption(person: _Person, rng: random.Random) -> str:
     if person.hat and rng.random() < 0.85:
         worn.insert(rng.choice((0, len(worn))), _item(rng, person.hat_colour, person.hat))
     length, colour = ("long" if person.long_hair else "short"), _word(rng, person.hair_colour)
-    glasses = rng.choice(("glasses", "a pair of glasses", "spectacles")) if person.glasses and rng.random() < 0.8 else None
+    glasses = (
+        rng.choice(("glasses", "a pair of glasses", "spectacles")) if person.glasses and rng.random() < 0.8 else None
+    )
     looks = [f"{length} {colour} hair"] + ([glasses] if glasses else [])
     bag = None
     if person.bag and rng.random() < 0.9:
@@ -373,8 +407,10 @@ def _caption(person: _Person, rng: random.Random) -> str:
         dressed = rng.choice(("wearing", "dressed in", "in"))
         parts = [f"{subj} {dressed} {_join(worn)}" + (f", {carrying} {bag}" if bag else ""), f"{he} has {_join(looks)}"]
     elif t == 2:
-        parts = [(f"{subj} {carrying} {bag}" if bag else subj) + f" {wear} {_join(worn)}",
-                 f"{his} hair is {length} and {colour}"] + ([f"{he} also wears {glasses}"] if glasses else [])
+        parts = [
+            (f"{subj} {carrying} {bag}" if bag else subj) + f" {wear} {_join(worn)}",
+            f"{his} hair is {length} and {colour}",
+        ] + ([f"{he} also wears {glasses}"] if glasses else [])
     elif t == 3:
         rest = f"{he} is also wearing {_join(worn[1:])}" + (f" and {carrying} {bag}" if bag else "")
         parts = [f"{subj} has {_join(looks)} and {wear} {worn[0]}", rest]
@@ -415,8 +451,11 @@ def generate_demo_dataset(
     ``image_size`` is ``(width, height)``.  Identities are split, after a seeded shuffle, into
     ``split_identities`` = (train, val, test) counts, which must sum to ``num_identities``.
     """
-    for name, value in (("num_identities", num_identities), ("images_per_identity", images_per_identity),
-                        ("captions_per_image", captions_per_image)):
+    for name, value in (
+        ("num_identities", num_identities),
+        ("images_per_identity", images_per_identity),
+        ("captions_per_image", captions_per_image),
+    ):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
     if len(split_identities) != 3 or any(n <= 0 for n in split_identities):
@@ -445,11 +484,18 @@ def generate_demo_dataset(
         for n in range(1, images_per_identity + 1):
             image_rng = random.Random(f"timam-demo/{seed}/{pid}/{n}")
             file_path = f"{split}/{pid:04d}_{n}.jpg"
-            _render(person, image_rng, tuple(image_size)).save(root / "imgs" / file_path, "JPEG", quality=90)
+            _render(person, image_rng, (image_size[0], image_size[1])).save(
+                root / "imgs" / file_path, "JPEG", quality=90
+            )
             captions = [_new_caption(person, image_rng, used) for _ in range(captions_per_image)]
-            records.append({
-                "split": split, "captions": captions, "file_path": file_path,
-                "processed_tokens": [_TOKEN_RE.findall(c.lower()) for c in captions], "id": pid,
-            })
+            records.append(
+                {
+                    "split": split,
+                    "captions": captions,
+                    "file_path": file_path,
+                    "processed_tokens": [_TOKEN_RE.findall(c.lower()) for c in captions],
+                    "id": pid,
+                }
+            )
     _write_json_atomic(out, records)
     return out

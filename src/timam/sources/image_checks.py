@@ -94,9 +94,7 @@ def inspect_image(path: str | Path) -> str | None:
     return None
 
 
-def report_images_without_captions(
-    images: Sequence[str], *, source: str, policy: str, fix: str
-) -> None:
+def report_images_without_captions(images: Sequence[str], *, source: str, policy: str, fix: str) -> None:
     """Raise (``policy="error"``) or warn (``"skip"``) about images that have no caption at all."""
     if policy not in MISSING_CAPTION_POLICIES:
         raise ValueError(f"images_without_captions is {policy!r}; expected one of {list(MISSING_CAPTION_POLICIES)}")

@@ -33,7 +33,9 @@ def _cuhk_pedes(raw: Any, source: dict[str, Any]) -> pd.DataFrame:
 
 def _karpathy(raw: Any, source: dict[str, Any]) -> pd.DataFrame:
     return read_karpathy(
-        raw, _required(source, "image_root"), dataset=_required(source, "dataset"),
+        raw,
+        _required(source, "image_root"),
+        dataset=_required(source, "dataset"),
         restval=source.get("restval", "train"),
         images_without_captions=source.get("on_bad_input", "error"),
     )
@@ -41,24 +43,29 @@ def _karpathy(raw: Any, source: dict[str, Any]) -> pd.DataFrame:
 
 def _text_c10(raw: Any, source: dict[str, Any]) -> pd.DataFrame:
     return read_text_c10(
-        _required(source, "data_root"), val_classes=int(source.get("val_classes", 0)),
+        _required(source, "data_root"),
+        val_classes=int(source.get("val_classes", 0)),
         images_without_captions=source.get("on_bad_input", "error"),
     )
 
 
 def _ucm_parquet(raw: Any, source: dict[str, Any]) -> pd.DataFrame:
-    return read_ucm_parquet(raw, _required(source, "image_cache_dir"),
-                            images_without_captions=source.get("on_bad_input", "error"))
+    return read_ucm_parquet(
+        raw, _required(source, "image_cache_dir"), images_without_captions=source.get("on_bad_input", "error")
+    )
 
 
 def _ucm_karpathy(raw: Any, source: dict[str, Any]) -> pd.DataFrame:
-    return read_ucm_karpathy(raw, _required(source, "image_root"),
-                             images_without_captions=source.get("on_bad_input", "error"))
+    return read_ucm_karpathy(
+        raw, _required(source, "image_root"), images_without_captions=source.get("on_bad_input", "error")
+    )
 
 
 def _table(raw: Any, source: dict[str, Any]) -> pd.DataFrame:
     return read_caption_table(
-        raw, _required(source, "image_root"), columns=source.get("columns"),
+        raw,
+        _required(source, "image_root"),
+        columns=source.get("columns"),
         default_split=source.get("default_split", "train"),
     )
 
@@ -90,7 +97,7 @@ _LOCATION_KEY = {"text_c10": "data_root", "ucm_parquet": "image_cache_dir"}
 
 def describe_source(source: dict[str, Any]) -> str:
     """How log lines and errors name the data, e.g. "cuhk_pedes data at /data/CUHK-PEDES/imgs"."""
-    name = source.get("format")
+    name = str(source.get("format"))
     return f"{name} data at {source.get(_LOCATION_KEY.get(name, 'image_root'), '?')}"
 
 

@@ -44,7 +44,7 @@ def read_utf8(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise BadInputError(
-            f"{path} is not valid UTF-8 (byte {data[error.start:error.start + 1]!r} at offset {error.start}: "
+            f"{path} is not valid UTF-8 (byte {data[error.start : error.start + 1]!r} at offset {error.start}: "
             f"{error.reason}). Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
         ) from error
 
@@ -71,9 +71,7 @@ def _captions(path: Path) -> list[str]:
     return lines
 
 
-def read_text_c10(
-    root: str | Path, *, val_classes: int = 0, images_without_captions: str = "error"
-) -> pd.DataFrame:
+def read_text_c10(root: str | Path, *, val_classes: int = 0, images_without_captions: str = "error") -> pd.DataFrame:
     """Caption rows of a text_c10 dataset at ``root``; one identity per class."""
     root = Path(root)
     if not root.is_dir():

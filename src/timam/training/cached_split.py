@@ -50,10 +50,20 @@ class CachedSplit:
     @cached_property
     def image_features(self) -> torch.Tensor:
         key = image_feature_key(self.model.config, self.data.image_paths, self.device, per_view=self.per_view)
-        return cached_tensor(self.cache_dir, key, lambda: image_outputs(
-            self.model, self.data.image_paths, project=False, batch_size=self.batch_size, device=self.device,
-            desc=f"{self.data.split} image features", show_progress=self.show_progress, per_view=self.per_view,
-        ))
+        return cached_tensor(
+            self.cache_dir,
+            key,
+            lambda: image_outputs(
+                self.model,
+                self.data.image_paths,
+                project=False,
+                batch_size=self.batch_size,
+                device=self.device,
+                desc=f"{self.data.split} image features",
+                show_progress=self.show_progress,
+                per_view=self.per_view,
+            ),
+        )
 
     def draw_views(self, count: int) -> torch.Tensor | None:
         """One random view index for each of ``count`` captions (torch's global generator, which
@@ -75,10 +85,20 @@ class CachedSplit:
     @cached_property
     def token_states(self) -> torch.Tensor:
         key = token_state_key(self.model.config, self.input_ids, self.attention_mask, self.device)
-        return cached_tensor(self.cache_dir, key, lambda: text_outputs(
-            self.model, self.input_ids, self.attention_mask, project=False, batch_size=self.batch_size,
-            device=self.device, desc=f"{self.data.split} token states", show_progress=self.show_progress,
-        ))
+        return cached_tensor(
+            self.cache_dir,
+            key,
+            lambda: text_outputs(
+                self.model,
+                self.input_ids,
+                self.attention_mask,
+                project=False,
+                batch_size=self.batch_size,
+                device=self.device,
+                desc=f"{self.data.split} token states",
+                show_progress=self.show_progress,
+            ),
+        )
 
 
 class CaptionImageDataset(Dataset):

@@ -133,11 +133,15 @@ class TrainingConfig:
         if self.matching not in {"identity", "instance"}:
             raise ValueError(f"training.matching must be 'identity' or 'instance', got {self.matching!r}")
         if self.validation_relevance not in {"identity", "instance"}:
-            raise ValueError(f"training.validation_relevance must be 'identity' or 'instance', got {self.validation_relevance!r}")
+            raise ValueError(
+                f"training.validation_relevance must be 'identity' or 'instance', got {self.validation_relevance!r}"
+            )
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("training.epochs must be >= 1 and training.batch_size >= 2")
         if self.save_every_steps < 0:
-            raise ValueError(f"training.save_every_steps must be >= 0 (0: at epoch ends only), got {self.save_every_steps}")
+            raise ValueError(
+                f"training.save_every_steps must be >= 0 (0: at epoch ends only), got {self.save_every_steps}"
+            )
         for name in ("image_optimizer", "text_optimizer", "discriminator_optimizer"):
             if getattr(self, name).name not in {"sgd", "adam"}:
                 raise ValueError(f"training.{name}.name must be 'sgd' or 'adam'")

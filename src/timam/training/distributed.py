@@ -101,7 +101,9 @@ def gather_with_grad(tensor: torch.Tensor, context: DistributedContext) -> torch
     """Every rank's rows in rank order, differentiable with respect to this rank's rows."""
     if not context.active:
         return tensor
-    return functional_collectives.all_gather_single_autograd(tensor.contiguous(), gather_dim=0, group=dist.group.WORLD)
+    world = dist.group.WORLD
+    assert world is not None  # an active context has initialised the process group
+    return functional_collectives.all_gather_single_autograd(tensor.contiguous(), gather_dim=0, group=world)
 
 
 def broadcast_from_main(value: T, context: DistributedContext) -> T:

@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import load_file, save
 
 from timam.formats.atomic import atomic_path
+from timam.inference.device import IMAGE_MEMORY_FORMAT
 from timam.models.config import ModelConfig
 from timam.models.text_encoder import resolve_text_model
-from timam.inference.device import IMAGE_MEMORY_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +75,19 @@ def image_feature_key(
     None for a randomly initialised backbone."""
     if config.image_weights is None:
         return None
-    parts = ["image", config.image_backbone, config.image_library, _location_stamp(config.image_weights),
-             list(config.image_size), config.image_views, per_view, device.type, str(IMAGE_MEMORY_FORMAT),
-             _software(), [_file_stamp(path) for path in paths]]
+    parts = [
+        "image",
+        config.image_backbone,
+        config.image_library,
+        _location_stamp(config.image_weights),
+        list(config.image_size),
+        config.image_views,
+        per_view,
+        device.type,
+        str(IMAGE_MEMORY_FORMAT),
+        _software(),
+        [_file_stamp(path) for path in paths],
+    ]
     return _digest(parts)
 
 
@@ -87,8 +97,14 @@ def token_state_key(
     """The key of a transformer's token states for these token ids; None for FC-Embed (no transformer)."""
     if config.text_encoder != "transformer":
         return None
-    parts = ["text", config.text_model, _location_stamp(resolve_text_model(config.text_model)),
-             config.transformer_config, device.type, _software()]
+    parts = [
+        "text",
+        config.text_model,
+        _location_stamp(resolve_text_model(config.text_model)),
+        config.transformer_config,
+        device.type,
+        _software(),
+    ]
     return _digest(parts, input_ids, attention_mask)
 
 

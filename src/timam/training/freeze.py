@@ -67,7 +67,8 @@ class FreezeSchedule:
         present = set(parts)
         self.patience = config.plateau_patience
         self.unfreeze_after: dict[str, int | None] = {
-            name: value if isinstance(value, int) else None for name, value in settings.items()  # "plateau": not yet
+            name: value if isinstance(value, int) else None
+            for name, value in settings.items()  # "plateau": not yet
         }
         self.plateau_parts = sorted(name for name, value in settings.items() if value == "plateau" and name in present)
         self.frozen_throughout = tuple(name for name, value in settings.items() if value is None and name in present)

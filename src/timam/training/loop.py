@@ -133,12 +133,22 @@ def train_timam(
     if context.is_main:
         logger.info(
             "Training on %s x %d: %d train captions, %d val captions",
-            device, context.world_size, train.num_captions, val.num_captions,
+            device,
+            context.world_size,
+            train.num_captions,
+            val.num_captions,
         )
     model = model_to(TimamModel(model_config), device)
     cached_train, cached_val = (
-        CachedSplit(model, split, batch_size=config.embed_batch_size, device=device, show_progress=context.is_main,
-                    cache_dir=config.feature_cache_dir, per_view=per_view)
+        CachedSplit(
+            model,
+            split,
+            batch_size=config.embed_batch_size,
+            device=device,
+            show_progress=context.is_main,
+            cache_dir=config.feature_cache_dir,
+            per_view=per_view,
+        )
         for split, per_view in ((train, True), (val, False))
     )
     trainer = TimamTrainer(model, cached_train, cached_val, config, device, context)
@@ -178,8 +188,11 @@ def train_timam(
             save_state(state_path, state(epoch_progress))
 
     bar = tqdm(
-        range(run_progress["epoch"] + 1, config.epochs + 1), desc="training epochs", initial=run_progress["epoch"],
-        total=config.epochs, disable=not context.is_main,
+        range(run_progress["epoch"] + 1, config.epochs + 1),
+        desc="training epochs",
+        initial=run_progress["epoch"],
+        total=config.epochs,
+        disable=not context.is_main,
     )
     rows = train_epochs(trainer, bar, generator, best, snapshot=snapshot, resume=partial, after_step=save_mid_epoch)
     for row in rows:
@@ -193,7 +206,11 @@ def train_timam(
         bar.set_postfix(loss=f"{row['loss_total']:.3f}", val_r1=f"{score:.1f}", best=f"{best.score:.1f}")
         logger.info(
             "epoch %d: loss %.4f, val t2i R@1 %.2f (best %.2f at epoch %d)",
-            epoch, row["loss_total"], score, best.score, best.epoch,
+            epoch,
+            row["loss_total"],
+            score,
+            best.score,
+            best.epoch,
         )
     model = model.cpu()
     model.load_state_dict(best.model, strict=False)

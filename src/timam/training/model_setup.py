@@ -22,8 +22,12 @@ def train_classes(captions: pd.DataFrame) -> int:
 
 
 def check_tokenizer(
-    config: ModelConfig, tokenizer: str | None, *, tokens: str = "caption_tokens were made by tokenizer",
-    model: str = "the text model is", fix: str = "set params tokenization.tokenizer to the same name",
+    config: ModelConfig,
+    tokenizer: str | None,
+    *,
+    tokens: str = "caption_tokens were made by tokenizer",
+    model: str = "the text model is",
+    fix: str = "set params tokenization.tokenizer to the same name",
 ) -> None:
     """A transformer text encoder reads the ids of its own tokenizer: refuse any other.
 

@@ -28,9 +28,7 @@ class TimamObjective(nn.Module):
         self.weights = config.loss_weights
         self.adversarial = config.adversarial
         self.triplet_margin = config.triplet_margin
-        self.identification = IdentificationLoss(
-            embedding_dim, num_classes, shared_classifier=config.shared_classifier
-        )
+        self.identification = IdentificationLoss(embedding_dim, num_classes, shared_classifier=config.shared_classifier)
         self.discriminator = ModalityDiscriminator(embedding_dim, config.adversarial.hidden_dim)
 
     def terms(

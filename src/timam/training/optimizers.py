@@ -68,7 +68,11 @@ def plateau_schedulers(
     """One scheduler per branch, stepped on validation t2i R@1 (higher is better)."""
     return {
         name: torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=config.factor, patience=config.patience, min_lr=config.min_lr,
+            optimizer,
+            mode="max",
+            factor=config.factor,
+            patience=config.patience,
+            min_lr=config.min_lr,
         )
         for name, optimizer in optimizers.named().items()
     }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from timam.models.timam import TimamModel
 from timam.inference.device import autocast
+from timam.models.timam import TimamModel
 
 
 class PairEncoder(nn.Module):
@@ -34,7 +34,9 @@ class PairEncoder(nn.Module):
             image_emb = self.image_encoder.projection(features.float())
         return image_emb, self.texts(text_input, attention_mask, token_states_given=token_states_given)
 
-    def texts(self, text_input: torch.Tensor, attention_mask: torch.Tensor, *, token_states_given: bool) -> torch.Tensor:
+    def texts(
+        self, text_input: torch.Tensor, attention_mask: torch.Tensor, *, token_states_given: bool
+    ) -> torch.Tensor:
         """Caption embeddings alone (validation embeds captions without images)."""
         with autocast(self.device):
             states = text_input if token_states_given else self.text_encoder.word_states(text_input, attention_mask)

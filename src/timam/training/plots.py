@@ -41,13 +41,19 @@ def training_curves_figure(history: pd.DataFrame, *, title: str = "") -> Figure:
             best = int(np.nanargmax(history["val_t2i_R@1"].to_numpy(dtype=float)))
             ax.axvline(epochs[best], color=NEUTRAL, linestyle=":", linewidth=1)
             right_half = best >= len(epochs) / 2
-            ax.annotate(f"best t2i {history['val_t2i_R@1'].iloc[best]:.1f} @ epoch {epochs[best]}", (epochs[best], 0),
-                        xycoords=("data", "axes fraction"), xytext=(-3 if right_half else 3, 4),
-                        textcoords="offset points", fontsize=8, ha="right" if right_half else "left")
+            ax.annotate(
+                f"best t2i {history['val_t2i_R@1'].iloc[best]:.1f} @ epoch {epochs[best]}",
+                (epochs[best], 0),
+                xycoords=("data", "axes fraction"),
+                xytext=(-3 if right_half else 3, 4),
+                textcoords="offset points",
+                fontsize=8,
+                ha="right" if right_half else "left",
+            )
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=11)

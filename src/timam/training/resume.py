@@ -69,7 +69,8 @@ class EpochProgress:
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    kind, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)  # the legacy MT19937 state: (name, keys, position, gauss flag, gauss)
     return {
         "python": random.getstate(),
         "numpy": [kind, torch.from_numpy(keys.copy()), position, has_gauss, cached],

@@ -62,10 +62,10 @@ class TimamTrainer:
         val: CachedSplit,
         config: TrainingConfig,
         device: torch.device,
-        context: DistributedContext = DistributedContext(),
+        context: DistributedContext | None = None,
     ) -> None:
         self.model, self.train, self.val, self.config, self.device = model, train, val, config, device
-        self.context = context
+        self.context = context if context is not None else DistributedContext()
         self.pair_encoder = PairEncoder(model, device)
         self.forward_encoders: nn.Module = self.pair_encoder
         self.wrapped_for: tuple[bool, ...] | None = None
@@ -76,8 +76,10 @@ class TimamTrainer:
         self.optimizers = Optimizers.build(model, self.objective, config)
         self.schedulers = plateau_schedulers(self.optimizers, config.schedule)
         self.train_transform = train_transform(
-            model.config.image_size, flip=config.augmentation.flip,
-            crop_padding=config.augmentation.crop_padding, colour_jitter=config.augmentation.colour_jitter,
+            model.config.image_size,
+            flip=config.augmentation.flip,
+            crop_padding=config.augmentation.crop_padding,
+            colour_jitter=config.augmentation.colour_jitter,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -103,7 +105,10 @@ class TimamTrainer:
         return "text" in parts and not is_trainable(parts["text"])
 
     def embed_batch(
-        self, split: CachedSplit, captions: torch.Tensor, images: torch.Tensor | None = None,
+        self,
+        split: CachedSplit,
+        captions: torch.Tensor,
+        images: torch.Tensor | None = None,
         views: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of a batch of captions and their images, from the caches where frozen
@@ -113,8 +118,11 @@ class TimamTrainer:
         else:
             image_input = split.image_features_of(captions, views).to(self.device)
         return self.forward_encoders(
-            image_input, self.text_input(split, captions), split.attention_mask[captions].to(self.device),
-            image_features_given=images is None, token_states_given=self.text_cached,
+            image_input,
+            self.text_input(split, captions),
+            split.attention_mask[captions].to(self.device),
+            image_features_given=images is None,
+            token_states_given=self.text_cached,
         )
 
     def embed_texts(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
@@ -146,8 +154,11 @@ class TimamTrainer:
         # augmentations, and the global RNG is left alone.
         seeds = torch.Generator().manual_seed(self.config.seed * 1_000_000 + self.epoch * 1_000 + self.context.rank)
         loader = DataLoader(
-            CaptionImageDataset(self.train.data, self.train_transform), batch_sampler=[s.tolist() for s in shares],
-            num_workers=default_workers(), pin_memory=self.device.type == "cuda", generator=seeds,
+            CaptionImageDataset(self.train.data, self.train_transform),
+            batch_sampler=[s.tolist() for s in shares],
+            num_workers=default_workers(),
+            pin_memory=self.device.type == "cuda",
+            generator=seeds,
         )
         yield from (images for images, _ in loader)
 
@@ -224,9 +235,7 @@ class TimamTrainer:
                     )
             total = self.backward(terms)
             if self.config.grad_clip > 0:
-                encoder_parameters = [
-                    p for o in self.optimizers.encoders for g in o.param_groups for p in g["params"]
-                ]
+                encoder_parameters = [p for o in self.optimizers.encoders for g in o.param_groups for p in g["params"]]
                 nn.utils.clip_grad_norm_([p for p in encoder_parameters if p.grad is not None], self.config.grad_clip)
             for optimizer in self.optimizers.encoders:
                 optimizer.step()
@@ -258,9 +267,15 @@ class TimamTrainer:
         if self.image_cached:
             image_emb = self.model.image_encoder.projection(self.val.image_features.to(self.device))
         else:
-            image_emb = image_outputs(self.model, data.image_paths, project=True, batch_size=batch_size,
-                                      device=self.device, desc="val images",
-                                      show_progress=self.context.is_main).to(self.device)
+            image_emb = image_outputs(
+                self.model,
+                data.image_paths,
+                project=True,
+                batch_size=batch_size,
+                device=self.device,
+                desc="val images",
+                show_progress=self.context.is_main,
+            ).to(self.device)
         # One pass per distinct caption: repeats must tie exactly (see distinct_captions).
         first, inverse = distinct_captions(self.val.input_ids, self.val.attention_mask)
         text_emb = torch.cat([self.embed_texts(self.val, chunk).float() for chunk in first.split(256)])
@@ -271,8 +286,10 @@ class TimamTrainer:
         image_emb, text_emb = self.validation_embeddings()
         data = self.val.data
         image_labels, text_labels = relevance_labels(
-            image_identity=data.image_identity, caption_identity=data.caption_identity,
-            caption_image=data.caption_image, relevance=self.config.validation_relevance,
+            image_identity=data.image_identity,
+            caption_identity=data.caption_identity,
+            caption_image=data.caption_image,
+            relevance=self.config.validation_relevance,
         )
         image_labels, text_labels = image_labels.to(self.device), text_labels.to(self.device)
         t2i = ranking_metrics(text_emb, image_emb, text_labels, image_labels, ks=(1,))
@@ -301,8 +318,12 @@ class TimamTrainer:
             scheduler.step(row["val_t2i_R@1"])
         scheduled = self.freeze.observe(epoch, row["val_t2i_R@1"])
         if scheduled and self.context.is_main:
-            logger.info("Validation R@1 flat for %d epochs: %s encoder(s) train from epoch %d",
-                        self.freeze.patience, " and ".join(scheduled), epoch + 1)
+            logger.info(
+                "Validation R@1 flat for %d epochs: %s encoder(s) train from epoch %d",
+                self.freeze.patience,
+                " and ".join(scheduled),
+                epoch + 1,
+            )
         return row
 
     def learning_rate(self) -> float:

@@ -1,6 +1,6 @@
 """``python -m timam.tuning params FILE``: a best-parameters YAML file as one ``--params`` value.
 
-    kedro run --pipelines train --params "$(python -m timam.tuning params data/06_models/demo/best_training_parameters.yml)"
+kedro run --pipelines train --params "$(python -m timam.tuning params data/06_models/demo/best_training_parameters.yml)"
 """
 
 from __future__ import annotations

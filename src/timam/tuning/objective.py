@@ -32,12 +32,12 @@ from timam.inference.split_data import SplitData
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.training.cached_split import CachedSplit
-from timam.training.config import TrainingConfig, training_config
+from timam.training.config import TrainingConfig, deep_merge, training_config
 from timam.training.freeze import changing_state, freeze_pretrained, pretrained_parts
 from timam.training.loop import SCORE, BestEpoch, seed_everything, train_epochs
 from timam.training.resume import restore_rng, rng_state
 from timam.training.trainer import TimamTrainer
-from timam.tuning.space import Knob, deep_merge, suggest_overrides
+from timam.tuning.space import Knob, suggest_overrides
 from timam.tuning.study import worker_label
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ def _may_unfreeze(config: TrainingConfig) -> bool:
 class TuningWorker:
     """Frozen caches built once; :meth:`train` runs one configuration of the heads on them."""
 
-    def __init__(self, train: SplitData, val: SplitData, model_config: ModelConfig, base_training: Mapping[str, Any]) -> None:
+    def __init__(
+        self, train: SplitData, val: SplitData, model_config: ModelConfig, base_training: Mapping[str, Any]
+    ) -> None:
         if val.split != "val":
             raise ValueError(f"Tuning scores on the validation split only, got the {val.split!r} split")
         self.base_training = dict(base_training)
@@ -68,8 +70,9 @@ class TuningWorker:
         self.pristine: dict[str, dict[str, torch.Tensor]] | None = None  # pretrained weights, once needed
         self.dirty = False
         self.seed, self.embed_batch_size = base.seed, base.embed_batch_size
-        self.train_cache = CachedSplit(self.model, train, batch_size=base.embed_batch_size, device=self.device,
-                                       per_view=True)
+        self.train_cache = CachedSplit(
+            self.model, train, batch_size=base.embed_batch_size, device=self.device, per_view=True
+        )
         self.val_cache = CachedSplit(self.model, val, batch_size=base.embed_batch_size, device=self.device)
         for cache in (self.train_cache, self.val_cache):  # now, once, rather than inside the first trial
             if base.freeze.image_backbone_epochs != 0:
@@ -79,7 +82,10 @@ class TuningWorker:
         self.cache_seconds = time.perf_counter() - started
         logger.info(
             "Tuning worker ready on %s in %.1f s: %d train / %d val captions cached",
-            self.device, self.cache_seconds, train.num_captions, val.num_captions,
+            self.device,
+            self.cache_seconds,
+            train.num_captions,
+            val.num_captions,
         )
 
     def config(self, overrides: Mapping[str, Any]) -> TrainingConfig:
@@ -156,7 +162,13 @@ class TuningWorker:
             trial.set_user_attr("val_history", scores)
             trial.set_user_attr("best_epoch", result["best_epoch"])
             trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 3))
-            logger.info("Trial %d (%s): best val t2i R@1 %.2f at epoch %d", trial.number, label, result["score"], result["best_epoch"])
+            logger.info(
+                "Trial %d (%s): best val t2i R@1 %.2f at epoch %d",
+                trial.number,
+                label,
+                result["score"],
+                result["best_epoch"],
+            )
             return result["score"]
 
         return run

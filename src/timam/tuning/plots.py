@@ -34,7 +34,9 @@ def _draw(plot, study: optuna.Study, **kwargs) -> Figure:
         axes = plot(study, target_name=TARGET, **kwargs)
         figure = axes.figure
         figure.set_size_inches(8, 4.5)
-        figure.suptitle(f"study {study.study_name!r}: {len(study.trials)} trial(s), {_completed(study)} completed", fontsize=10)
+        figure.suptitle(
+            f"study {study.study_name!r}: {len(study.trials)} trial(s), {_completed(study)} completed", fontsize=10
+        )
         figure.tight_layout()
     plt.close(figure)
     return figure

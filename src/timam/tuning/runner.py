@@ -9,8 +9,8 @@ from typing import Any
 import optuna
 import torch
 
-from timam.models.config import ModelConfig
 from timam.inference.split_data import SplitData
+from timam.models.config import ModelConfig
 from timam.tuning.objective import TuningWorker
 from timam.tuning.study import (
     TuningSettings,
@@ -51,7 +51,8 @@ def run_worker(
         run_trials(study, worker.objective(settings.knobs, worker=label, epochs=settings.epochs), settings)
     logger.info(
         "Study %r: %d trial(s) in all, best val t2i R@1 %s",
-        study.study_name, len(study.trials),
+        study.study_name,
+        len(study.trials),
         f"{study.best_value:.2f}" if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) else "n/a",
     )
     return study

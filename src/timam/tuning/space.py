@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from timam.training.config import TrainingConfig, deep_merge, flatten
+from timam.training.config import TrainingConfig, flatten
 
 SPEC_KEYS = {"type", "low", "high", "log", "step", "choices", "fixed", "when"}
 KINDS = {"float", "int", "categorical", "fixed"}
@@ -48,6 +48,7 @@ class Knob:
             return self.value
         if self.kind == "categorical":
             return trial.suggest_categorical(self.path, list(self.choices))
+        assert self.low is not None and self.high is not None  # a range knob (parse_search_space checks)
         if self.kind == "int":
             return trial.suggest_int(self.path, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.path, float(self.low), float(self.high), step=self.step, log=self.log)
@@ -127,15 +128,14 @@ def parse_search_space(tree: Mapping[str, Any] | None) -> list[Knob]:
                 continue  # switched off
             if _is_spec(value):
                 if path not in leaves:
-                    raise ValueError(
-                        f"tuning.search_space.{path} is not a training parameter; known: {sorted(leaves)}"
-                    )
+                    raise ValueError(f"tuning.search_space.{path} is not a training parameter; known: {sorted(leaves)}")
                 knobs.append(_knob(path, value))
             elif isinstance(value, Mapping):
                 walk(value, f"{path}.")
             else:
                 raise ValueError(
-                    f"tuning.search_space.{path} must be a spec ({{low, high}}, {{choices}} or {{fixed}}), got {value!r}"
+                    f"tuning.search_space.{path} must be a spec ({{low, high}}, {{choices}} or {{fixed}}), "
+                    f"got {value!r}"
                 )
 
     walk(tree or {}, "")

@@ -71,12 +71,12 @@ class TuningSettings:
     study_name: str = "timam"
     # SQLAlchemy URL (sqlite:///path, postgresql://...); null: in memory, nothing kept.
     storage: str | None = None
-    n_trials: int = 10                   # new trials this worker runs
+    n_trials: int = 10  # new trials this worker runs
     max_total_trials: int | None = None  # stop every worker once the study has this many finished
-    timeout: float | None = None         # seconds this worker may spend on trials
-    epochs: int | None = None            # epochs per trial; null: training.epochs
-    worker: str | None = None            # names this worker; null: host:pid
-    torch_threads: int | None = None     # torch CPU threads for this worker; null: torch's default
+    timeout: float | None = None  # seconds this worker may spend on trials
+    epochs: int | None = None  # epochs per trial; null: training.epochs
+    worker: str | None = None  # names this worker; null: host:pid
+    torch_threads: int | None = None  # torch CPU threads for this worker; null: torch's default
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     pruner: PrunerSettings = field(default_factory=PrunerSettings)
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
@@ -184,7 +184,9 @@ def run_trials(study: optuna.Study, objective: Any, settings: TuningSettings) ->
     callbacks = []
     if settings.max_total_trials is not None:
         if len(finished_trials(study)) >= settings.max_total_trials:
-            logger.info("Study %r already has %d finished trials: nothing to run", study.study_name, settings.max_total_trials)
+            logger.info(
+                "Study %r already has %d finished trials: nothing to run", study.study_name, settings.max_total_trials
+            )
             return study
         callbacks.append(
             optuna.study.MaxTrialsCallback(
@@ -193,8 +195,14 @@ def run_trials(study: optuna.Study, objective: Any, settings: TuningSettings) ->
         )
     if settings.n_trials:
         # A diverging trial (non-finite loss) fails alone; configuration errors still stop the run.
-        study.optimize(objective, n_trials=settings.n_trials, timeout=settings.timeout, catch=(FloatingPointError,),
-                       callbacks=callbacks, gc_after_trial=True)
+        study.optimize(
+            objective,
+            n_trials=settings.n_trials,
+            timeout=settings.timeout,
+            catch=(FloatingPointError,),
+            callbacks=callbacks,
+            gc_after_trial=True,
+        )
     return study
 
 

@@ -37,8 +37,9 @@ _VARIANT_INPUTS = {"params:model": "model_parameters", "params:training": "train
 
 def _with_inputs(node: Node, renamed: dict[str, str]) -> Node:
     """``node`` reading ``renamed[name]`` instead of each input ``name`` it lists."""
-    return Node(node.func, [renamed.get(name, name) for name in node.inputs], node.outputs, name=node.name,
-                tags=node.tags)
+    return Node(
+        node.func, [renamed.get(name, name) for name in node.inputs], node.outputs, name=node.name, tags=node.tags
+    )
 
 
 def _run_template() -> Pipeline:
@@ -52,13 +53,22 @@ def _run_template() -> Pipeline:
 def _variant_pipeline(variant: str, seed: int) -> Pipeline:
     select = update_wrapper(partial(variant_parameters, variant=variant, seed=seed), variant_parameters)
     template = _run_template() + Pipeline(
-        [Node(select, ["params:model", "params:training", "params:ablation"], list(_VARIANT_INPUTS.values()),
-              name="select_parameters")]
+        [
+            Node(
+                select,
+                ["params:model", "params:training", "params:ablation"],
+                list(_VARIANT_INPUTS.values()),
+                name="select_parameters",
+            )
+        ]
     )
     shared_parameters = {name for node in template.nodes for name in node.inputs if name.startswith("params:")}
     return pipeline(
-        template, namespace=f"ablation.{run_name(variant, seed)}", inputs={"captions", "caption_tokens"},
-        parameters=shared_parameters, tags="ablation",
+        template,
+        namespace=f"ablation.{run_name(variant, seed)}",
+        inputs={"captions", "caption_tokens"},
+        parameters=shared_parameters,
+        tags="ablation",
     )
 
 
@@ -70,9 +80,14 @@ def create_pipeline(**kwargs) -> Pipeline:
     variants = sum((_variant_pipeline(variant, seed) for variant, seed in runs), Pipeline([]))
     summary = Pipeline(
         [
-            Node(summarise, [f"ablation.{run_name(*run)}.retrieval_metrics" for run in runs],
-                 ["ablation_summary", "ablation_report"], name="summarise_ablation", namespace="ablation",
-                 tags="ablation")
+            Node(
+                summarise,
+                [f"ablation.{run_name(*run)}.retrieval_metrics" for run in runs],
+                ["ablation_summary", "ablation_report"],
+                name="summarise_ablation",
+                namespace="ablation",
+                tags="ablation",
+            )
         ]
     )
     return create_prepare_pipeline() + variants + summary

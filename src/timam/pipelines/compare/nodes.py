@@ -46,7 +46,9 @@ def metrics_row(version: str, metrics: dict[str, Any], rule: str) -> dict[str, A
     return row
 
 
-def compare_metrics(retrieval_metrics_history: dict[str, dict[str, Any]], compare: Mapping[str, Any]) -> tuple[str, pd.DataFrame]:
+def compare_metrics(
+    retrieval_metrics_history: dict[str, dict[str, Any]], compare: Mapping[str, Any]
+) -> tuple[str, pd.DataFrame]:
     """One row per saved ``retrieval_metrics`` version, oldest first: Markdown and CSV.
 
     The CSV keeps every training parameter; the Markdown shows only those that differ between
@@ -72,12 +74,17 @@ def compare_metrics(retrieval_metrics_history: dict[str, dict[str, Any]], compar
     ]
     if training:
         notes.append(
-            ("Training parameters that differ between rows are shown; " if varying else
-             "All rows share their training parameters; ")
+            (
+                "Training parameters that differ between rows are shown; "
+                if varying
+                else "All rows share their training parameters; "
+            )
             + "the CSV (metrics_comparison_table) has all of them."
         )
     markdown = comparison_markdown(
-        table.to_dict("records"), [*fixed, *numbers, *varying],
-        title=f"Retrieval metrics of {len(table)} evaluation run(s)", notes=notes,
+        table.to_dict("records"),
+        [*fixed, *numbers, *varying],
+        title=f"Retrieval metrics of {len(table)} evaluation run(s)",
+        notes=notes,
     )
     return markdown, table

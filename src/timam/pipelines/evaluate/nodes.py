@@ -10,21 +10,21 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from timam.formats.tensor_bundle import TensorBundle
-from timam.models.checkpoint import Checkpoint
-from timam.retrieval.curves import bidirectional_recall_curves, chance_recall_curve
-from timam.retrieval.plots import image_query_figure, recall_curve_figure, text_query_figure
-from timam.retrieval.examples import RankedExamples, best_and_worst, sample_queries
-from timam.retrieval.config import EvaluationConfig, evaluation_config
-from timam.retrieval.protocols import protocol_metrics
 from timam.figures import message_figure
-from timam.training.plots import training_curves_figure
+from timam.formats.tensor_bundle import TensorBundle
+from timam.inference.device import model_to, pick_device
+from timam.inference.embedding import image_outputs, text_outputs
+from timam.inference.split_data import split_data
+from timam.models.checkpoint import Checkpoint
+from timam.retrieval.config import EvaluationConfig, evaluation_config
+from timam.retrieval.curves import bidirectional_recall_curves, chance_recall_curve
+from timam.retrieval.examples import RankedExamples, best_and_worst, sample_queries
+from timam.retrieval.plots import image_query_figure, recall_curve_figure, text_query_figure
+from timam.retrieval.protocols import protocol_metrics
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics
 from timam.retrieval.relevance import relevance_labels
 from timam.retrieval.report import markdown_report, mean_recall
-from timam.inference.split_data import split_data
-from timam.inference.device import model_to, pick_device
-from timam.inference.embedding import image_outputs, text_outputs
+from timam.training.plots import training_curves_figure
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,17 @@ def embed_test_split(
     device = pick_device(config.device)
     model = model_to(model_checkpoint.model, device)
     batch_size = config.batch_size
-    images = image_outputs(model, data.image_paths, project=True, batch_size=batch_size, device=device, desc="embedding images")
+    images = image_outputs(
+        model, data.image_paths, project=True, batch_size=batch_size, device=device, desc="embedding images"
+    )
     texts = text_outputs(
-        model, data.input_ids, data.attention_mask, project=True, batch_size=batch_size, device=device, desc="embedding captions"
+        model,
+        data.input_ids,
+        data.attention_mask,
+        project=True,
+        batch_size=batch_size,
+        device=device,
+        desc="embedding captions",
     )
     provenance = {
         "checkpoint_version": model_checkpoint.version,
@@ -168,25 +176,39 @@ def retrieval_report(metrics: dict[str, Any], evaluation: Mapping[str, Any] | Ev
 def _title(image_embeddings: TensorBundle, config: EvaluationConfig, what: str) -> str:
     dataset = config.dataset or "?"
     split = image_embeddings.metadata.get("split", config.split)
-    return (f"{what} -- {dataset} {split} split, {config.relevance} relevance, "
-            f"checkpoint {image_embeddings.metadata.get('checkpoint_version')}")
+    return (
+        f"{what} -- {dataset} {split} split, {config.relevance} relevance, "
+        f"checkpoint {image_embeddings.metadata.get('checkpoint_version')}"
+    )
 
 
-def plot_recall_curve(image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: Mapping[str, Any]) -> Figure:
+def plot_recall_curve(
+    image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: Mapping[str, Any]
+) -> Figure:
     """R@K for K = 1..``evaluation.curve_max_k`` (default 50) both ways, expected tie rule, with chance."""
     config = evaluation_config(evaluation)
     image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, config.relevance)
     max_k = config.curve_max_k
     curves = bidirectional_recall_curves(
-        image_embeddings.tensors["embeddings"], text_embeddings.tensors["embeddings"], image_labels, text_labels,
-        max_k=max_k, tie_rule="expected",
+        image_embeddings.tensors["embeddings"],
+        text_embeddings.tensors["embeddings"],
+        image_labels,
+        text_labels,
+        max_k=max_k,
+        tie_rule="expected",
     )
     chance = {
         "text_to_image": chance_recall_curve(text_labels, image_labels, max_k=max_k),
         "image_to_text": chance_recall_curve(image_labels, text_labels, max_k=max_k),
     }
-    logger.info("Recall curve: text->image R@1 %.2f, image->text R@1 %.2f", curves["text_to_image"][0], curves["image_to_text"][0])
-    return recall_curve_figure(curves, chance=chance, title=_title(image_embeddings, config, "R@K (expected over ties)"))
+    logger.info(
+        "Recall curve: text->image R@1 %.2f, image->text R@1 %.2f",
+        curves["text_to_image"][0],
+        curves["image_to_text"][0],
+    )
+    return recall_curve_figure(
+        curves, chance=chance, title=_title(image_embeddings, config, "R@K (expected over ties)")
+    )
 
 
 _LEGEND = "green = relevant, red = not"
@@ -206,8 +228,13 @@ def plot_retrieval_examples(
     text_examples = data.text_examples(sample_queries(len(data.texts), count, seed), k)
     image_examples = data.image_examples(sample_queries(len(data.images), count, seed), k)
     return (
-        text_query_figure(text_examples, title=_title(image_embeddings, config, f"Text -> image top-{k} ({_LEGEND}; blue = described image)")),
-        image_query_figure(image_examples, title=_title(image_embeddings, config, f"Image -> text top-{k} ({_LEGEND})")),
+        text_query_figure(
+            text_examples,
+            title=_title(image_embeddings, config, f"Text -> image top-{k} ({_LEGEND}; blue = described image)"),
+        ),
+        image_query_figure(
+            image_examples, title=_title(image_embeddings, config, f"Image -> text top-{k} ({_LEGEND})")
+        ),
     )
 
 
@@ -233,10 +260,14 @@ def plot_best_and_worst_queries(
     image_queries, image_notes = best_and_worst(i2t_ap["mAP"], count)
     what = f"best and worst {count} queries by average precision, top-{k} ({_LEGEND})"
     return (
-        text_query_figure(data.text_examples(text_queries, k, text_notes),
-                          title=_title(image_embeddings, config, f"Text -> image, {what}; blue = described image")),
-        image_query_figure(data.image_examples(image_queries, k, image_notes),
-                           title=_title(image_embeddings, config, f"Image -> text, {what}")),
+        text_query_figure(
+            data.text_examples(text_queries, k, text_notes),
+            title=_title(image_embeddings, config, f"Text -> image, {what}; blue = described image"),
+        ),
+        image_query_figure(
+            data.image_examples(image_queries, k, image_notes),
+            title=_title(image_embeddings, config, f"Image -> text, {what}"),
+        ),
     )
 
 
@@ -254,9 +285,7 @@ def plot_training_curves(training_history_versions: dict[str, pd.DataFrame], ima
             title=f"Training history of checkpoint {checkpoint_version}",
         )
     if not training_history_versions:
-        return message_figure(
-            f"No training history saved (checkpoint {checkpoint_version}).", title="Training history"
-        )
+        return message_figure(f"No training history saved (checkpoint {checkpoint_version}).", title="Training history")
     latest = max(training_history_versions)
     logger.warning("No training history of checkpoint %s; plotting the latest one (%s)", checkpoint_version, latest)
     return training_curves_figure(

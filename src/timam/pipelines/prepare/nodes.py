@@ -30,7 +30,10 @@ def build_caption_table(raw_annotations: Any, source: Mapping[str, Any]) -> tupl
     label = describe_source(reader_parameters)
     rows = read_source(raw_annotations, reader_parameters)
     kept, quarantine = apply_bad_input_policy(
-        rows, policy=config.on_bad_input, source=label, identities_disjoint=config.identities_disjoint,
+        rows,
+        policy=config.on_bad_input,
+        source=label,
+        identities_disjoint=config.identities_disjoint,
     )
     table = finalise_caption_table(kept, source=label)
     expected = published_split_sizes(reader_parameters)
@@ -38,6 +41,7 @@ def build_caption_table(raw_annotations: Any, source: Mapping[str, Any]) -> tupl
         check_split_sizes(table, expected, source=label, allow_mismatch=config.allow_split_mismatch)
     cache = config.resized_image_cache
     if cache is not None:
+        assert cache.directory is not None and cache.size is not None  # ResizedImageCacheConfig checks both
         table = cache_resized_images(table, cache.directory, list(cache.size))
     return table, quarantine
 

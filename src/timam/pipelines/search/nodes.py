@@ -21,7 +21,14 @@ from timam.inference.device import model_to, pick_device
 from timam.inference.embedding import image_outputs, text_outputs
 from timam.models.checkpoint import Checkpoint
 from timam.retrieval.config import SearchConfig, evaluation_config, search_config
-from timam.retrieval.plots import ImageQueryExample, RankedCaption, RankedImage, TextQueryExample, image_query_figure, text_query_figure
+from timam.retrieval.plots import (
+    ImageQueryExample,
+    RankedCaption,
+    RankedImage,
+    TextQueryExample,
+    image_query_figure,
+    text_query_figure,
+)
 from timam.retrieval.ranking import topk_indices
 from timam.sources.config import TokenizationConfig, tokenization_config
 from timam.sources.image_checks import inspect_image
@@ -75,7 +82,8 @@ def search_request(search: Mapping[str, Any]) -> SearchConfig:
     config = search_config(search)
     if (config.query is None) == (config.query_image is None):
         given = (
-            "both search.query and search.query_image were given" if config.query
+            "both search.query and search.query_image were given"
+            if config.query
             else "neither search.query nor search.query_image was given"
         )
         raise ValueError(f"search needs exactly one of them, {given}. Use: {USAGE}")
@@ -89,7 +97,9 @@ def _embed_text(
 ) -> torch.Tensor:
     config = model_checkpoint.model.config
     check_tokenizer(
-        config, tokenization.tokenizer, tokens="params tokenization.tokenizer is",
+        config,
+        tokenization.tokenizer,
+        tokens="params tokenization.tokenizer is",
         model=f"checkpoint {model_checkpoint.version} has text model",
         fix="set the tokenizer the checkpoint was trained with",
     )
@@ -101,14 +111,24 @@ def _embed_text(
             f"tokenizer {tokenization.tokenizer!r} gives ids beyond the checkpoint's vocabulary ({config.vocab_size})"
         )
     return text_outputs(
-        model_to(model_checkpoint.model, device), tokens["input_ids"].to(torch.int32), tokens["attention_mask"].to(torch.int8),
-        project=True, batch_size=1, device=device, desc="embedding the query",
+        model_to(model_checkpoint.model, device),
+        tokens["input_ids"].to(torch.int32),
+        tokens["attention_mask"].to(torch.int8),
+        project=True,
+        batch_size=1,
+        device=device,
+        desc="embedding the query",
     )
 
 
 def images_for_text(
-    model_checkpoint: Checkpoint, image_embeddings: TensorBundle, query: str, top_k: int,
-    tokenization: TokenizationConfig, device: torch.device, title: str,
+    model_checkpoint: Checkpoint,
+    image_embeddings: TensorBundle,
+    query: str,
+    top_k: int,
+    tokenization: TokenizationConfig,
+    device: torch.device,
+    title: str,
 ) -> tuple[pd.DataFrame, Figure]:
     """The ``top_k`` gallery images for a text query: table (rank, path, image_id, score) and figure."""
     paths = image_embeddings.metadata.get("image_paths")
@@ -118,20 +138,29 @@ def images_for_text(
     k = min(top_k, len(gallery))
     scores, found = topk_indices(_embed_text(model_checkpoint, query, tokenization, device).cpu(), gallery, k)
     ids = image_embeddings.metadata.get("image_ids") or [None] * len(paths)
-    table = pd.DataFrame({
-        "rank": range(1, k + 1),
-        "path": [paths[int(j)] for j in found[0]],
-        "image_id": [ids[int(j)] for j in found[0]],
-        "score": scores[0].tolist(),
-    })
-    example = TextQueryExample(caption=f"\u201c{query}\u201d",
-                               results=[RankedImage(p, s) for p, s in zip(table["path"], table["score"], strict=True)])
+    table = pd.DataFrame(
+        {
+            "rank": range(1, k + 1),
+            "path": [paths[int(j)] for j in found[0]],
+            "image_id": [ids[int(j)] for j in found[0]],
+            "score": scores[0].tolist(),
+        }
+    )
+    example = TextQueryExample(
+        caption=f"\u201c{query}\u201d",
+        results=[RankedImage(p, s) for p, s in zip(table["path"], table["score"], strict=True)],
+    )
     return table, text_query_figure([example], title=f"Top {k} images -- {title}", columns=min(k, 5))
 
 
 def captions_for_image(
-    model_checkpoint: Checkpoint, image_embeddings: TensorBundle, text_embeddings: TensorBundle, query_image: str,
-    top_k: int, device: torch.device, title: str,
+    model_checkpoint: Checkpoint,
+    image_embeddings: TensorBundle,
+    text_embeddings: TensorBundle,
+    query_image: str,
+    top_k: int,
+    device: torch.device,
+    title: str,
 ) -> tuple[pd.DataFrame, Figure]:
     """The ``top_k`` test captions for an image file: table (rank, caption, caption_id, image_path,
     score; image_path is the captioned image) and figure."""
@@ -140,21 +169,30 @@ def captions_for_image(
         raise ValueError("text_embeddings have no caption texts (older timam); re-run `kedro run --pipelines evaluate`")
     gallery = text_embeddings.tensors["embeddings"]
     k = min(top_k, len(gallery))
-    embedded = image_outputs(model_to(model_checkpoint.model, device), [query_image], project=True, batch_size=1,
-                             device=device, desc="embedding the query image")
+    embedded = image_outputs(
+        model_to(model_checkpoint.model, device),
+        [query_image],
+        project=True,
+        batch_size=1,
+        device=device,
+        desc="embedding the query image",
+    )
     scores, found = topk_indices(embedded, gallery, k)
     caption_ids = text_embeddings.metadata.get("caption_ids") or [None] * len(captions)
     image_paths = image_embeddings.metadata.get("image_paths")
     image_index = text_embeddings.tensors["image_index"]
-    table = pd.DataFrame({
-        "rank": range(1, k + 1),
-        "caption": [captions[int(j)] for j in found[0]],
-        "caption_id": [caption_ids[int(j)] for j in found[0]],
-        "image_path": [image_paths[int(image_index[j])] if image_paths else None for j in found[0]],
-        "score": scores[0].tolist(),
-    })
-    example = ImageQueryExample(path=query_image,
-                                results=[RankedCaption(c, s) for c, s in zip(table["caption"], table["score"], strict=True)])
+    table = pd.DataFrame(
+        {
+            "rank": range(1, k + 1),
+            "caption": [captions[int(j)] for j in found[0]],
+            "caption_id": [caption_ids[int(j)] for j in found[0]],
+            "image_path": [image_paths[int(image_index[j])] if image_paths else None for j in found[0]],
+            "score": scores[0].tolist(),
+        }
+    )
+    example = ImageQueryExample(
+        path=query_image, results=[RankedCaption(c, s) for c, s in zip(table["caption"], table["score"], strict=True)]
+    )
     return table, image_query_figure([example], title=f"Top {k} captions -- {title}", caption_lines=3)
 
 
@@ -173,14 +211,23 @@ def search(
     table and a figure.
     """
     request = search_config(request)
-    check_same_checkpoint(model_checkpoint, ("image_embeddings", image_embeddings), ("text_embeddings", text_embeddings))
+    check_same_checkpoint(
+        model_checkpoint, ("image_embeddings", image_embeddings), ("text_embeddings", text_embeddings)
+    )
     device = pick_device(evaluation_config(evaluation).device)
     title = f"checkpoint {model_checkpoint.version}, {image_embeddings.metadata.get('split')} split"
     if request.query is not None:
         table, figure = images_for_text(
-            model_checkpoint, image_embeddings, request.query, request.top_k, tokenization_config(tokenization), device, title
+            model_checkpoint,
+            image_embeddings,
+            request.query,
+            request.top_k,
+            tokenization_config(tokenization),
+            device,
+            title,
         )
     else:
+        assert request.query_image is not None  # exactly one of query and query_image (checked above)
         table, figure = captions_for_image(
             model_checkpoint, image_embeddings, text_embeddings, request.query_image, request.top_k, device, title
         )

@@ -24,8 +24,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 search,
                 inputs=[
-                    "model_checkpoint", "image_embeddings", "text_embeddings", "search_request",
-                    "params:tokenization", "params:evaluation",
+                    "model_checkpoint",
+                    "image_embeddings",
+                    "text_embeddings",
+                    "search_request",
+                    "params:tokenization",
+                    "params:evaluation",
                 ],
                 outputs=["search_results", "search_grid"],
                 name="search",

@@ -42,9 +42,7 @@ def check_tie_rules(tie_rules: Sequence[str]) -> tuple[str, ...]:
     return tuple(tie_rules)
 
 
-def _check_options(
-    ks: Sequence[int], tie_rules: Sequence[str], metrics: Sequence[str], chunk_size: int
-) -> None:
+def _check_options(ks: Sequence[int], tie_rules: Sequence[str], metrics: Sequence[str], chunk_size: int) -> None:
     if not ks or any(int(k) != k or k < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {ks!r}")
     check_tie_rules(tie_rules)
@@ -161,7 +159,7 @@ def _summarise(per_query: dict[str, Tensor], plan: _Plan) -> dict[str, dict[str,
     for rule in plan.tie_rules:
         n = per_query[rule].shape[1]
         sums = per_query[rule].sum(dim=1).tolist()
-        result[rule] = {key: v * 100.0 / n for key, v in zip(plan.keys, sums)}
+        result[rule] = {key: v * 100.0 / n for key, v in zip(plan.keys, sums, strict=True)}
     return result
 
 
@@ -177,8 +175,7 @@ def _query_block_values(
         harmonic = _harmonic(n_gallery, q.device)
     scorer = _GalleryScorer(inp.gallery, chunk_size)
     out = {
-        rule: torch.empty(len(plan.keys), q.shape[0], dtype=torch.float64, device=q.device)
-        for rule in plan.tie_rules
+        rule: torch.empty(len(plan.keys), q.shape[0], dtype=torch.float64, device=q.device) for rule in plan.tie_rules
     }
     for lo in range(0, q.shape[0], chunk_size):
         hi = min(lo + chunk_size, q.shape[0])

@@ -62,9 +62,7 @@ class _ColumnBest:
         keep_old = self.value == new
         take_new = (cmax == new) & (cties > 0)
         self.ties = torch.where(keep_old, self.ties, 0.0) + torch.where(take_new, cties, 0.0)
-        self.first = torch.minimum(
-            torch.where(keep_old, self.first, n_images), torch.where(take_new, cfirst, n_images)
-        )
+        self.first = torch.minimum(torch.where(keep_old, self.first, n_images), torch.where(take_new, cfirst, n_images))
         self.value = new
 
 
@@ -127,10 +125,7 @@ def _shared_recall(
     best = _ColumnBest.empty(n_txt, n_img, img.device)
     top_v = txt.new_zeros(0, n_txt)
     top_i = torch.zeros(0, n_txt, dtype=torch.long, device=img.device)
-    i2t = {
-        rule: torch.empty(len(plan.keys), n_img, dtype=torch.float64, device=img.device)
-        for rule in plan.tie_rules
-    }
+    i2t = {rule: torch.empty(len(plan.keys), n_img, dtype=torch.float64, device=img.device) for rule in plan.tie_rules}
     scorer = _GalleryScorer(txt, chunk_size)
     for lo in range(0, n_img, chunk_size):
         hi = min(lo + chunk_size, n_img)

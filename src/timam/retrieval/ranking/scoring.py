@@ -42,7 +42,7 @@ def _pad_rows(x: Tensor) -> Tensor:
     return torch.cat([x, pad], dim=0)
 
 
-_MATMUL_BACKENDS = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+_MATMUL_BACKENDS = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)  # type: ignore[attr-defined]
 
 
 @contextmanager

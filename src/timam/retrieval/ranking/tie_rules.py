@@ -72,9 +72,7 @@ def _deterministic_ranks(c: _SlotCounts, rule: str) -> Tensor:
     return irr + c.above + c.rel_before + 1.0
 
 
-def _deterministic_metrics(
-    c: _SlotCounts, rule: str, ks: Sequence[int], metrics: Sequence[str]
-) -> dict[str, Tensor]:
+def _deterministic_metrics(c: _SlotCounts, rule: str, ks: Sequence[int], metrics: Sequence[str]) -> dict[str, Tensor]:
     ranks = _deterministic_ranks(c, rule)
     out: dict[str, Tensor] = {}
     if "R@K" in metrics:
@@ -180,7 +178,7 @@ def _padded_segment_sums(values: Tensor, owner: Tensor, position: Tensor, segmen
 
 
 def _expected_metrics(
-    c: _SlotCounts, ks: Sequence[int], metrics: Sequence[str], harmonic: Tensor
+    c: _SlotCounts, ks: Sequence[int], metrics: Sequence[str], harmonic: Tensor | None
 ) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     tied_irr = c.eq - c.tied_rel
@@ -188,6 +186,7 @@ def _expected_metrics(
         out.update(_expected_hits(c.gt[:, 0], tied_irr[:, 0], c.tied_rel[:, 0], ks))
     m = c.count.to(torch.float64)
     if "mAP" in metrics:
+        assert harmonic is not None  # the plan computes harmonic numbers whenever mAP is asked for
         contrib = _expected_precision(c.gt, c.above, c.eq, c.tied_rel, harmonic)
         out["mAP"] = _row_sum(torch.where(c.valid, contrib, 0.0)) / m
     if "mINP" in metrics:
