@@ -13,6 +13,7 @@ from PIL import Image
 from timam.formats import atomic
 from timam.sources import demo
 from timam.sources.demo import generate_demo_dataset
+from timam.sources.demo_people import sample_people
 
 SMALL = dict(num_identities=12, images_per_identity=3, captions_per_image=2, split_identities=(6, 3, 3))
 
@@ -104,7 +105,7 @@ def test_identities_are_distinguishable_by_their_captions(small: tuple[Path, lis
 def test_attribute_combinations_are_unique() -> None:
     import random
 
-    people = demo._sample_people(random.Random(1), 300)
+    people = sample_people(random.Random(1), 300)
     assert len({p.key() for p in people}) == 300
     assert len(set(people)) == 300
 
@@ -165,7 +166,7 @@ def test_regeneration_removes_a_stale_json_first(tmp_path: Path, monkeypatch: py
     def failing_render(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated crash while drawing")
 
-    monkeypatch.setattr(demo, "_render", failing_render)
+    monkeypatch.setattr(demo, "render_person", failing_render)
     with pytest.raises(RuntimeError):
         generate_demo_dataset(tmp_path, **SMALL)
     assert not (tmp_path / "reid_raw.json").exists()
