@@ -53,7 +53,7 @@ def check_image_files(table: pd.DataFrame, source: str) -> None:
 
 
 def check_splits(table: pd.DataFrame, source: str) -> None:
-    unknown = sorted(set(table["split"]) - set(SPLITS))
+    unknown = sorted(set(table["split"]) - set(SPLITS), key=str)  # a missing split (None/NaN) sorts too
     if unknown:
         raise BadInputError(f"{source}: unknown split name(s) {unknown}; expected {list(SPLITS)}")
     if not (table["split"] == "train").any():

@@ -14,7 +14,7 @@ import pandas as pd
 from timam.sources.caption_table import BadInputError
 from timam.sources.cuhk_pedes import read_cuhk_pedes
 from timam.sources.generic_table import read_caption_table
-from timam.sources.karpathy import karpathy_split_sizes, read_karpathy
+from timam.sources.karpathy import KARPATHY_SPLIT_SIZES, karpathy_split_sizes, read_karpathy
 from timam.sources.text_c10 import read_text_c10
 from timam.sources.ucm_captions import UCM_SPLIT_SIZES, read_ucm_karpathy, read_ucm_parquet
 
@@ -85,7 +85,7 @@ def published_split_sizes(source: dict[str, Any]) -> dict[str, int] | None:
     name = source["format"]
     if name == "cuhk_pedes" and source.get("check_split_sizes", False):
         return CUHK_PEDES_SPLIT_SIZES
-    if name == "karpathy" and source.get("dataset") in {"flickr30k", "coco"}:
+    if name == "karpathy" and source.get("dataset") in KARPATHY_SPLIT_SIZES:
         return karpathy_split_sizes(source["dataset"], restval=source.get("restval", "train"))
     if name in {"ucm_parquet", "ucm_karpathy"}:
         return UCM_SPLIT_SIZES
