@@ -1,7 +1,10 @@
 """One training step, or a short run, of the tiny demo: in one process, or per rank under torchrun.
 
-``torchrun --nproc_per_node 2 ddp_worker.py WORKDIR step|run`` writes rank 0's result to
-WORKDIR/<mode>_ranks<world size>.pt; the DDP tests compare it with the same call in one process.
+``torchrun --nproc_per_node 2 ddp_worker.py WORKDIR MODE`` writes rank 0's result to
+WORKDIR/<MODE>_ranks<world size>.pt; the DDP tests compare it with the same call in one process.
+MODE is ``step`` or ``run`` (FC-Embed, frozen throughout), or ``bert_step`` or ``bert_run`` (a tiny
+BERT that the freeze schedule unfreezes after epoch 1 of 3: the step is one of epoch 2, the run
+trains through the unfreeze).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tests.training.tiny_run import tiny_inputs
+from tests.training.tiny_run import tiny_bert_model, tiny_inputs
 from timam.models.timam import TimamModel
 from timam.training.cached_split import CachedSplit
 from timam.training.config import training_config
@@ -29,12 +32,26 @@ CONFIG = {
     "loss_weights": {"identification": 1.0, "cmpm": 1.0, "cmpc": 0.5, "adversarial": 0.5},
     "adversarial": {"warmup_epochs": 0},
 }
+# The transformer frozen (its token states cached) in epoch 1 and trained with the heads from epoch
+# 2: DDP is rebuilt around it at the unfreeze, and every parameter it then holds must get a gradient.
+BERT_CONFIG = {
+    **CONFIG,
+    "epochs": 3,
+    "loss_weights": {**CONFIG["loss_weights"], "triplet": 0.5},
+    "freeze": {"text_model_epochs": 1},
+}
 
 
-def one_step(workdir: Path, context: DistributedContext) -> dict:
-    """Loss terms and every gradient after the backward pass of the first global batch."""
+def _inputs(workdir: Path, bert: bool):
     train, val, model_config = tiny_inputs(workdir)
-    config = training_config(CONFIG)
+    return train, val, tiny_bert_model(workdir) if bert else model_config
+
+
+def one_step(workdir: Path, context: DistributedContext, *, bert: bool = False) -> dict:
+    """Loss terms and every gradient after the backward pass of the first global batch (of epoch 2,
+    with the transformer trainable, for ``bert``)."""
+    train, val, model_config = _inputs(workdir, bert)
+    config = training_config(BERT_CONFIG if bert else CONFIG)
     generator = seed_everything(config.seed)
     device = torch.device("cpu")
     model = TimamModel(model_config)
@@ -46,7 +63,7 @@ def one_step(workdir: Path, context: DistributedContext) -> dict:
         device,
         context,
     )
-    trainer.set_epoch(1)
+    trainer.set_epoch(2 if bert else 1)
     trainer.set_train_mode()
     batch = trainer.batches(generator)[0]
     terms, _, _ = trainer.batch_terms(batch, None, adversarial_on=True)
@@ -60,10 +77,12 @@ def one_step(workdir: Path, context: DistributedContext) -> dict:
     }
 
 
-def short_run(workdir: Path, context: DistributedContext) -> dict:
-    """The history and final weights of a two-epoch run with every optimiser step taken."""
-    train, val, model_config = tiny_inputs(workdir)
-    checkpoint, history = train_timam(train, val, model_config, training_config(CONFIG), context=context)
+def short_run(workdir: Path, context: DistributedContext, *, bert: bool = False) -> dict:
+    """The history and final weights of a short run with every optimiser step taken (two epochs,
+    or for ``bert`` three, the transformer training in the last two)."""
+    train, val, model_config = _inputs(workdir, bert)
+    config = training_config(BERT_CONFIG if bert else CONFIG)
+    checkpoint, history = train_timam(train, val, model_config, config, context=context)
     return {"history": history.drop(columns="seconds").to_dict(orient="list"), "weights": checkpoint.model.state_dict()}
 
 
@@ -71,7 +90,8 @@ if __name__ == "__main__":
     warnings.simplefilter("ignore")
     directory, mode = Path(sys.argv[1]), sys.argv[2]
     context = context_from_environment()
-    result = (one_step if mode == "step" else short_run)(directory, context)
+    job = one_step if mode.endswith("step") else short_run
+    result = job(directory, context, bert=mode.startswith("bert_"))
     if context.is_main:
         torch.save(result, directory / f"{mode}_ranks{context.world_size}.pt")
     torch.distributed.destroy_process_group()

@@ -44,6 +44,11 @@ def test_keys_change_with_what_the_outputs_depend_on(tmp_path, monkeypatch):
     assert image_feature_key(replace(model, image_views=2), paths, cpu) != key  # a mean over views
     assert image_feature_key(model, paths[::-1], cpu) != key
     assert image_feature_key(model, paths, cuda) != key  # bf16 features are not float32 features
+    # training.precision: a key names the dtype only where it differs from the device's default
+    assert image_feature_key(model, paths, cpu, precision="float32") == key
+    assert image_feature_key(model, paths, cpu, precision="bfloat16") != key
+    assert image_feature_key(model, paths, cuda, precision="bfloat16") == image_feature_key(model, paths, cuda)
+    assert image_feature_key(model, paths, cuda, precision="float32") != image_feature_key(model, paths, cuda)
     with monkeypatch.context() as patch:  # the memory layout changes the rounding
         patch.setattr(feature_cache, "IMAGE_MEMORY_FORMAT", torch.contiguous_format)
         assert image_feature_key(model, paths, cpu) != key
@@ -59,6 +64,8 @@ def test_keys_change_with_what_the_outputs_depend_on(tmp_path, monkeypatch):
     assert token_state_key(text, ids, mask, cpu) != token_state_key(text, ids + 1, mask, cpu)
     assert token_state_key(text, ids, mask, cpu) != token_state_key(text, ids.int(), mask, cpu)
     assert token_state_key(TINY_MODEL, ids, mask, cpu) is None  # FC-Embed has no frozen transformer
+    assert token_state_key(text, ids, mask, cpu, "bfloat16") != token_state_key(text, ids, mask, cpu)
+    assert token_state_key(text, ids, mask, cpu, "float32") == token_state_key(text, ids, mask, cpu)
 
 
 def test_second_run_reads_the_features_and_trains_identically(tmp_path, monkeypatch):

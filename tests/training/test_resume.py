@@ -3,18 +3,20 @@
 import errno
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tests.training.tiny_run import run
 from timam.formats.atomic import ArtifactWriteError
-from timam.training.resume import save_state
+from timam.training.resume import restore_rng, rng_state, save_state
 from timam.training.trainer import TimamTrainer
 
 SCRIPT = Path(__file__).with_name("tiny_run.py")
@@ -126,3 +128,46 @@ def test_nan_loss_stops_training_naming_term_and_step_and_keeps_the_saved_state(
     saved = torch.load(state, weights_only=True)
     assert saved["epoch"] == 1 and saved["best_epoch"] == 1
     assert all(torch.isfinite(tensor).all() for tensor in saved["best_model"].values())
+
+
+def _draws(generator: torch.Generator) -> tuple:
+    batches = torch.randperm(6, generator=generator).tolist()
+    return random.random(), float(np.random.rand()), torch.rand(3).tolist(), batches
+
+
+def test_random_states_round_trip_and_hold_no_cuda_state_without_cuda():
+    generator = torch.Generator().manual_seed(4)
+    state = rng_state(generator)
+    first = _draws(generator)
+    restore_rng(state, generator)
+    assert _draws(generator) == first
+    assert state["cuda"] == []
+
+
+def test_every_cuda_devices_random_state_is_saved_and_restored(tmp_path, monkeypatch, caplog):
+    """The CUDA branch, with torch.cuda stood in for by two devices: both states go into the state
+    file, come back from it and are restored; the file still loads and resumes without CUDA."""
+    devices = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
+    restored: list[list[torch.Tensor]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [device.clone() for device in devices])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(list(states)))
+    generator = torch.Generator().manual_seed(4)
+    save_state(tmp_path / "state.pt", {"rng": rng_state(generator)})
+    saved = torch.load(tmp_path / "state.pt", weights_only=True)["rng"]
+    restore_rng(saved, generator)
+    assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], devices, strict=True))
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # fewer GPUs now: the first is restored
+    restore_rng(saved, generator)
+    assert len(restored[1]) == 1 and torch.equal(restored[1][0], devices[0])
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA
+    first = _draws(generator)
+    restore_rng(saved, generator)
+    assert len(restored) == 2 and "torch sees no GPU" in caplog.text
+    assert _draws(generator) == first  # the CPU states are still restored
+    older = {key: value for key, value in saved.items() if key != "cuda"}  # saved before CUDA states were kept
+    restore_rng(older, generator)
+    assert _draws(generator) == first

@@ -1,6 +1,6 @@
 """A tiny, complete training run on a generated demo, used by the resume and determinism tests.
 
-Run as a script (``python tiny_run.py WORKDIR [EPOCHS]``) it writes WORKDIR/result.json; the tests
+Run as a script (``python tiny_run.py WORKDIR EPOCHS``) it writes WORKDIR/result.json; the tests
 kill it part-way and run it again.
 """
 
@@ -11,7 +11,10 @@ import json
 import logging
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 import timam  # noqa: F401  (torchvision guard before transformers)
 from timam.inference.split_data import split_data
@@ -51,6 +54,35 @@ TINY_MODEL = ModelConfig(
 def tiny_inputs(workdir: Path):
     captions, tokens = tiny_captions(workdir)
     return split_data(captions, tokens, "train"), split_data(captions, tokens, "val"), TINY_MODEL
+
+
+def tiny_bert_model(workdir: Path) -> ModelConfig:
+    """TINY_MODEL with a randomly initialised two-layer BERT (hidden size 16) as its transformer.
+
+    Saved once to WORKDIR/tiny_bert with its pooler, as real BERT checkpoints are, so that loading
+    it goes through the same path as bert-base (``text_model`` is a directory). The vocabulary is
+    the offline MiniLM tokenizer's, which made the demo's tokens. No dropout: ranks sharing a batch
+    would draw other masks than one process does, and equality to one process is what the DDP
+    tests check.
+    """
+    directory = workdir / "tiny_bert"
+    if not (directory / "config.json").exists():
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(
+            vocab_size=30522,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(7)
+            BertModel(config).save_pretrained(directory)
+    return replace(TINY_MODEL, text_encoder="transformer", text_model=str(directory))
 
 
 def run(workdir: Path, epochs: int, state_path: Path | None, save_every_steps: int = 0) -> dict:

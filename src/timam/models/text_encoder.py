@@ -88,9 +88,20 @@ class TextEncoder(nn.Module):
             return output.last_hidden_state
         return self.word_embedding(input_ids.long())
 
-    def encode_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Run the BiLSTM over the real tokens only and project both final states to the embedding."""
-        lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()
+    def encode_states(
+        self,
+        states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lengths: torch.Tensor | list[int] | None = None,
+    ) -> torch.Tensor:
+        """Run the BiLSTM over the real tokens only and project both final states to the embedding.
+
+        ``lengths``: each caption's token count (at least 1), taken from the mask on the host by a
+        caller that has it there; read from ``attention_mask`` otherwise, which on a GPU costs a
+        device-to-host copy in the middle of the forward (packing needs CPU lengths).
+        """
+        if lengths is None:
+            lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()
         packed = pack_padded_sequence(states.float(), lengths, batch_first=True, enforce_sorted=False)
         _, (hidden, _) = self.lstm(packed)
         final = torch.cat([hidden[-2], hidden[-1]], dim=1)

@@ -27,7 +27,8 @@ class CachedSplit:
     pooled image features and float16 token states trimmed to the longest caption. With a
     ``cache_dir`` they are also kept on disk for later runs over the same data and encoders.
     ``per_view`` (the training split of a model with several ``image_views``) keeps every view's
-    features, ``(views, images, features)``, so that each step can draw one; otherwise their mean."""
+    features, ``(views, images, features)``, so that each step can draw one; otherwise their mean.
+    The frozen parts run in ``precision`` (``training.precision``), as they do when they train."""
 
     def __init__(
         self,
@@ -39,17 +40,27 @@ class CachedSplit:
         show_progress: bool = True,
         cache_dir: str | Path | None = None,
         per_view: bool = False,
+        precision: str = "auto",
     ) -> None:
         self.model, self.data, self.batch_size, self.device = model, data, batch_size, device
-        self.show_progress, self.cache_dir = show_progress, cache_dir
+        self.show_progress, self.cache_dir, self.precision = show_progress, cache_dir, precision
         self.per_view = per_view and model.config.image_views > 1
-        longest = int(data.attention_mask.sum(dim=1).max())
+        lengths = data.attention_mask.sum(dim=1)
+        longest = int(lengths.max())
         self.input_ids = data.input_ids[:, :longest]
         self.attention_mask = data.attention_mask[:, :longest]
+        # Each caption's token count, on the host: what the BiLSTM packs by (at least 1 token).
+        self.lengths = lengths.clamp(min=1)
+
+    def lengths_of(self, captions: torch.Tensor) -> list[int]:
+        """The token counts of these captions, read on the host (no device synchronisation)."""
+        return self.lengths[captions].tolist()
 
     @cached_property
     def image_features(self) -> torch.Tensor:
-        key = image_feature_key(self.model.config, self.data.image_paths, self.device, per_view=self.per_view)
+        key = image_feature_key(
+            self.model.config, self.data.image_paths, self.device, per_view=self.per_view, precision=self.precision
+        )
         return cached_tensor(
             self.cache_dir,
             key,
@@ -62,6 +73,7 @@ class CachedSplit:
                 desc=f"{self.data.split} image features",
                 show_progress=self.show_progress,
                 per_view=self.per_view,
+                precision=self.precision,
             ),
         )
 
@@ -84,7 +96,7 @@ class CachedSplit:
 
     @cached_property
     def token_states(self) -> torch.Tensor:
-        key = token_state_key(self.model.config, self.input_ids, self.attention_mask, self.device)
+        key = token_state_key(self.model.config, self.input_ids, self.attention_mask, self.device, self.precision)
         return cached_tensor(
             self.cache_dir,
             key,
@@ -97,6 +109,7 @@ class CachedSplit:
                 device=self.device,
                 desc=f"{self.data.split} token states",
                 show_progress=self.show_progress,
+                precision=self.precision,
             ),
         )
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from timam.config_tree import build_config
+from timam.inference.device import PRECISIONS
 from timam.models.config import check_model_parameters
 
 
@@ -118,6 +119,16 @@ class TrainingConfig:
     save_every_steps: int = 0
     # Frozen encoders' outputs kept here for later runs over the same data and encoders; None: memory only.
     feature_cache_dir: str | None = None
+    # The dtype the image backbone and the transformer compute in: "auto" (bfloat16 on CUDA, float32
+    # on the CPU), "float32" or "bfloat16" (also on the CPU). Projections, embeddings and losses
+    # are float32 whatever this says.
+    precision: str = "auto"
+    # SyncBatchNorm in the image backbone under DDP: "auto" (when several GPU ranks train the
+    # backbone: BatchNorm statistics over the global batch, not each rank's share), True or False.
+    sync_batchnorm: bool | str = "auto"
+    # Deterministic kernels (cudnn.deterministic, torch.use_deterministic_algorithms,
+    # CUBLAS_WORKSPACE_CONFIG, cudnn.benchmark off): bitwise repeatable GPU runs, slower steps.
+    deterministic: bool = False
     loss_weights: LossWeights = field(default_factory=LossWeights)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
@@ -138,6 +149,12 @@ class TrainingConfig:
             )
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("training.epochs must be >= 1 and training.batch_size >= 2")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"training.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.sync_batchnorm not in (True, False, "auto"):
+            raise ValueError(f"training.sync_batchnorm must be auto, true or false, got {self.sync_batchnorm!r}")
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"training.deterministic must be true or false, got {self.deterministic!r}")
         if self.save_every_steps < 0:
             raise ValueError(
                 f"training.save_every_steps must be >= 0 (0: at epoch ends only), got {self.save_every_steps}"

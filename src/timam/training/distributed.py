@@ -2,12 +2,20 @@
 
 Every rank draws the same global batches (same seed), embeds its own contiguous share, and gathers
 all shares *with gradient*, so CMPM, identification and the adversarial term see the negatives of
-the whole global batch, exactly as one process would. The loss is then the same number on every
-rank. The gather's backward sums each rank's gradient for a share (world_size x the true gradient
-of that share); DistributedDataParallel's averaging over ranks then gives the encoders exactly the
-single-process gradient of the global batch. The loss heads (classifiers, discriminator) act on the
-gathered embeddings, so their gradients are already identical on every rank; they are averaged too,
-which changes nothing on CPU and keeps GPU ranks from drifting apart.
+the whole global batch. The loss is then the same number on every rank. The gather's backward sums
+each rank's gradient for a share (world_size x the true gradient of that share);
+DistributedDataParallel's averaging over ranks then gives the encoders the single-process gradient
+of the global batch. The loss heads (classifiers, discriminator) act on the gathered embeddings, so
+their gradients are already identical on every rank; they are averaged too, which changes nothing
+on CPU and keeps GPU ranks from drifting apart.
+
+That equality to one process holds while every layer treats a sample independently of the others
+in its share, i.e. without BatchNorm in training mode (and without dropout, whose masks each rank
+draws for its own share). A trainable backbone's BatchNorm normalises each rank's share (64/N
+images) with that share's statistics and updates its running statistics from it; with
+``training.sync_batchnorm`` (``auto``: when several GPU ranks train the backbone) its layers become
+SyncBatchNorm, which normalises with the statistics of the whole global batch, as one process would
+(up to rounding). Frozen parts run in eval mode, where BatchNorm uses its stored statistics.
 
 Why not ``DistributedSampler``: it shards a permutation of single items, which would break the
 P x K identity batches apart and make a rank's batch differ from a one-process batch. Sharding each
@@ -142,3 +150,32 @@ def data_parallel(module: nn.Module, device: torch.device, context: DistributedC
 def barrier(context: DistributedContext) -> None:
     if context.active:
         dist.barrier()
+
+
+def wants_sync_batchnorm(
+    setting: bool | str, context: DistributedContext, device: torch.device, *, backbone_trains: bool
+) -> bool:
+    """Whether the image backbone's BatchNorm layers become SyncBatchNorm (``training.sync_batchnorm``).
+
+    ``auto``: when several ranks train the backbone (``backbone_trains``: it is not frozen
+    throughout) on GPUs. One rank has nothing to synchronise. torch's SyncBatchNorm trains only on
+    accelerator tensors, so ``true`` with several CPU (gloo) ranks is refused here rather than on
+    the first training step.
+    """
+    if setting is False or not context.active:
+        return False
+    if setting == "auto":
+        return backbone_trains and device.type != "cpu"
+    if device.type == "cpu":
+        raise ValueError(
+            "training.sync_batchnorm is true but the ranks train on the CPU, where torch's SyncBatchNorm "
+            "cannot train; set it to auto or false"
+        )
+    return True
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with every BatchNorm layer replaced by a SyncBatchNorm that holds the same parameter
+    and buffer objects (optimisers built on them stay valid; the state dict keys do not change).
+    Done before DistributedDataParallel wraps it."""
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module)

@@ -5,10 +5,10 @@ take minutes to compute and seconds to load. A cache entry is named by a hash of
 depend on: the encoder's name and weights (a weight file or model directory by size and time, a
 named weight set by the versions of the libraries that provide it), the image size, each image
 file's path, size and modification time, the token ids, the device type (bf16 on CUDA, float32 on
-CPU), the images' memory layout (it changes the rounding), and the versions of torch, torchvision,
-timm and transformers. Randomly initialised encoders are never cached (their weights depend on the
-seed). A write that fails (a full disk) only logs a warning: the cache is an optimisation, training
-goes on with the computed tensor.
+CPU) and ``training.precision`` where it says otherwise, the images' memory layout (it changes the
+rounding), and the versions of torch, torchvision, timm and transformers. Randomly initialised
+encoders are never cached (their weights depend on the seed). A write that fails (a full disk) only
+logs a warning: the cache is an optimisation, training goes on with the computed tensor.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from timam.formats.atomic import atomic_path
-from timam.inference.device import IMAGE_MEMORY_FORMAT
+from timam.inference.device import IMAGE_MEMORY_FORMAT, compute_dtype
 from timam.models.config import ModelConfig
 from timam.models.text_encoder import resolve_text_model
 
@@ -68,11 +68,23 @@ def _digest(parts: Any, *tensors: torch.Tensor) -> str:
     return digest.hexdigest()[:24]
 
 
+def _dtype_part(device: torch.device, precision: str) -> list[str]:
+    """The compute dtype where ``precision`` differs from the device's default (which the device
+    type in the key already stands for), so default keys stay those of earlier versions."""
+    dtype = compute_dtype(device, precision)
+    return [] if dtype == compute_dtype(device) else [str(dtype)]
+
+
 def image_feature_key(
-    config: ModelConfig, paths: Sequence[str], device: torch.device, *, per_view: bool = False
+    config: ModelConfig,
+    paths: Sequence[str],
+    device: torch.device,
+    *,
+    per_view: bool = False,
+    precision: str = "auto",
 ) -> str | None:
-    """The key of pooled backbone features of ``paths`` (their mean over the views, or ``per_view``);
-    None for a randomly initialised backbone."""
+    """The key of pooled backbone features of ``paths`` (their mean over the views, or ``per_view``)
+    computed in ``precision``; None for a randomly initialised backbone."""
     if config.image_weights is None:
         return None
     parts = [
@@ -87,14 +99,20 @@ def image_feature_key(
         str(IMAGE_MEMORY_FORMAT),
         _software(),
         [_file_stamp(path) for path in paths],
+        *_dtype_part(device, precision),
     ]
     return _digest(parts)
 
 
 def token_state_key(
-    config: ModelConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor, device: torch.device
+    config: ModelConfig,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    device: torch.device,
+    precision: str = "auto",
 ) -> str | None:
-    """The key of a transformer's token states for these token ids; None for FC-Embed (no transformer)."""
+    """The key of a transformer's token states for these token ids, computed in ``precision``; None
+    for FC-Embed (no transformer)."""
     if config.text_encoder != "transformer":
         return None
     parts = [
@@ -104,6 +122,7 @@ def token_state_key(
         config.transformer_config,
         device.type,
         _software(),
+        *_dtype_part(device, precision),
     ]
     return _digest(parts, input_ids, attention_mask)
 

@@ -29,6 +29,7 @@ from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.training.cached_split import CachedSplit
 from timam.training.config import TrainingConfig
+from timam.training.determinism import kernel_settings
 from timam.training.distributed import (
     DistributedContext,
     broadcast_from_main,
@@ -124,8 +125,22 @@ def train_timam(
 
     With ``state_path``, the full training state is saved there after every epoch; a rerun with the
     same inputs resumes from it, and it is deleted once training completes. Under torchrun (or with
-    ``context``) the ranks share each global batch; only rank 0 logs and writes the state.
+    ``context``) the ranks share each global batch; only rank 0 logs and writes the state. The
+    kernel settings of ``config.deterministic`` hold while it runs (``timam.training.determinism``).
     """
+    with kernel_settings(config.deterministic):
+        return _train_timam(train, val, model_config, config, state_path=state_path, context=context)
+
+
+def _train_timam(
+    train: SplitData,
+    val: SplitData,
+    model_config: ModelConfig,
+    config: TrainingConfig,
+    *,
+    state_path: str | Path | None,
+    context: DistributedContext | None,
+) -> tuple[Checkpoint, pd.DataFrame]:
     context = context_from_environment() if context is None else context
     check_batch_divides(config.batch_size, config.samples_per_identity if config.sampler == "identity" else 1, context)
     generator = seed_everything(config.seed)
@@ -148,6 +163,7 @@ def train_timam(
             show_progress=context.is_main,
             cache_dir=config.feature_cache_dir,
             per_view=per_view,
+            precision=config.precision,
         )
         for split, per_view in ((train, True), (val, False))
     )

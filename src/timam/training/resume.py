@@ -3,12 +3,13 @@
 A run killed at any moment restarts with the same command and finishes with the same result as an
 uninterrupted run (on CPU, same seed): the state holds the trainable weights, the objective's
 classifier and discriminator, optimiser and scheduler states, the best model so far, the history,
-and every RNG (Python, NumPy, torch, and the generator that orders batches). It is written
-atomically and loaded with ``weights_only=True`` (no code runs). A state whose fingerprint (model,
-training parameters, captions) differs from the current run is ignored, so a changed configuration
-never resumes someone else's run. One job, both halves of it: what a state holds of the trainer
-(:func:`training_state`, :func:`restore_training_state`) and of an unfinished epoch
-(:class:`EpochProgress`), and how it is written and read.
+and every RNG (Python, NumPy, torch's CPU generator and every CUDA device's, and the generator
+that orders batches). It is written atomically and loaded with ``weights_only=True`` (no code
+runs). A state whose fingerprint (model, training parameters, captions) differs from the current
+run is ignored, so a changed configuration never resumes someone else's run. One job, both
+halves of it: what a state holds of the trainer (:func:`training_state`,
+:func:`restore_training_state`) and of an unfinished epoch (:class:`EpochProgress`), and how it is
+written and read.
 """
 
 from __future__ import annotations
@@ -50,18 +51,27 @@ class EpochProgress:
     epoch: int
     batches: list[torch.Tensor]
     step: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
+    # Each term's sum over the steps so far: float64 tensors on the loss's device (no host
+    # synchronisation per step), plain floats as read back from a saved state.
+    sums: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
     def add(self, terms: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        # float64, in step order: the same sums as adding Python floats, read only when needed.
         for name, value in {**terms, "total": total}.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
+            self.sums[name] = self.sums.get(name, 0.0) + value.detach().double()
         self.step += 1
 
+    def read_sums(self) -> dict[str, float]:
+        """The sums as floats, read from the device in one transfer."""
+        tensors = [value for value in self.sums.values() if isinstance(value, torch.Tensor)]
+        read = iter(torch.stack(tensors).tolist() if tensors else [])
+        return {name: next(read) if isinstance(value, torch.Tensor) else value for name, value in self.sums.items()}
+
     def mean_losses(self) -> dict[str, float]:
-        return {f"loss_{name}": value / max(1, len(self.batches)) for name, value in self.sums.items()}
+        return {f"loss_{name}": value / max(1, len(self.batches)) for name, value in self.read_sums().items()}
 
     def to_state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batches": self.batches, "step": self.step, "sums": dict(self.sums)}
+        return {"epoch": self.epoch, "batches": self.batches, "step": self.step, "sums": self.read_sums()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> EpochProgress:
@@ -69,22 +79,40 @@ class EpochProgress:
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random state a run draws from: Python, NumPy, torch's CPU generator, the batch order and,
+    where CUDA is present, every CUDA device's generator (dropout, augmentation on the GPU)."""
     kind, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
     assert isinstance(keys, np.ndarray)  # the legacy MT19937 state: (name, keys, position, gauss flag, gauss)
     return {
         "python": random.getstate(),
         "numpy": [kind, torch.from_numpy(keys.copy()), position, has_gauss, cached],
         "torch": torch.get_rng_state(),
+        # CPU byte tensors, one per device: a state saved on a GPU machine loads anywhere.
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
         "batches": generator.get_state(),
     }
 
 
 def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Put back a :func:`rng_state` (one saved before the CUDA states were kept has none to restore)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, position, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy(), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+    cuda = list(state.get("cuda", []))
+    if cuda and torch.cuda.is_available():
+        devices = torch.cuda.device_count()
+        if len(cuda) != devices:
+            logger.warning(
+                "The saved state has the random state of %d CUDA device(s), this machine %d: restoring the first %d",
+                len(cuda),
+                devices,
+                min(len(cuda), devices),
+            )
+        torch.cuda.set_rng_state_all(cuda[:devices])
+    elif cuda:
+        logger.warning("The saved state holds CUDA random states but torch sees no GPU: they are not restored")
     generator.set_state(state["batches"])
 
 

@@ -10,6 +10,7 @@ parts are frozen, and the whole model (images decoded every step) once they trai
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +37,8 @@ from timam.training.distributed import (
     gather_with_grad,
     global_batch,
     local_share,
+    sync_batchnorm,
+    wants_sync_batchnorm,
 )
 from timam.training.freeze import FreezeSchedule, is_trainable, pretrained_parts
 from timam.training.objective import TimamObjective
@@ -44,6 +47,15 @@ from timam.training.pair_encoder import PairEncoder
 from timam.training.resume import EpochProgress
 
 logger = logging.getLogger(__name__)
+
+
+def check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+    """Stop on a NaN or infinite loss term, naming it: one host synchronisation for all the terms."""
+    values = torch.stack([value.detach().float() for value in terms.values()])
+    if bool(torch.isfinite(values).all()):
+        return
+    name, value = next((name, float(v)) for name, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v))
+    raise FloatingPointError(f"Loss term {name!r} is {value} at epoch {epoch}, step {step}")
 
 
 class TimamTrainer:
@@ -66,11 +78,15 @@ class TimamTrainer:
     ) -> None:
         self.model, self.train, self.val, self.config, self.device = model, train, val, config, device
         self.context = context if context is not None else DistributedContext()
-        self.pair_encoder = PairEncoder(model, device)
-        self.forward_encoders: nn.Module = self.pair_encoder
-        self.wrapped_for: tuple[bool, ...] | None = None
         self.epoch = 0
         self.freeze = FreezeSchedule(config.freeze, pretrained_parts(model))
+        backbone_trains = "image" not in self.freeze.frozen_throughout
+        if wants_sync_batchnorm(config.sync_batchnorm, self.context, device, backbone_trains=backbone_trains):
+            # Before DDP wraps it and before the optimisers: the same parameters, in new layers.
+            model.image_encoder.backbone = sync_batchnorm(model.image_encoder.backbone)
+        self.pair_encoder = PairEncoder(model, device, config.precision)
+        self.forward_encoders: nn.Module = self.pair_encoder
+        self.wrapped_for: tuple[bool, ...] | None = None
         self.objective = TimamObjective(model.config.embedding_dim, model.config.num_classes, config).to(device)
         # Each branch's optimiser is configurable; the paper uses SGD for the image branch.
         self.optimizers = Optimizers.build(model, self.objective, config)
@@ -112,7 +128,8 @@ class TimamTrainer:
         views: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of a batch of captions and their images, from the caches where frozen
-        (``views``: the view of each caption's image in a per-view cache)."""
+        (``views``: the view of each caption's image in a per-view cache). The captions' lengths
+        come from the mask on the host, before it is copied (the BiLSTM packs on the host)."""
         if images is not None:
             image_input = to_device_images(images, self.device)
         else:
@@ -123,12 +140,18 @@ class TimamTrainer:
             split.attention_mask[captions].to(self.device),
             image_features_given=images is None,
             token_states_given=self.text_cached,
+            lengths=split.lengths_of(captions),
         )
 
     def embed_texts(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
         """Caption embeddings, from cached token states while the transformer is frozen."""
         mask = split.attention_mask[captions].to(self.device)
-        return self.pair_encoder.texts(self.text_input(split, captions), mask, token_states_given=self.text_cached)
+        return self.pair_encoder.texts(
+            self.text_input(split, captions),
+            mask,
+            token_states_given=self.text_cached,
+            lengths=split.lengths_of(captions),
+        )
 
     def text_input(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
         """Cached token states while the transformer is frozen, token ids otherwise."""
@@ -219,7 +242,9 @@ class TimamTrainer:
     ) -> dict[str, float]:
         """Train on the epoch's batches from ``progress`` (a resumed epoch) or from the start.
 
-        ``after_step`` sees the progress after every step (the mid-epoch saves).
+        ``after_step`` sees the progress after every step (the mid-epoch saves). The loss terms
+        are checked for NaN and infinity once per step, all at once, before the encoders step;
+        the loss sums stay on the device until the epoch ends.
         """
         self.set_train_mode()
         adversarial_on = epoch > self.config.adversarial.warmup_epochs
@@ -228,23 +253,17 @@ class TimamTrainer:
         shares = [local_share(batch, self.context) for batch in remaining]
         for batch, images in zip(remaining, self.image_stream(shares), strict=True):
             terms, image_emb, text_emb = self.batch_terms(batch, images, adversarial_on=adversarial_on)
-            for name, value in terms.items():
-                if not torch.isfinite(value):
-                    raise FloatingPointError(
-                        f"Loss term {name!r} is {value.item()} at epoch {epoch}, step {progress.step}"
-                    )
             total = self.backward(terms)
+            # The discriminator trains on the detached embeddings, apart from the encoders' update:
+            # stepping it first lets one check of every term precede the encoders' step.
+            if self.config.loss_weights.adversarial:
+                terms["discriminator"] = self.discriminator_steps(image_emb.detach(), text_emb.detach())
+            check_finite(terms, epoch, progress.step)
             if self.config.grad_clip > 0:
                 encoder_parameters = [p for o in self.optimizers.encoders for g in o.param_groups for p in g["params"]]
                 nn.utils.clip_grad_norm_([p for p in encoder_parameters if p.grad is not None], self.config.grad_clip)
             for optimizer in self.optimizers.encoders:
                 optimizer.step()
-            if self.config.loss_weights.adversarial:
-                terms["discriminator"] = self.discriminator_steps(image_emb.detach(), text_emb.detach())
-                if not torch.isfinite(terms["discriminator"]):
-                    raise FloatingPointError(
-                        f"Loss term 'discriminator' is not finite at epoch {epoch}, step {progress.step}"
-                    )
             progress.add(terms, total)
             if after_step is not None:
                 after_step(progress)
@@ -275,14 +294,18 @@ class TimamTrainer:
                 device=self.device,
                 desc="val images",
                 show_progress=self.context.is_main,
+                precision=self.config.precision,
             ).to(self.device)
         # One pass per distinct caption: repeats must tie exactly (see distinct_captions).
         first, inverse = distinct_captions(self.val.input_ids, self.val.attention_mask)
-        text_emb = torch.cat([self.embed_texts(self.val, chunk).float() for chunk in first.split(256)])
-        return image_emb.float(), text_emb[inverse.to(text_emb.device)]
+        text_emb = torch.cat([self.embed_texts(self.val, chunk) for chunk in first.split(256)])
+        return image_emb, text_emb[inverse.to(text_emb.device)]  # float32: projected outside autocast
 
     def validate(self) -> dict[str, float]:
-        """Text->image and image->text R@1 on the validation split (expected value under random ties)."""
+        """Text->image and image->text R@1 on the validation split (expected value under random ties).
+
+        Only R@K is asked of the ranking: mAP and mINP would need every relevant item's rank.
+        """
         image_emb, text_emb = self.validation_embeddings()
         data = self.val.data
         image_labels, text_labels = relevance_labels(
@@ -292,8 +315,8 @@ class TimamTrainer:
             relevance=self.config.validation_relevance,
         )
         image_labels, text_labels = image_labels.to(self.device), text_labels.to(self.device)
-        t2i = ranking_metrics(text_emb, image_emb, text_labels, image_labels, ks=(1,))
-        i2t = ranking_metrics(image_emb, text_emb, image_labels, text_labels, ks=(1,))
+        t2i = ranking_metrics(text_emb, image_emb, text_labels, image_labels, ks=(1,), metrics=("R@K",))
+        i2t = ranking_metrics(image_emb, text_emb, image_labels, text_labels, ks=(1,), metrics=("R@K",))
         scores = {"val_t2i_R@1": t2i["expected"]["R@1"], "val_i2t_R@1": i2t["expected"]["R@1"]}
         return broadcast_from_main(scores, self.context)  # schedulers and best epoch agree on every rank
 
