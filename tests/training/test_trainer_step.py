@@ -22,7 +22,7 @@ from timam.retrieval.relevance import relevance_labels
 from timam.training.cached_split import CachedSplit
 from timam.training.config import training_config
 from timam.training.loop import seed_everything
-from timam.training.resume import EpochProgress
+from timam.training.progress import EpochProgress
 from timam.training.trainer import TimamTrainer
 
 CPU = torch.device("cpu")

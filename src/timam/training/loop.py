@@ -39,8 +39,8 @@ from timam.training.distributed import (
     rank_device,
 )
 from timam.training.freeze import changing_state
+from timam.training.progress import EpochProgress
 from timam.training.resume import (
-    EpochProgress,
     load_state,
     restore_training_state,
     run_fingerprint,

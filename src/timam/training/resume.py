@@ -8,8 +8,8 @@ that orders batches). It is written atomically and loaded with ``weights_only=Tr
 runs). A state whose fingerprint (model, training parameters, captions) differs from the current
 run is ignored, so a changed configuration never resumes someone else's run. One job, both
 halves of it: what a state holds of the trainer (:func:`training_state`,
-:func:`restore_training_state`) and of an unfinished epoch (:class:`EpochProgress`), and how it is
-written and read.
+:func:`restore_training_state`) and of an unfinished epoch (``partial_epoch``, a
+:class:`~timam.training.progress.EpochProgress`), and how it is written and read.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,8 @@ import torch
 from timam.formats.atomic import atomic_path
 from timam.training.freeze import changing_state
 
-if TYPE_CHECKING:  # the trainer imports this module (EpochProgress)
+if TYPE_CHECKING:
+    from timam.training.progress import EpochProgress
     from timam.training.trainer import TimamTrainer
 
 logger = logging.getLogger(__name__)
@@ -38,44 +38,6 @@ logger = logging.getLogger(__name__)
 def run_fingerprint(*parts: Any) -> str:
     """A short hash of JSON-serialisable run inputs."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass
-class EpochProgress:
-    """How far an epoch got: its batches, the steps done and the loss sums so far.
-
-    Saved inside the training state every ``save_every_steps`` steps, so a resumed run skips the
-    steps already taken instead of repeating the epoch.
-    """
-
-    epoch: int
-    batches: list[torch.Tensor]
-    step: int = 0
-    # Each term's sum over the steps so far: float64 tensors on the loss's device (no host
-    # synchronisation per step), plain floats as read back from a saved state.
-    sums: dict[str, float | torch.Tensor] = field(default_factory=dict)
-
-    def add(self, terms: dict[str, torch.Tensor], total: torch.Tensor) -> None:
-        # float64, in step order: the same sums as adding Python floats, read only when needed.
-        for name, value in {**terms, "total": total}.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value.detach().double()
-        self.step += 1
-
-    def read_sums(self) -> dict[str, float]:
-        """The sums as floats, read from the device in one transfer."""
-        tensors = [value for value in self.sums.values() if isinstance(value, torch.Tensor)]
-        read = iter(torch.stack(tensors).tolist() if tensors else [])
-        return {name: next(read) if isinstance(value, torch.Tensor) else value for name, value in self.sums.items()}
-
-    def mean_losses(self) -> dict[str, float]:
-        return {f"loss_{name}": value / max(1, len(self.batches)) for name, value in self.read_sums().items()}
-
-    def to_state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batches": self.batches, "step": self.step, "sums": self.read_sums()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> EpochProgress:
-        return cls(epoch=state["epoch"], batches=list(state["batches"]), step=state["step"], sums=dict(state["sums"]))
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:

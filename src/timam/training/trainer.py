@@ -44,7 +44,7 @@ from timam.training.freeze import FreezeSchedule, is_trainable, pretrained_parts
 from timam.training.objective import TimamObjective
 from timam.training.optimizers import Optimizers, plateau_schedulers
 from timam.training.pair_encoder import PairEncoder
-from timam.training.resume import EpochProgress
+from timam.training.progress import EpochProgress
 
 logger = logging.getLogger(__name__)
 
