@@ -92,3 +92,21 @@ def test_bfloat16_encoders_still_give_float32_projections(tmp_path):
     full = image_outputs(model, paths, project=True, precision="float32", **options)
     assert not torch.equal(low, full), "bfloat16 did run in the backbone"
     assert torch.allclose(low, full, atol=0.1, rtol=0.1)
+
+
+def test_decoding_workers_share_the_cores_between_the_ranks_of_a_machine(monkeypatch):
+    from timam.inference import embedding
+
+    def cores(count: int) -> None:
+        monkeypatch.setattr(embedding.os, "sched_getaffinity", lambda _: set(range(count)))
+
+    cores(2)
+    assert embedding.default_workers(1) == 1  # the 2-core machine: one worker beats none
+    cores(1)
+    assert embedding.default_workers(1) == 0
+    cores(16)
+    assert embedding.default_workers(1) == 8  # at most 8
+    assert embedding.default_workers(4) == 3  # 4 ranks x (3 workers + 1 main process) = 16 cores
+    assert embedding.default_workers(16) == 1  # never none while there are cores to spare
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert embedding.default_workers() == 1  # torchrun's ranks on this machine, by default

@@ -17,14 +17,20 @@ from timam.inference.images import ImageFileDataset, eval_transform
 from timam.models.timam import TimamModel
 
 
-def default_workers() -> int:
-    """Decoding workers: all but one core, at most 8, and at least one where there are two cores.
+def default_workers(ranks: int | None = None) -> int:
+    """Decoding workers of one process: its share of the cores less one for itself, at most 8.
 
-    Measured on 2 cores (benchmarks/data_loading.py): one worker process decoded 4-5x faster than
-    decoding in the main process, whose torch threads compete with the decoder.
+    ``ranks``: the processes sharing this machine (default: torchrun's ``LOCAL_WORLD_SIZE``, else 1),
+    so 8 ranks on 16 cores get one worker each instead of 8 x 8 workers competing for 16 cores.
+    One process on 2 cores still gets one worker: measured there (benchmarks/data_loading.py), one
+    worker decoded 4-5x faster than the main process, whose torch threads compete with the decoder.
     """
-    cores = os.cpu_count() or 1
-    return 0 if cores < 2 else max(1, min(8, cores - 1))
+    if ranks is None:
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2:
+        return 0
+    return max(1, min(8, cores // max(1, ranks) - 1))
 
 
 def image_loader(paths: Sequence[str], image_size: Sequence[int], *, batch_size: int, device: torch.device):
