@@ -5,7 +5,7 @@ import warnings
 import torch
 
 from tests.training.tiny_run import TINY_MODEL
-from timam.inference.device import model_to, to_device_images
+from timam.inference.device import model_to, to_device, to_device_images
 from timam.models.timam import TimamModel
 
 CPU = torch.device("cpu")
@@ -43,3 +43,30 @@ def test_channels_last_embeddings_match_the_contiguous_layout():
     assert channels_last.shape == contiguous.shape
     assert torch.allclose(channels_last, contiguous, atol=1e-5, rtol=1e-4)
     assert not torch.equal(channels_last, torch.zeros_like(channels_last))
+
+
+def test_host_batches_reach_cuda_through_pinned_memory_without_blocking(monkeypatch):
+    """The CUDA branch, run here with torch's copy recorded: pinned first, then a non-blocking copy."""
+    calls: list[tuple[str, object]] = []
+    original_to = torch.Tensor.to
+
+    def pin_memory(self):
+        calls.append(("pin", self.is_pinned()))
+        return self.clone()
+
+    def to(self, *args, **kwargs):
+        if args and isinstance(args[0], torch.device) and args[0].type == "cuda":
+            calls.append(("to", kwargs.get("non_blocking", False)))
+            return self
+        return original_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    batch = torch.arange(6)
+    assert torch.equal(to_device(batch, torch.device("cuda")), batch)
+    assert calls == [("pin", False), ("to", True)]
+
+
+def test_on_the_cpu_it_is_the_tensor_itself():
+    batch = torch.arange(6)
+    assert to_device(batch, torch.device("cpu")) is batch

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from timam.inference.device import to_device_images
+from timam.inference.device import to_device, to_device_images
 from timam.inference.embedding import default_workers, distinct_captions, image_outputs
 from timam.inference.images import train_transform
 from timam.models.timam import TimamModel
@@ -133,11 +133,11 @@ class TimamTrainer:
         if images is not None:
             image_input = to_device_images(images, self.device)
         else:
-            image_input = split.image_features_of(captions, views).to(self.device)
+            image_input = to_device(split.image_features_of(captions, views), self.device)
         return self.forward_encoders(
             image_input,
             self.text_input(split, captions),
-            split.attention_mask[captions].to(self.device),
+            to_device(split.attention_mask[captions], self.device),
             image_features_given=images is None,
             token_states_given=self.text_cached,
             lengths=split.lengths_of(captions),
@@ -145,7 +145,7 @@ class TimamTrainer:
 
     def embed_texts(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
         """Caption embeddings, from cached token states while the transformer is frozen."""
-        mask = split.attention_mask[captions].to(self.device)
+        mask = to_device(split.attention_mask[captions], self.device)
         return self.pair_encoder.texts(
             self.text_input(split, captions),
             mask,
@@ -156,7 +156,7 @@ class TimamTrainer:
     def text_input(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
         """Cached token states while the transformer is frozen, token ids otherwise."""
         source = split.token_states if self.text_cached else split.input_ids
-        return source[captions].to(self.device)
+        return to_device(source[captions], self.device)
 
     def batches(self, generator: torch.Generator) -> list[torch.Tensor]:
         """The epoch's global batches, the same on every rank (same generator), trimmed to equal shares."""
@@ -218,9 +218,9 @@ class TimamTrainer:
         share_views = None if views is None else local_share(views, self.context)
         image_emb, text_emb = self.embed_batch(self.train, local_share(batch, self.context), images, share_views)
         image_emb, text_emb = gather_with_grad(image_emb, self.context), gather_with_grad(text_emb, self.context)
-        labels = self.train.data.caption_labels[batch].to(self.device)
+        labels = to_device(self.train.data.caption_labels[batch], self.device)
         instance = self.config.matching == "instance"
-        match_ids = self.train.data.caption_image[batch].to(self.device) if instance else labels
+        match_ids = to_device(self.train.data.caption_image[batch], self.device) if instance else labels
         terms = self.objective.terms(image_emb, text_emb, labels, adversarial_on=adversarial_on, match_ids=match_ids)
         return terms, image_emb, text_emb
 
