@@ -10,7 +10,6 @@ from PIL import Image
 
 from timam.formats.tensor_bundle import TensorBundle
 from timam.pipelines.evaluate.nodes import (
-    bundle_relevance_labels,
     plot_best_and_worst_queries,
     plot_recall_curve,
     plot_retrieval_examples,
@@ -18,6 +17,7 @@ from timam.pipelines.evaluate.nodes import (
     rank_test_split,
 )
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics
+from timam.retrieval.relevance import embedded_split_labels
 
 EVALUATION = {
     "dataset": "demo",
@@ -84,7 +84,7 @@ def test_rank_sets_paper_numbers_beside_ours(bundles):
 def test_recall_curve_node_matches_metrics(bundles):
     figure = plot_recall_curve(*bundles, EVALUATION)
     assert isinstance(figure, Figure)
-    image_labels, text_labels = bundle_relevance_labels(*bundles, "identity")
+    image_labels, text_labels = embedded_split_labels(*bundles, "identity")
     reference = bidirectional_metrics(
         bundles[0].tensors["embeddings"],
         bundles[1].tensors["embeddings"],
@@ -120,7 +120,7 @@ def test_best_and_worst_queries_are_the_extremes_of_average_precision(bundles):
     t2i, i2t = plot_best_and_worst_queries(*bundles, {**EVALUATION, "examples": {"top_k": 4, "best_worst": 2}})
     assert len(t2i.subfigs) == 4 and len(i2t.subfigs) == 4  # 2 best + 2 worst each way
     images, texts = bundles[0].tensors["embeddings"], bundles[1].tensors["embeddings"]
-    image_labels, text_labels = bundle_relevance_labels(*bundles, "identity")
+    image_labels, text_labels = embedded_split_labels(*bundles, "identity")
     ap = per_query_metrics(texts, images, text_labels, image_labels, metrics=("mAP",))["mAP"]
     titles = [sub.get_suptitle() for sub in t2i.subfigs]
     assert titles[0].startswith(f"[best 1, AP {float(ap.max()):.3f}]")

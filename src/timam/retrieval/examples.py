@@ -15,7 +15,7 @@ import torch
 from timam.formats.tensor_bundle import TensorBundle
 from timam.retrieval.plots import ImageQueryExample, RankedCaption, RankedImage, TextQueryExample
 from timam.retrieval.ranking import topk_indices
-from timam.retrieval.relevance import relevance_labels
+from timam.retrieval.relevance import embedded_split_labels
 
 
 def sample_queries(n: int, count: int, seed: int) -> list[int]:
@@ -47,12 +47,7 @@ class RankedExamples:
 
     @classmethod
     def of(cls, image_embeddings: TensorBundle, text_embeddings: TensorBundle, relevance: str) -> RankedExamples:
-        image_labels, text_labels = relevance_labels(
-            image_identity=image_embeddings.tensors["identity"],
-            caption_identity=text_embeddings.tensors["identity"],
-            caption_image=text_embeddings.tensors["image_index"],
-            relevance=relevance,
-        )
+        image_labels, text_labels = embedded_split_labels(image_embeddings, text_embeddings, relevance)
         return cls(
             images=image_embeddings.tensors["embeddings"],
             texts=text_embeddings.tensors["embeddings"],

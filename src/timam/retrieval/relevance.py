@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from timam.formats.tensor_bundle import TensorBundle
+
 RELEVANCE_RULES = ("identity", "instance")
 
 
@@ -21,3 +23,16 @@ def relevance_labels(
     if relevance == "instance":
         return torch.arange(len(image_identity), device=caption_image.device), caption_image
     raise ValueError(f"relevance must be one of {list(RELEVANCE_RULES)}, got {relevance!r}")
+
+
+def embedded_split_labels(
+    image_embeddings: TensorBundle, text_embeddings: TensorBundle, relevance: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`relevance_labels` of a split as the evaluate pipeline embeds it (its identity and
+    image-index tensors)."""
+    return relevance_labels(
+        image_identity=image_embeddings.tensors["identity"],
+        caption_identity=text_embeddings.tensors["identity"],
+        caption_image=text_embeddings.tensors["image_index"],
+        relevance=relevance,
+    )

@@ -22,7 +22,7 @@ from timam.retrieval.examples import RankedExamples, best_and_worst, sample_quer
 from timam.retrieval.plots import image_query_figure, recall_curve_figure, text_query_figure
 from timam.retrieval.protocols import protocol_metrics
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics
-from timam.retrieval.relevance import relevance_labels
+from timam.retrieval.relevance import embedded_split_labels
 from timam.retrieval.report import markdown_report, mean_recall
 from timam.training.plots import training_curves_figure
 
@@ -75,21 +75,6 @@ def embed_test_split(
     return image_bundle, text_bundle
 
 
-def bundle_relevance_labels(
-    image_embeddings: TensorBundle, text_embeddings: TensorBundle, relevance: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The relevance labels of an embedded split (see :func:`timam.retrieval.relevance.relevance_labels`)."""
-    try:
-        return relevance_labels(
-            image_identity=image_embeddings.tensors["identity"],
-            caption_identity=text_embeddings.tensors["identity"],
-            caption_image=text_embeddings.tensors["image_index"],
-            relevance=relevance,
-        )
-    except ValueError as error:
-        raise ValueError(f"params evaluation.relevance: {error}") from error
-
-
 def protocol_results(
     image_embeddings: TensorBundle,
     text_embeddings: TensorBundle,
@@ -127,7 +112,7 @@ def rank_test_split(
     """
     config = evaluation_config(evaluation)  # an unknown protocol fails here, before the (long) ranking
     protocol, relevance, tie_rules = config.protocol, config.relevance, config.tie_rules
-    image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, relevance)
+    image_labels, text_labels = embedded_split_labels(image_embeddings, text_embeddings, relevance)
     results = bidirectional_metrics(
         image_embeddings.tensors["embeddings"],
         text_embeddings.tensors["embeddings"],
@@ -187,7 +172,7 @@ def plot_recall_curve(
 ) -> Figure:
     """R@K for K = 1..``evaluation.curve_max_k`` (default 50) both ways, expected tie rule, with chance."""
     config = evaluation_config(evaluation)
-    image_labels, text_labels = bundle_relevance_labels(image_embeddings, text_embeddings, config.relevance)
+    image_labels, text_labels = embedded_split_labels(image_embeddings, text_embeddings, config.relevance)
     max_k = config.curve_max_k
     curves = bidirectional_recall_curves(
         image_embeddings.tensors["embeddings"],
