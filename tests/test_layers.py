@@ -7,10 +7,11 @@ Layers, bottom to top (a module may import its own package and any lower layer):
 1. ``models``, ``losses``, ``retrieval``
 2. ``inference`` (devices, image loading, embedding a split), ``tokenization``
 3. ``sources``, ``training``
-4. ``tuning``
-5. ``io`` (the Kedro dataset classes)
+4. ``tuning``, ``index`` (image collections, embedding shards, the FAISS index), ``tracking`` (MLflow
+   logging of the core, a no-op without an active run)
+5. ``io`` (the Kedro dataset classes), ``search`` (``Searcher``: queries against an index; no Kedro)
 6. ``pipelines``, and ``hooks`` (Kedro hooks)
-7. the entry points: ``pipeline_registry``, ``settings``, ``launch`` (torchrun)
+7. the entry points: ``pipeline_registry``, ``settings``, ``launch`` (torchrun), ``serve`` (the web page)
 """
 
 from __future__ import annotations
@@ -34,14 +35,22 @@ LAYERS = {
     "sources": 3,
     "training": 3,
     "tuning": 4,
+    "index": 4,
+    "tracking": 4,
     "io": 5,
+    "search": 5,
     "pipelines": 6,
     "hooks": 6,
     "pipeline_registry": 7,
     "settings": 7,
     "launch": 7,
+    "serve": 7,
 }
-CORE = [name for name, layer in LAYERS.items() if layer <= 4]
+CORE = [
+    name
+    for name, layer in LAYERS.items()
+    if (layer <= 4 or name == "search") and ((PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file())
+]
 
 
 def _unit(module: str) -> str:
