@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: install run test lint typecheck format viz clean-data
+.PHONY: install run test lint typecheck format viz mlflow clean-data
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ format: install
 
 viz: install
 	$(BIN)/kedro viz build
+
+# Every tracked run (conf/base/mlflow.yml: the SQLite store in this folder) at http://127.0.0.1:5000.
+mlflow: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean-data:
 	find data -type f ! -name .gitkeep -delete

@@ -5,10 +5,10 @@ Layers, bottom to top (a module may import its own package and any lower layer):
 0. ``formats`` (file formats, atomic writes), ``figures`` (figure basics), ``config_tree`` (typed
    parameter blocks from dicts), the torchvision shim
 1. ``models``, ``losses``, ``retrieval``
-2. ``inference`` (devices, image loading, embedding a split), ``tokenization``
+2. ``inference`` (devices, image loading, embedding a split), ``tokenization``, ``tracking`` (MLflow
+   logging from the core: a no-op without an active run, never raising)
 3. ``sources``, ``training``
-4. ``tuning``, ``index`` (image collections, embedding shards, the FAISS index), ``tracking`` (MLflow
-   logging of the core, a no-op without an active run)
+4. ``tuning``, ``index`` (image collections, embedding shards, the FAISS index)
 5. ``io`` (the Kedro dataset classes), ``search`` (``Searcher``: queries against an index; no Kedro)
 6. ``pipelines``, and ``hooks`` (Kedro hooks)
 7. the entry points: ``pipeline_registry``, ``settings``, ``launch`` (torchrun), ``serve`` (the web page)
@@ -32,11 +32,11 @@ LAYERS = {
     "retrieval": 1,
     "inference": 2,
     "tokenization": 2,
+    "tracking": 2,
     "sources": 3,
     "training": 3,
     "tuning": 4,
     "index": 4,
-    "tracking": 4,
     "io": 5,
     "search": 5,
     "pipelines": 6,
@@ -45,6 +45,7 @@ LAYERS = {
     "settings": 7,
     "launch": 7,
     "serve": 7,
+    "tracking_hooks": 6,
 }
 CORE = [
     name

@@ -51,6 +51,7 @@ def _parameter_blocks() -> dict[str, Callable[[Mapping[str, Any], bool], object]
     from timam.models.config import check_model_parameters
     from timam.retrieval.config import compare_config, evaluation_config, search_config
     from timam.sources.config import source_config, tokenization_config
+    from timam.tracking.config import tracking_config
     from timam.training.config import ablation_config, training_config
     from timam.tuning.study import tuning_settings
 
@@ -69,6 +70,7 @@ def _parameter_blocks() -> dict[str, Callable[[Mapping[str, Any], bool], object]
         "compare": lambda params, _: compare_config(params.get("compare")),
         "tuning": lambda params, _: tuning_settings(params.get("tuning")),
         "ablation": ablation,
+        "tracking": lambda params, _: tracking_config(params.get("tracking")),
     }
 
 

@@ -1,9 +1,13 @@
 """Kedro project settings."""
 
 from timam.hooks import NodeTimingHook, ParameterCheckHook
+from timam.tracking_hooks import TimamMlflowHook
 
 # ParameterCheckHook: every typed parameter block is built when the run starts, before any node.
-HOOKS = (ParameterCheckHook(), NodeTimingHook())
+# TimamMlflowHook replaces kedro-mlflow's auto-registered hook (disabled below): it is that hook,
+# plus checkpoint-aware runs, test metrics and artifacts, and never breaking a run.
+HOOKS = (ParameterCheckHook(), NodeTimingHook(), TimamMlflowHook())
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 # Dataset environments (conf/<env>/) override single parameters, not whole blocks: with "soft"
 # merging, `model: {image_size: [224, 224]}` in an env keeps every other model parameter of base,

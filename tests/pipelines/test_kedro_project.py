@@ -43,7 +43,11 @@ def kedro(project: Path, *args: str, succeeds: bool = True) -> subprocess.Comple
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
+    return copy_project(tmp_path_factory.mktemp("project"))
+
+
+def copy_project(root: Path) -> Path:
+    """The project's pyproject and conf in ``root``, with the tiny demo and two epochs in conf/local."""
     shutil.copy(REPO / "pyproject.toml", root)
     (root / "src").mkdir()  # kedro wants a source dir; timam itself comes from the editable install
     shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))

@@ -27,6 +27,7 @@ from timam.inference.split_data import SplitData
 from timam.models.checkpoint import Checkpoint
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
+from timam.tracking.log import log_epoch
 from timam.training.cached_split import CachedSplit
 from timam.training.config import TrainingConfig
 from timam.training.determinism import kernel_settings
@@ -219,6 +220,7 @@ def _train_timam(
             save_state(state_path, state())
         if not context.is_main:
             continue
+        log_epoch(row, epoch=epoch)  # into the active MLflow run, if any, as each epoch ends
         bar.set_postfix(loss=f"{row['loss_total']:.3f}", val_r1=f"{score:.1f}", best=f"{best.score:.1f}")
         logger.info(
             "epoch %d: loss %.4f, val t2i R@1 %.2f (best %.2f at epoch %d)",

@@ -31,6 +31,7 @@ from timam.inference.device import model_to, pick_device
 from timam.inference.split_data import SplitData
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
+from timam.tracking.log import log_epoch, log_params, nested_run, set_tags
 from timam.training.cached_split import CachedSplit
 from timam.training.config import TrainingConfig, deep_merge, training_config
 from timam.training.freeze import changing_state, freeze_pretrained, pretrained_parts
@@ -127,6 +128,7 @@ class TuningWorker:
         best, history = BestEpoch(), []
         for row in train_epochs(trainer, range(1, config.epochs + 1), generator, best):
             history.append(row)
+            log_epoch(row, epoch=row["epoch"])  # into the trial's MLflow run, if tracking is on
             if on_epoch is not None:
                 on_epoch(row["epoch"], row[SCORE])
         return {"score": best.score, "best_epoch": best.epoch, "history": history}
@@ -158,7 +160,15 @@ class TuningWorker:
                     raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
             started = time.perf_counter()
-            result = self.train(config, on_epoch)
+            tags = {"optuna.trial": trial.number, "optuna.worker": label}
+            with nested_run(f"trial {trial.number}", tags=tags, stopped_by=(optuna.TrialPruned,)) as run_id:
+                log_params(overrides, prefix="training", run_id=run_id)
+                try:
+                    result = self.train(config, on_epoch)
+                except optuna.TrialPruned:
+                    set_tags({"optuna.state": "PRUNED"}, run_id=run_id)
+                    raise
+                set_tags({"optuna.state": "COMPLETE", "best_epoch": result["best_epoch"]}, run_id=run_id)
             trial.set_user_attr("val_history", scores)
             trial.set_user_attr("best_epoch", result["best_epoch"])
             trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 3))

@@ -1,0 +1,331 @@
+"""kedro-mlflow's hook, made safe for long runs and aware of checkpoints, variants and trials.
+
+kedro-mlflow (``conf/<env>/mlflow.yml``) opens one MLflow run per ``kedro run`` and logs every
+``params:`` input of the nodes. :class:`TimamMlflowHook` subclasses its hook (registered in
+``settings.py`` in place of the plugin's auto-registered one) to add what a retrieval run needs:
+
+- the checkpoint version and best epoch as tags of the run that trained it, and an evaluate-only
+  run (``--pipelines evaluate``, ``--load-versions model_checkpoint:<v>``) joining the run of the
+  checkpoint it scores instead of starting a new one (a new run tagged with the version when no
+  run trained it);
+- test metrics (every tie rule, both directions, mR) as metrics, and reports, tables and figures
+  as artifacts, logged from the data as each dataset is saved (checkpoint weights only with
+  ``params:tracking.log_checkpoint``);
+- one nested run per ablation variant and seed (tagged ``variant`` and ``seed``); tuning trials
+  open their own nested runs in :mod:`timam.tuning.objective`;
+- never breaking a run: an unreachable tracking server, or any failing call, gives one warning and
+  the run goes on untracked; under torchrun only rank 0 tracks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from kedro.framework.context import KedroContext
+from kedro.framework.hooks import hook_impl
+from kedro.io import CatalogProtocol
+from kedro.pipeline import Node, Pipeline
+from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+from matplotlib.figure import Figure
+from mlflow.entities import Run
+
+from timam.tracking.config import tracking_config
+from timam.tracking.log import WHERE_THE_NUMBERS_ARE, guarded, log_metrics, log_params, numeric_leaves, set_tags
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "model_checkpoint"
+# Datasets logged as artifacts (by their name without namespace), with the file name's extension.
+ARTIFACTS = {
+    "training_history": "csv",
+    "training_curves": "png",
+    "retrieval_metrics": "json",
+    "retrieval_report": "md",
+    "recall_curve": "png",
+    "example_grid": "png",
+    "example_grid_image_to_text": "png",
+    "best_worst_text_to_image": "png",
+    "best_worst_image_to_text": "png",
+    "best_training_parameters": "json",
+    "tuning_trials": "csv",
+    "tuning_optimisation_history": "png",
+    "tuning_parameter_importance": "png",
+    "ablation_summary": "csv",
+    "ablation_report": "md",
+}
+_VARIANT_RUN = re.compile(r"^ablation\.(?P<variant>.+)_seed(?P<seed>\d+)$")
+
+
+def tracking_server_reachable(uri: str, timeout: float = 3.0) -> bool:
+    """A quick ``/health`` probe for HTTP stores; local stores (SQLite, files) count as reachable."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+def _split(dataset_name: str) -> tuple[str | None, str]:
+    namespace, _, name = dataset_name.rpartition(".")
+    return namespace or None, name
+
+
+class TimamMlflowHook(MlflowHook):
+    """The kedro-mlflow hook with timam's runs, tags and artifacts; off for the whole run on failure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._off = False
+        self._catalog: CatalogProtocol | None = None
+        self._log_checkpoint = False
+        self._variant_runs: dict[str, str] = {}  # ablation namespace -> nested run id
+        self._configured_run_id: str | None = None
+
+    def _turn_off(self, why: str) -> None:
+        if not self._off:
+            logger.warning("MLflow tracking is off for this run: %s; %s", why, WHERE_THE_NUMBERS_ARE)
+        self._off = True
+        self.run_id = None
+        self._is_mlflow_enabled = False
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        if os.environ.get("RANK", "0") != "0":
+            self._off = True  # torchrun: rank 0 tracks for every rank
+            return
+        # A server that goes away mid-run must cost seconds per call, not MLflow's minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        self._log_checkpoint = tracking_config(context.params.get("tracking")).log_checkpoint
+        uri = self._tracking_uri(context)
+        if not tracking_server_reachable(str(uri)):
+            self._turn_off(f"the tracking server {uri} does not answer")
+            return
+        try:
+            super().after_context_created(context)
+        except Exception as error:
+            self._turn_off(f"setting up {uri or 'the tracking store'} failed ({error})")
+            return
+        self._configured_run_id = self.mlflow_config.tracking.run.id
+
+    @staticmethod
+    def _tracking_uri(context: KedroContext) -> str:
+        """``server.mlflow_tracking_uri`` of mlflow.yml, else MLFLOW_TRACKING_URI ("" when neither)."""
+        loader = context.config_loader
+        patterns = getattr(loader, "config_patterns", {})
+        patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])  # what kedro-mlflow adds
+        try:
+            configured = (loader["mlflow"].get("server") or {}).get("mlflow_tracking_uri")
+        except Exception:
+            configured = None  # no mlflow.yml: kedro-mlflow's defaults
+        return str(configured or os.environ.get("MLFLOW_TRACKING_URI", ""))
+
+    @hook_impl
+    def after_catalog_created(
+        self,
+        catalog: CatalogProtocol,
+        conf_catalog: dict[str, Any],
+        conf_creds: dict[str, Any],
+        parameters: dict[str, Any],
+        save_version: str,
+        load_versions: dict[str, str],
+    ) -> None:
+        self._catalog = catalog
+        if not self._off:
+            super().after_catalog_created(catalog, conf_catalog, conf_creds, parameters, save_version, load_versions)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+        if self._off:
+            return
+        scored = self._scored_checkpoint(pipeline, catalog)
+        trained_it = self._run_of_checkpoint(scored) if scored else None
+        if self._configured_run_id is None:  # a run id set in mlflow.yml wins
+            self.mlflow_config.tracking.run.id = trained_it.info.run_id if trained_it else None  # None: a new run
+        if trained_it is not None and self.mlflow_config.tracking.run.name is None:
+            self.mlflow_config.tracking.run.name = trained_it.info.run_name  # kedro-mlflow renames it otherwise
+        try:
+            super().before_pipeline_run(run_params, pipeline, catalog)
+        except Exception as error:
+            self._turn_off(f"starting the run failed ({error})")
+            return
+        if trained_it is not None:
+            self._keep_training_tags(trained_it.data.tags)
+            logger.info("MLflow: this run joins run %s, which trained checkpoint %s", self.run_id, scored)
+        elif scored and self.run_id:
+            set_tags({"checkpoint_version": scored}, run_id=self.run_id)
+
+    def _keep_training_tags(self, before: Mapping[str, str]) -> None:
+        """kedro-mlflow tags the run with this command's settings; on a joined training run those go
+        under ``rerun.`` and the training's own values stay."""
+        with guarded("keep the training run's tags"):
+            client = self.mlflow_config.server._mlflow_client
+            now = client.get_run(self.run_id).data.tags
+            for key, value in now.items():
+                if key.startswith("mlflow.") or before.get(key) == value:
+                    continue
+                client.set_tag(self.run_id, f"rerun.{key}", value)
+                if key in before:
+                    client.set_tag(self.run_id, key, before[key])
+                else:
+                    client.delete_tag(self.run_id, key)
+
+    def _scored_checkpoint(self, pipeline: Pipeline, catalog: CatalogProtocol) -> str | None:
+        """The version of the checkpoint a pipeline loads without training it (evaluate-only runs)."""
+        if CHECKPOINT not in pipeline.inputs():
+            return None
+        with guarded("resolve the checkpoint version"):
+            return str(catalog[CHECKPOINT].resolve_load_version())
+        return None
+
+    def _run_of_checkpoint(self, version: str) -> Run | None:
+        """The run that trained checkpoint ``version``, if this experiment has it."""
+        with guarded("find the run of the checkpoint"):
+            experiment = self.mlflow_config.tracking.experiment._experiment
+            runs = self.mlflow_config.server._mlflow_client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.checkpoint_version = '{version}' and tags.trained_checkpoint = 'true'",
+                max_results=1,
+            )
+            return runs[0] if runs else None
+        return None
+
+    def _log_param(self, name: str, value: Any) -> None:
+        # A rerun joining its training run may change an evaluation parameter; MLflow refuses to
+        # change a logged value, so the new one becomes a tag instead of stopping the run.
+        try:
+            super()._log_param(name, value)
+        except Exception as error:
+            logger.debug("MLflow kept the earlier value of %s (%s)", name, error)
+            set_tags({f"rerun.{name}": value}, run_id=self.run_id)
+
+    @hook_impl
+    def before_node_run(self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any], is_async: bool) -> None:
+        if self._off:
+            return
+        with guarded("before_node_run"):
+            super().before_node_run(node, catalog, inputs, is_async)
+            self._enter_variant_run(node, inputs)
+
+    def _enter_variant_run(self, node: Node, inputs: Mapping[str, Any]) -> None:
+        """Make an ablation variant's nested run active while its training node runs."""
+        match = _VARIANT_RUN.match(node.namespace or "")
+        if match is None or self.run_id is None:
+            return
+        import mlflow
+
+        namespace = node.namespace or ""
+        run_id = self._variant_runs.get(namespace)
+        if run_id is None:
+            tags = {"variant": match["variant"], "seed": match["seed"]}
+            run = mlflow.start_run(run_name=namespace.removeprefix("ablation."), nested=True, tags=tags)
+            self._variant_runs[namespace] = run_id = run.info.run_id
+        else:
+            mlflow.start_run(run_id=run_id, nested=True)
+        for name, value in inputs.items():
+            _, base = _split(name)
+            if base in {"model_parameters", "training_parameters"} and isinstance(value, Mapping):
+                log_params(value, prefix=base.removesuffix("_parameters"), run_id=run_id)
+
+    def _leave_variant_run(self, node: Node, status: str) -> None:
+        """Back to the pipeline's run; a later node of the variant reopens its run."""
+        if node.namespace in self._variant_runs:
+            import mlflow
+
+            with guarded("end the variant run"):
+                mlflow.end_run(status)
+
+    @hook_impl
+    def after_node_run(self, node: Node) -> None:
+        if not self._off:
+            self._leave_variant_run(node, "FINISHED")
+
+    @hook_impl
+    def on_node_error(self, node: Node) -> None:
+        if not self._off:
+            self._leave_variant_run(node, "FAILED")
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:
+        if self._off or self.run_id is None:
+            return
+        namespace, name = _split(dataset_name)
+        run_id = self._variant_runs.get(namespace or "", self.run_id)
+        with guarded(f"log {dataset_name}"):
+            if name == CHECKPOINT:
+                self._record_checkpoint(dataset_name, data, run_id)
+            elif name == "retrieval_metrics" and isinstance(data, Mapping):
+                log_metrics(self._test_metrics(data), run_id=run_id)
+            elif name == "best_training_parameters" and isinstance(data, Mapping):
+                log_params(data, prefix="best", run_id=run_id)
+            if name in ARTIFACTS:
+                self._log_artifact(data, f"{name}.{ARTIFACTS[name]}", run_id)
+
+    @staticmethod
+    def _test_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+        """``test.text_to_image.expected.R1`` ..., ``test.mR.expected``, ``test.chance_t2i_R1``."""
+        picked = {key: metrics[key] for key in ("results", "mR", "protocol_results") if key in metrics}
+        flat = numeric_leaves({"test": picked})
+        flat = {key.replace("test.results.", "test."): value for key, value in flat.items()}
+        if "chance_t2i_R@1" in metrics:
+            flat.update(numeric_leaves({"test": {"chance_t2i_R@1": metrics["chance_t2i_R@1"]}}))
+        return flat
+
+    def _record_checkpoint(self, dataset_name: str, checkpoint: Any, run_id: str) -> None:
+        """Tag the run with the best epoch, and with the version when the checkpoint is the catalog's
+        versioned ``model_checkpoint`` (an ablation variant's stays in memory)."""
+        metadata = getattr(checkpoint, "metadata", {}) or {}
+        if metadata.get("best_epoch") is not None:
+            set_tags({"best_epoch": metadata["best_epoch"]}, run_id=run_id)
+        if dataset_name != CHECKPOINT or self._catalog is None:
+            return
+        version = str(self._catalog[dataset_name].resolve_save_version())
+        set_tags({"checkpoint_version": version, "trained_checkpoint": "true"}, run_id=run_id)
+        if self._log_checkpoint:
+            dataset = self._catalog[dataset_name]
+            path = dataset._get_versioned_path(version)
+            self.mlflow_config.server._mlflow_client.log_artifact(run_id, str(path), artifact_path="checkpoint")
+
+    def _log_artifact(self, data: Any, file_name: str, run_id: str) -> None:
+        client = self.mlflow_config.server._mlflow_client
+        if isinstance(data, Figure):
+            client.log_figure(run_id, data, file_name)
+        elif isinstance(data, pd.DataFrame):
+            client.log_text(run_id, data.to_csv(index=False), file_name)
+        elif isinstance(data, str):
+            client.log_text(run_id, data, file_name)
+        elif isinstance(data, Mapping):
+            client.log_dict(run_id, dict(data), file_name)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+        if self._off:
+            return
+        self._end_variant_runs("FINISHED")
+        with guarded("end the run"):
+            super().after_pipeline_run(run_params, pipeline, catalog)
+
+    @hook_impl
+    def on_pipeline_error(
+        self, error: Exception, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> None:
+        if self._off:
+            return
+        self._end_variant_runs("FAILED")
+        with guarded("close the failed run"):
+            super().on_pipeline_error(error, run_params, pipeline, catalog)
+
+    def _end_variant_runs(self, status: str) -> None:
+        with guarded("end the variant runs"):
+            client = self.mlflow_config.server._mlflow_client
+            for run_id in self._variant_runs.values():
+                client.set_terminated(run_id, status)
+        self._variant_runs.clear()
