@@ -11,6 +11,7 @@ from timam.config_tree import build_config, unknown_keys_error
 from timam.models.config import ModelConfig, check_model_parameters, model_config
 from timam.retrieval.config import compare_config, evaluation_config, search_config
 from timam.sources.config import source_config, tokenization_config
+from timam.tracking.config import tracking_config
 from timam.training.config import ablation_config, training_config
 from timam.tuning.study import tuning_settings
 
@@ -98,6 +99,7 @@ def test_a_block_that_is_not_a_mapping_is_refused():
         (tokenization_config, {"max_len": 8}, "tokenization.max_len; did you mean 'max_length'"),
         (check_model_parameters, {"embeding_dim": 8}, "model.embeding_dim; did you mean 'embedding_dim'"),
         (tuning_settings, {"n_trails": 3}, "tuning.n_trails; did you mean 'n_trials'"),
+        (tracking_config, {"log_checkpoints": True}, "tracking.log_checkpoints; did you mean 'log_checkpoint'"),
         (ablation_config, {"variant": {}}, "ablation.variant; did you mean 'variants'? Known: ['variants']"),
     ],
 )
