@@ -15,6 +15,8 @@ that a benchmark reads the configuration a run trains with.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import platform
 import resource
@@ -64,6 +66,26 @@ BERT_BASE_CONFIG = {
     "intermediate_size": 3072,
     "max_position_embeddings": 512,
     "type_vocab_size": 2,
+}
+# --tiny: a 2-layer BERT of width 64 and what it changes in a config's model block (the rest stays).
+TINY_BERT_CONFIG = {
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 64,
+    "type_vocab_size": 2,
+}
+TINY_MODEL = {
+    "image_library": "torchvision",
+    "image_backbone": "resnet18",
+    "image_size": [32, 16],
+    "image_weights": None,
+    "lstm_hidden": 32,
+    "embedding_dim": 32,
+    "transformer_config": TINY_BERT_CONFIG,
 }
 CUHK_PEDES_TRAIN_IDENTITIES = 11003
 CONFIGS = ("default", "paper")
@@ -203,6 +225,12 @@ def project_parameters(config: str) -> dict[str, Any]:
     resolved), so a benchmark measures exactly the configuration a run trains. Kedro is the only
     Kedro-side import of the benchmarks; the timam code they time never imports it.
     """
+    return copy.deepcopy(_loaded_parameters(config))
+
+
+@functools.cache
+def _loaded_parameters(config: str) -> dict[str, Any]:
+    """Read once per process (callers get copies to change)."""
     try:
         from kedro.config import OmegaConfigLoader
     except ImportError as error:
@@ -248,6 +276,15 @@ def build_model(config: str, *, weights: str = "auto", num_classes: int = CUHK_P
     if weights == "random":
         values["transformer_config"] = dict(MINILM_CONFIG)
     return TimamModel(ModelConfig.from_dict(values), pretrained=weights == "pretrained"), weights
+
+
+def build_tiny_model(config: str, *, num_classes: int):
+    """``config``'s model block with :data:`TINY_MODEL` over it, randomly initialised (seconds on a CPU)."""
+    from timam.models.config import ModelConfig
+    from timam.models.timam import TimamModel
+
+    values = {**project_parameters(config)["model"], **TINY_MODEL, "num_classes": num_classes}
+    return TimamModel(ModelConfig.from_dict(values), pretrained=False), "random"
 
 
 def training_values(config: str) -> dict[str, Any]:

@@ -92,7 +92,8 @@ def test_a_block_that_is_not_a_mapping_is_refused():
         (
             search_config,
             {"querry": "a hat"},
-            "search.querry; did you mean 'query'? Known: ['query', 'query_image', 'top_k']",
+            "search.querry; did you mean 'query'? "
+            "Known: ['queries_file', 'query', 'query_image', 'top_k', 'use_index']",
         ),
         (compare_config, {"tie": "index"}, "compare.tie; did you mean 'tie_rule'? Known: ['tie_rule']"),
         (source_config, {"image_roots": "x"}, "source.image_roots; did you mean 'image_root'"),

@@ -10,7 +10,7 @@ Layers, bottom to top (a module may import its own package and any lower layer):
 3. ``sources``, ``training``
 4. ``tuning``, ``index`` (image collections, embedding shards, the FAISS index)
 5. ``io`` (the Kedro dataset classes), ``search`` (``Searcher``: queries against an index; no Kedro)
-6. ``pipelines``, and ``hooks`` (Kedro hooks)
+6. ``pipelines``, and ``hooks``, ``tracking_hooks`` (Kedro hooks)
 7. the entry points: ``pipeline_registry``, ``settings``, ``launch`` (torchrun), ``serve`` (the web page)
 """
 

@@ -48,6 +48,7 @@ def _parameter_blocks() -> dict[str, Callable[[Mapping[str, Any], bool], object]
     variants merged into them and checked (else each variant would repeat the base block's error).
     """
     # Imported here: the Kedro CLI imports this module (through settings) for every command.
+    from timam.index.config import index_config
     from timam.models.config import check_model_parameters
     from timam.retrieval.config import compare_config, evaluation_config, search_config
     from timam.sources.config import source_config, tokenization_config
@@ -70,6 +71,7 @@ def _parameter_blocks() -> dict[str, Callable[[Mapping[str, Any], bool], object]
         "compare": lambda params, _: compare_config(params.get("compare")),
         "tuning": lambda params, _: tuning_settings(params.get("tuning")),
         "ablation": ablation,
+        "index": lambda params, _: index_config(params.get("index")),
         "tracking": lambda params, _: tracking_config(params.get("tracking")),
     }
 

@@ -5,6 +5,8 @@ from kedro.pipeline import Pipeline
 from timam.pipelines.ablation.pipeline import create_pipeline as create_ablation_pipeline
 from timam.pipelines.compare.pipeline import create_pipeline as create_compare_pipeline
 from timam.pipelines.evaluate.pipeline import create_pipeline as create_evaluate_pipeline
+from timam.pipelines.index.pipeline import create_embed_pipeline as create_index_embed_pipeline
+from timam.pipelines.index.pipeline import create_pipeline as create_index_pipeline
 from timam.pipelines.prepare.pipeline import create_pipeline as create_prepare_pipeline
 from timam.pipelines.search.pipeline import create_pipeline as create_search_pipeline
 from timam.pipelines.train.pipeline import create_pipeline as create_train_pipeline
@@ -22,5 +24,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "search": create_search_pipeline(),
         "ablation": create_ablation_pipeline(),
         "tune": create_tune_pipeline(),
+        "index": create_index_pipeline(),
+        "index_embed": create_index_embed_pipeline(),
         "__default__": train + evaluate,
     }

@@ -1,21 +1,30 @@
-"""`search` on a tiny random model: clear errors, and rankings equal to ranking the stored embeddings."""
+"""`search` on a tiny random model: clear errors, and rankings equal to ranking the stored embeddings
+or to :class:`timam.search.Searcher` on an image index built from them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
 from timam.formats.tensor_bundle import TensorBundle
+from timam.index.faiss_index import build_index, plan_index
+from timam.index.store import ImageIndex, IndexManifest, collection_fingerprint
 from timam.inference.device import model_to
 from timam.inference.embedding import image_outputs, text_outputs
 from timam.models.checkpoint import Checkpoint
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.pipelines.search.nodes import search, search_request
+from timam.pipelines.search.pipeline import create_pipeline
 from timam.retrieval.config import SearchConfig
 from timam.retrieval.ranking import topk_indices
+from timam.search import Searcher
 from timam.tokenization import load_tokenizer
 
 TOKENIZATION = {"tokenizer": "offline:minilm", "max_length": 16}
@@ -81,7 +90,7 @@ def setup(tmp_path_factory):
 def test_text_query_ranks_the_gallery_like_the_stored_caption_embedding(setup):
     checkpoint, images, texts, paths = setup
     table, figure = search(
-        checkpoint, images, texts, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EVALUATION
+        checkpoint, images, texts, None, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EVALUATION
     )
     assert list(table.columns) == ["rank", "path", "image_id", "score"]
     assert table["rank"].tolist() == [1, 2, 3, 4]
@@ -96,7 +105,13 @@ def test_text_query_ranks_the_gallery_like_the_stored_caption_embedding(setup):
 def test_image_query_ranks_the_captions(setup):
     checkpoint, images, texts, paths = setup
     table, _ = search(
-        checkpoint, images, texts, search_request({"query_image": paths[2], "top_k": 20}), TOKENIZATION, EVALUATION
+        checkpoint,
+        images,
+        texts,
+        None,
+        search_request({"query_image": paths[2], "top_k": 20}),
+        TOKENIZATION,
+        EVALUATION,
     )
     assert len(table) == 12  # top_k clipped to the 12 captions
     assert list(table.columns) == ["rank", "caption", "caption_id", "image_path", "score"]
@@ -116,6 +131,25 @@ def test_image_query_ranks_the_captions(setup):
 def test_exactly_one_query(query, query_image, message):
     with pytest.raises(ValueError, match=message):
         search_request({"query": query, "query_image": query_image})
+
+
+def test_exactly_one_query_counts_the_queries_file(tmp_path):
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a hat\n")
+    with pytest.raises(ValueError, match="both search.query and search.queries_file were given"):
+        search_request({"query": "a hat", "queries_file": str(queries)})
+    with pytest.raises(ValueError, match="search.query, search.query_image and search.queries_file were all given"):
+        search_request({"query": "a hat", "query_image": str(queries), "queries_file": str(queries)})
+    with pytest.raises(FileNotFoundError, match="queries file .*nope.txt does not exist"):
+        search_request({"queries_file": str(tmp_path / "nope.txt")})
+    (tmp_path / "blank.txt").write_text("\n  \n# only a comment\n")
+    with pytest.raises(ValueError, match="holds no queries"):
+        search_request({"queries_file": str(tmp_path / "blank.txt")})
+    (tmp_path / "table.csv").write_text("text\na hat\n")
+    with pytest.raises(ValueError, match="has no 'query' column; its columns are \\['text'\\]"):
+        search_request({"queries_file": str(tmp_path / "table.csv")})
+    with pytest.raises(ValueError, match="search.use_index must be true or false"):
+        search_request({"query": "a hat", "use_index": "maybe"})
 
 
 def test_bad_top_k_and_unknown_keys_are_named():
@@ -160,4 +194,121 @@ def test_embeddings_of_another_checkpoint_are_refused(setup):
     with pytest.raises(
         ValueError, match=r"made with checkpoint 2026-01-01.*Re-run the evaluation with this checkpoint"
     ):
-        search(other, images, texts, search_request({"query": "a hat", "top_k": 3}), TOKENIZATION, EVALUATION)
+        search(other, images, texts, None, search_request({"query": "a hat", "top_k": 3}), TOKENIZATION, EVALUATION)
+
+
+@pytest.fixture(scope="module")
+def image_index(setup):
+    """A flat index of the test gallery's embeddings, built with the setup's checkpoint."""
+    checkpoint, images, _, paths = setup
+    vectors = F.normalize(images.tensors["embeddings"], dim=1).numpy()
+    rows = pd.DataFrame(
+        {
+            "path": paths,
+            "size": [Path(p).stat().st_size for p in paths],
+            "mtime_ns": [Path(p).stat().st_mtime_ns for p in paths],
+            "caption": CAPTIONS[::2],
+        }
+    )
+    plan = plan_index(len(paths), vectors.shape[1], memory_budget_bytes=1 << 30)
+    manifest = IndexManifest(
+        checkpoint_version=checkpoint.version,
+        checkpoint_path=None,
+        embedding_dim=vectors.shape[1],
+        image_count=len(paths),
+        collection_fingerprint=collection_fingerprint(rows),
+        plan=plan,
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+    return ImageIndex(index=build_index(vectors, plan, show_progress=False), manifest=manifest, rows=rows)
+
+
+def test_the_pipeline_reads_the_optional_search_index():
+    node = next(node for node in create_pipeline().nodes if node.name == "search")
+    assert "search_index" in node.inputs
+
+
+def test_with_an_index_a_text_query_ranks_its_images_like_the_searcher(setup, image_index):
+    checkpoint, images, texts, paths = setup
+    table, figure = search(
+        checkpoint,
+        images,
+        texts,
+        image_index,
+        search_request({"query": "a blue bag", "top_k": 4}),
+        TOKENIZATION,
+        EVALUATION,
+    )
+    assert list(table.columns) == ["rank", "row", "path", "score", "caption"]
+    expected = Searcher(image_index=image_index, checkpoint=checkpoint, device="cpu").by_text("a blue bag", k=4)
+    assert table["row"].tolist() == [hit.row for hit in expected]
+    assert table["path"].tolist() == [paths[hit.row] for hit in expected]
+    # The index holds the test gallery, so the ranking is also the test-split one.
+    split, _ = search(
+        checkpoint, images, texts, None, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EVALUATION
+    )
+    assert table["path"].tolist() == split["path"].tolist()
+    assert table["score"].tolist() == pytest.approx(split["score"].tolist(), abs=1e-5)
+    assert isinstance(figure, Figure) and "index of 6 images" in figure.get_suptitle()
+
+
+def test_with_an_index_an_image_query_ranks_images_and_finds_itself(setup, image_index):
+    checkpoint, images, texts, paths = setup
+    table, _ = search(
+        checkpoint,
+        images,
+        texts,
+        image_index,
+        search_request({"query_image": paths[3], "top_k": 3}),
+        TOKENIZATION,
+        EVALUATION,
+    )
+    assert table["path"].tolist()[0] == paths[3]
+    assert table["score"].tolist()[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_use_index_false_searches_the_test_split_even_with_an_index(setup, image_index):
+    checkpoint, images, texts, paths = setup
+    request = search_request({"query_image": paths[3], "top_k": 3, "use_index": False})
+    table, _ = search(checkpoint, images, texts, image_index, request, TOKENIZATION, EVALUATION)
+    assert list(table.columns) == ["rank", "caption", "caption_id", "image_path", "score"]  # image -> test captions
+
+
+@pytest.mark.parametrize("use_index", [True, False])
+@pytest.mark.parametrize("kind", ["txt", "csv"])
+def test_a_queries_file_gives_one_table_equal_to_the_single_queries(setup, image_index, tmp_path, use_index, kind):
+    checkpoint, images, texts, _ = setup
+    queries = ["a blue bag", "a red coat", "a blue bag"]
+    path = tmp_path / f"queries.{kind}"
+    if kind == "txt":
+        path.write_text("# queries\n" + "\n".join(queries) + "\n\n")
+    else:
+        pd.DataFrame({"query": queries, "note": ["x", "y", "z"]}).to_csv(path, index=False)
+    index = image_index if use_index else None
+    table, figure = search(
+        checkpoint,
+        images,
+        texts,
+        index,
+        search_request({"queries_file": str(path), "top_k": 3}),
+        TOKENIZATION,
+        EVALUATION,
+    )
+    assert table.columns[0] == "query" and table["query"].tolist() == [q for q in queries for _ in range(3)]
+    for position, query in enumerate(queries):
+        single, _ = search(
+            checkpoint, images, texts, index, search_request({"query": query, "top_k": 3}), TOKENIZATION, EVALUATION
+        )
+        part = table.iloc[3 * position : 3 * position + 3].reset_index(drop=True)
+        assert part["path"].tolist() == single["path"].tolist()
+        assert part["score"].tolist() == pytest.approx(single["score"].tolist(), abs=1e-6)
+    assert len(figure.subfigs) == 2  # one block per distinct query
+
+
+def test_an_index_of_another_checkpoint_is_refused_naming_both_versions(setup, image_index):
+    checkpoint, images, texts, _ = setup
+    other = Checkpoint(model=checkpoint.model, version="2026-03-03T00.00.00.000Z")
+    with pytest.raises(
+        ValueError, match=r"built with model_checkpoint version 2026-01-01.*2026-03-03.*use_index=false"
+    ):
+        search(other, images, texts, image_index, search_request({"query": "a hat"}), TOKENIZATION, EVALUATION)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from timam.inference.device import autocast, to_device_images
-from timam.inference.images import ImageFileDataset, eval_transform
+from timam.inference.images import ImageFileDataset, eval_pixels
 from timam.models.timam import TimamModel
 
 
@@ -24,6 +24,15 @@ def default_workers(ranks: int | None = None) -> int:
     so 8 ranks on 16 cores get one worker each instead of 8 x 8 workers competing for 16 cores.
     One process on 2 cores still gets one worker: measured there (benchmarks/data_loading.py), one
     worker decoded 4-5x faster than the main process, whose torch threads compete with the decoder.
+
+    What the counts mean: the training transform at 384x128 (decode, resize, flip, padded crop,
+    to uint8) costs about 1.4 ms per image per core, so a worker feeds about 700 images/s. One GPU
+    at the target 1,200 pairs/s (one image per pair) needs about 1.7 workers; the 8 of one rank on
+    16 cores (about 5,700 images/s) leave it 4x headroom. Several GPUs on 16 cores do not get
+    enough: 2 ranks get 7 workers each (about 5,000/s, enough), 4 ranks 3 each (about 2,100/s,
+    enough), but 8 ranks 1 each (about 700/s, less than the 1,200 each GPU could train): there the
+    loader, not the GPU, sets the pace; cache the backbone's features while it is frozen, or
+    decode on more cores.
     """
     if ranks is None:
         ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -34,9 +43,13 @@ def default_workers(ranks: int | None = None) -> int:
 
 
 def image_loader(paths: Sequence[str], image_size: Sequence[int], *, batch_size: int, device: torch.device):
+    """Resized uint8 images (normalised on the device by ``to_device_images``), in order.
+
+    Built per call: it reads each image once, so persistent workers would only outlive it.
+    """
     workers = default_workers()
     return DataLoader(
-        ImageFileDataset(paths, eval_transform(image_size)),
+        ImageFileDataset(paths, eval_pixels(image_size)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -167,4 +180,5 @@ def text_outputs(
     if outputs is None:
         shape = (encoder.projection.out_features,) if project else (input_ids.shape[1], encoder.state_dim)
         return torch.empty(0, *shape)
-    return outputs[inverse]
+    # All distinct (first is then every row in order): no second copy of what may be gigabytes.
+    return outputs if len(first) == len(inverse) else outputs[inverse]

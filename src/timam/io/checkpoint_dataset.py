@@ -13,12 +13,17 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from timam.formats.atomic import atomic_path
 from timam.io.errors import as_dataset_error, missing_version_error
-from timam.models.checkpoint import CHECKPOINT_FORMAT, Checkpoint, checkpoint_tensors, restore_model
+from timam.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    Checkpoint,
+    UnreadableCheckpointError,
+    checkpoint_tensors,
+    read_checkpoint,
+)
 
 
 class ModelCheckpointDataset(AbstractVersionedDataset[Checkpoint, Checkpoint]):
@@ -47,18 +52,9 @@ class ModelCheckpointDataset(AbstractVersionedDataset[Checkpoint, Checkpoint]):
             raise missing_version_error(self._filepath, load_path, self._version.load if self._version else None)
         path = get_filepath_str(load_path, "file")
         try:
-            with safe_open(path, framework="pt") as handle:
-                header = handle.metadata() or {}
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-        except (SafetensorError, OSError) as error:
-            raise DatasetError(
-                f"{path} is not a safetensors checkpoint ({error}). timam never unpickles checkpoints; "
-                "convert trusted weights with safetensors.torch.save_file."
-            ) from error
-        if header.get("format") != CHECKPOINT_FORMAT:
-            raise DatasetError(f"{path} has format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        model = restore_model(json.loads(header["config"]), tensors, source=path)
-        return Checkpoint(model=model, metadata=json.loads(header["metadata"]), version=self.resolve_load_version())
+            return read_checkpoint(path, version=self.resolve_load_version())
+        except UnreadableCheckpointError as error:
+            raise DatasetError(str(error)) from error
 
     def _exists(self) -> bool:
         try:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
@@ -13,6 +17,10 @@ from timam.models.timam import TimamModel
 CHECKPOINT_FORMAT = "timam-checkpoint/1"
 # Weights that checkpoints written before the text encoder dropped its unused pooler still carry.
 _UNUSED_PREFIXES = ("text_encoder.transformer.pooler.",)
+
+
+class UnreadableCheckpointError(ValueError):
+    """A file that is not a timam safetensors checkpoint (a pickle, another format, a broken header)."""
 
 
 @dataclass
@@ -53,3 +61,33 @@ def restore_model(config_values: dict[str, Any], tensors: dict[str, torch.Tensor
     model.load_state_dict(tensors)
     model.eval()
     return model
+
+
+def checkpoint_version_of(path: str | os.PathLike[str]) -> str | None:
+    """The Kedro version of a checkpoint file stored as ``<name>/<version>/<name>``, else None."""
+    path = Path(path)
+    return path.parent.name if path.parent.parent.name == path.name else None
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, version: str | None = None) -> Checkpoint:
+    """Load a checkpoint file without Kedro; loading never runs code (safetensors only, nothing unpickled).
+
+    ``version`` defaults to the folder of a Kedro-versioned file (``<name>/<version>/<name>``), so a
+    checkpoint read here names the same version as one the catalog loads.
+    """
+    path = str(path)
+    try:
+        with safe_open(path, framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise UnreadableCheckpointError(
+            f"{path} is not a safetensors checkpoint ({error}). timam never unpickles checkpoints; "
+            "convert trusted weights with safetensors.torch.save_file."
+        ) from error
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise UnreadableCheckpointError(f"{path} has format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    model = restore_model(json.loads(header["config"]), tensors, source=path)
+    return Checkpoint(
+        model=model, metadata=json.loads(header["metadata"]), version=version or checkpoint_version_of(path)
+    )

@@ -106,17 +106,26 @@ def _given(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """``kedro run --pipelines search``: a text ``query`` (ranks the test images) or a ``query_image``
-    path (ranks the test captions), and how many results to keep. The search pipeline needs exactly
-    one of the two; other pipelines ignore the block."""
+    """``kedro run --pipelines search``: a text ``query``, a ``query_image`` path or a ``queries_file``
+    (one text query per line, or a table with a ``query`` column), and how many results to keep.
+
+    With an image index (``kedro run --pipelines index``) and ``use_index`` the newest index is
+    searched: texts and images rank its images. Without one, the test split is searched: a text
+    ranks the test images, an image the test captions. The search pipeline needs exactly one of the
+    three queries; other pipelines ignore the block."""
 
     query: str | None = None
     query_image: str | None = None
+    queries_file: str | None = None
     top_k: int = 10
+    use_index: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "query", _given(self.query))
         object.__setattr__(self, "query_image", _given(self.query_image))
+        object.__setattr__(self, "queries_file", _given(self.queries_file))
+        if not isinstance(self.use_index, bool):
+            raise ValueError(f"params search.use_index must be true or false, got {self.use_index!r}")
         try:
             top_k = int(str(self.top_k).strip())
         except ValueError:

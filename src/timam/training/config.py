@@ -12,6 +12,8 @@ from timam.config_tree import build_config
 from timam.inference.device import PRECISIONS
 from timam.models.config import check_model_parameters
 
+CACHE_DEVICES = ("auto", "cpu", "cuda")
+
 
 @dataclass(frozen=True)
 class OptimizerConfig:
@@ -129,6 +131,10 @@ class TrainingConfig:
     # Deterministic kernels (cudnn.deterministic, torch.use_deterministic_algorithms,
     # CUBLAS_WORKSPACE_CONFIG, cudnn.benchmark off): bitwise repeatable GPU runs, slower steps.
     deterministic: bool = False
+    # Where the frozen outputs' caches live while training: "auto" (on the GPU when they fit in a
+    # quarter of its free memory, so each step gathers its rows there instead of on the host and
+    # copying them; on the CPU nothing changes), "cpu" (host memory) or "cuda" (the training GPU).
+    cache_device: str = "auto"
     loss_weights: LossWeights = field(default_factory=LossWeights)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
@@ -153,6 +159,8 @@ class TrainingConfig:
             raise ValueError(f"training.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.sync_batchnorm not in (True, False, "auto"):
             raise ValueError(f"training.sync_batchnorm must be auto, true or false, got {self.sync_batchnorm!r}")
+        if self.cache_device not in CACHE_DEVICES:
+            raise ValueError(f"training.cache_device must be one of {list(CACHE_DEVICES)}, got {self.cache_device!r}")
         if not isinstance(self.deterministic, bool):
             raise ValueError(f"training.deterministic must be true or false, got {self.deterministic!r}")
         if self.save_every_steps < 0:

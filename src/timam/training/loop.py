@@ -170,9 +170,9 @@ def _train_timam(
     )
     trainer = TimamTrainer(model, cached_train, cached_val, config, device, context)
     trainer.set_epoch(1)
-    # Where and how often the run saves does not change what it computes: a state saved with other
-    # such settings resumes.
-    run_only = {"state_path", "save_every_steps", "feature_cache_dir"}
+    # Where and how often the run saves, and where its caches live, do not change what it computes:
+    # a state saved with other such settings resumes.
+    run_only = {"state_path", "save_every_steps", "feature_cache_dir", "cache_device"}
     outcome_config = {key: value for key, value in asdict(config).items() if key not in run_only}
     fingerprint = run_fingerprint(model_config.to_dict(), outcome_config, train.caption_ids, val.caption_ids)
 

@@ -20,13 +20,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from timam.inference.device import to_device, to_device_images
-from timam.inference.embedding import default_workers, distinct_captions, image_outputs
-from timam.inference.images import train_transform
+from timam.inference.embedding import distinct_captions, image_outputs
+from timam.inference.images import train_pixels
 from timam.models.timam import TimamModel
 from timam.retrieval.ranking import ranking_metrics
 from timam.retrieval.relevance import relevance_labels
 from timam.training.batches import identity_batches, random_batches
-from timam.training.cached_split import CachedSplit, CaptionImageDataset
+from timam.training.cached_split import (
+    CachedSplit,
+    CaptionImageDataset,
+    EpochBatches,
+    augmentation_seed,
+    cache_device_for,
+    caption_image_loader,
+)
 from timam.training.config import TrainingConfig
 from timam.training.distributed import (
     DistributedContext,
@@ -91,12 +98,15 @@ class TimamTrainer:
         # Each branch's optimiser is configurable; the paper uses SGD for the image branch.
         self.optimizers = Optimizers.build(model, self.objective, config)
         self.schedulers = plateau_schedulers(self.optimizers, config.schedule)
-        self.train_transform = train_transform(
+        # uint8 out of the workers, normalised on the device (to_device_images)
+        self.train_transform = train_pixels(
             model.config.image_size,
             flip=config.augmentation.flip,
             crop_padding=config.augmentation.crop_padding,
             colour_jitter=config.augmentation.colour_jitter,
         )
+        self.epoch_batches = EpochBatches()
+        self._image_loader: DataLoader | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Freeze the pretrained parts before their unfreeze epoch, and let them train after it."""
@@ -110,6 +120,9 @@ class TimamTrainer:
         if trainable_parts != self.wrapped_for:  # DDP must know every parameter that now trains
             self.forward_encoders = data_parallel(self.pair_encoder, self.device, self.context)
             self.wrapped_for = trainable_parts
+        for name in {"image_features", "token_states"} - set(self.cached_parts()):
+            for split in (self.train, self.val):
+                split.back_to_host(name)  # its GPU memory goes to the part that now trains
 
     @property
     def image_cached(self) -> bool:
@@ -153,10 +166,15 @@ class TimamTrainer:
             lengths=split.lengths_of(captions),
         )
 
+    def cached_parts(self) -> tuple[str, ...]:
+        """The caches the current epoch reads."""
+        return ("image_features",) * self.image_cached + ("token_states",) * self.text_cached
+
     def text_input(self, split: CachedSplit, captions: torch.Tensor) -> torch.Tensor:
-        """Cached token states while the transformer is frozen, token ids otherwise."""
+        """Cached token states while the transformer is frozen, token ids otherwise, gathered
+        where they live (a cache on the GPU gets only the row indices)."""
         source = split.token_states if self.text_cached else split.input_ids
-        return to_device(source[captions], self.device)
+        return to_device(source[to_device(captions, source.device)], self.device)
 
     def batches(self, generator: torch.Generator) -> list[torch.Tensor]:
         """The epoch's global batches, the same on every rank (same generator), trimmed to equal shares."""
@@ -169,21 +187,31 @@ class TimamTrainer:
         return [batch for batch in batches if len(batch) >= 2]
 
     def image_stream(self, shares: list[torch.Tensor]) -> Iterator[torch.Tensor | None]:
-        """The transformed images of each share of captions; None while cached features stand in."""
+        """The images of each share of captions, uint8 (None while cached features stand in).
+
+        Each image's augmentation is drawn from its own seed (run seed, epoch, caption: see
+        ``augmentation_seed``), so it is the same with any number of workers, ranks or resumes.
+        """
         if self.image_cached:
             yield from (None for _ in shares)
             return
-        # Its own generator (seed, epoch, rank): workers of different ranks draw different
-        # augmentations, and the global RNG is left alone.
-        seeds = torch.Generator().manual_seed(self.config.seed * 1_000_000 + self.epoch * 1_000 + self.context.rank)
-        loader = DataLoader(
-            CaptionImageDataset(self.train.data, self.train_transform),
-            batch_sampler=[s.tolist() for s in shares],
-            num_workers=default_workers(),
-            pin_memory=self.device.type == "cuda",
-            generator=seeds,
-        )
-        yield from (images for images, _ in loader)
+        seed, epoch = self.config.seed, self.epoch
+        self.epoch_batches.batches = [
+            [(caption, augmentation_seed(seed, epoch, caption)) for caption in share.tolist()] for share in shares
+        ]
+        yield from (images for images, _ in self.image_loader)
+
+    @property
+    def image_loader(self) -> DataLoader:
+        """The run's one training image loader, built on first use (see ``caption_image_loader``)."""
+        if self._image_loader is None:
+            self._image_loader = caption_image_loader(
+                CaptionImageDataset(self.train.data, self.train_transform),
+                self.epoch_batches,
+                device=self.device,
+                seed=self.config.seed,
+            )
+        return self._image_loader
 
     def prepare_caches(self) -> None:
         """Compute (or load) the frozen outputs this run uses. Under torchrun with a feature cache
@@ -198,6 +226,20 @@ class TimamTrainer:
                 split.token_states  # noqa: B018
         if rank_0_first and self.context.is_main:
             barrier(self.context)
+        self.place_caches()
+
+    def place_caches(self) -> torch.device:
+        """Keep the caches in use on the training GPU where ``training.cache_device`` says so (see
+        ``cache_device_for``), so that each step gathers its rows there; return where they are."""
+        names = self.cached_parts()
+        nbytes = sum(getattr(split, name).nbytes for split in (self.train, self.val) for name in names)
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else 0
+        target = cache_device_for(self.config.cache_device, self.device, nbytes, free)
+        for split in (self.train, self.val):
+            split.keep_on(target, names)
+        if names and self.context.is_main:
+            logger.info("Frozen-output caches (%.2f GB) kept on %s", nbytes / 1e9, target)
+        return target
 
     def set_train_mode(self) -> None:
         """Heads train; frozen pretrained parts stay in eval mode (no BatchNorm drift, no dropout)."""

@@ -1,10 +1,15 @@
-"""`kedro run --pipelines search`: rank the test gallery for a text query, or the captions for an image.
+"""`kedro run --pipelines search`: rank the newest image index, or the test split, for a query.
 
-``--params "search.query=a woman in a red coat"`` ranks the gallery images (``image_embeddings``);
-``--params "search.query_image=path/to.jpg"`` ranks the captions (``text_embeddings``);
-``search.top_k`` (10) sets the length. The query is embedded with ``model_checkpoint`` (latest, or
-``--load-versions model_checkpoint:<v>``), which must be the checkpoint the embeddings were made with. Writes
-``search_results`` (CSV) and ``search_grid`` (PNG), both versioned.
+``--params "search.query=a woman in a red coat"`` ranks images; ``--params "search.query_image=path/to.jpg"``
+ranks the index's images (without an index: the test captions); ``--params "search.queries_file=queries.txt"``
+ranks images for every query of the file, in one table. ``search.top_k`` (10) sets the length.
+
+``search_index`` is the newest ``image_index`` (``kedro run --pipelines index``), or None when none
+has been built: then the test split that ``evaluate`` embedded (``image_embeddings``,
+``text_embeddings``) is searched, as before there were indexes; ``search.use_index: false`` forces
+that. The query is embedded with ``model_checkpoint`` (latest, or ``--load-versions
+model_checkpoint:<v>``), which must be the checkpoint the index (or the embeddings) was made with.
+Writes ``search_results`` (CSV) and ``search_grid`` (PNG), both versioned.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -27,6 +32,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "model_checkpoint",
                     "image_embeddings",
                     "text_embeddings",
+                    "search_index",
                     "search_request",
                     "params:tokenization",
                     "params:evaluation",

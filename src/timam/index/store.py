@@ -1,0 +1,259 @@
+"""An image index on disk: the FAISS index, its manifest and the row table, saved and loaded whole.
+
+A folder holds ``index.faiss`` (``faiss.write_index``), ``manifest.json`` (``INDEX_FORMAT``, the
+checkpoint that embedded the images, sizes, the collection fingerprint, the plan) and
+``rows.parquet`` (one row per index id: path, size, mtime_ns, optional caption / identity). A save
+writes a hidden sibling folder and renames it into place, so a crash never leaves a half index
+that a later load would take; a load checks that the three agree and names the folder when not.
+
+Search on a flat index returns exactly timam's ranking (``timam.retrieval.ranking.topk_indices``
+without normalisation): see :class:`timam.index.faiss_index.ExactFlatSearch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from timam.index.faiss_index import (
+    ExactFlatSearch,
+    IndexPlan,
+    apply_search_params,
+    check_vectors,
+    search_index,
+    sort_results,
+)
+
+INDEX_FORMAT = "timam-image-index/1"
+INDEX_FILE = "index.faiss"
+MANIFEST_FILE = "manifest.json"
+ROWS_FILE = "rows.parquet"
+REQUIRED_COLUMNS = ("path", "size", "mtime_ns")
+
+
+class IndexFormatError(ValueError):
+    """An index folder that is incomplete, corrupt or inconsistent; the message names the folder."""
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """What an index was built from: checkpoint, embedding size, image count, collection, FAISS plan."""
+
+    checkpoint_version: str | None
+    checkpoint_path: str | None
+    embedding_dim: int
+    image_count: int
+    collection_fingerprint: str
+    plan: IndexPlan
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": INDEX_FORMAT,
+            "checkpoint_version": self.checkpoint_version,
+            "checkpoint_path": self.checkpoint_path,
+            "embedding_dim": int(self.embedding_dim),
+            "image_count": int(self.image_count),
+            "collection_fingerprint": self.collection_fingerprint,
+            "plan": self.plan.to_dict(),
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IndexManifest:
+        keys = ("embedding_dim", "image_count", "collection_fingerprint", "plan", "created_at")
+        missing = [key for key in keys if key not in d]
+        if missing:
+            raise ValueError(f"the index manifest lacks {missing}")
+        version, path = d.get("checkpoint_version"), d.get("checkpoint_path")
+        return cls(
+            checkpoint_version=None if version is None else str(version),
+            checkpoint_path=None if path is None else str(path),
+            embedding_dim=int(d["embedding_dim"]),
+            image_count=int(d["image_count"]),
+            collection_fingerprint=str(d["collection_fingerprint"]),
+            plan=IndexPlan.from_dict(d["plan"]),
+            created_at=str(d["created_at"]),
+        )
+
+
+def collection_fingerprint(rows: pd.DataFrame) -> str:
+    """sha256 over ``path``, ``size`` and ``mtime_ns`` of every row, in row order (the manifest's fingerprint)."""
+    digest = hashlib.sha256()
+    for path, size, mtime_ns in zip(rows["path"], rows["size"], rows["mtime_ns"], strict=True):
+        digest.update(f"{path}\t{int(size)}\t{int(mtime_ns)}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class ImageIndex:
+    """A FAISS index, its manifest and the rows (``rows.iloc[i]`` is index id ``i``)."""
+
+    index: faiss.Index
+    manifest: IndexManifest
+    rows: pd.DataFrame
+    _searcher: faiss.Index | None = field(default=None, init=False, repr=False, compare=False)
+    _exact: ExactFlatSearch | None = field(default=None, init=False, repr=False, compare=False)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores (q, k) float32, rows (q, k) int64)`` best first; ``-inf`` / ``-1`` past the last hit.
+
+        Inner product of the queries as given (embed and normalise them as the images were). On a
+        flat index the result is timam's exact ranking: float32 scores as
+        ``timam.retrieval.ranking.similarity`` computes them, ties broken by lower row. On an
+        approximate index it is FAISS's answer ordered the same way.
+        """
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        q = np.asarray(queries)
+        q = check_vectors(q[None, :] if q.ndim == 1 else q, "queries", self.index.d)
+        if self.manifest.plan.kind == "flat":
+            if self._exact is None:
+                self._exact = ExactFlatSearch(self.index)
+            return self._exact(q, int(k))
+        if self._searcher is None:
+            self._searcher = search_index(self.index)  # a GPU copy where faiss-gpu and CUDA are present
+        scores, ids = self._searcher.search(q, min(int(k), max(1, self.index.ntotal)))
+        scores, ids = sort_results(scores, ids)
+        return _pad(scores, ids, int(k))
+
+
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if scores.shape[1] >= k:
+        return scores[:, :k], ids[:, :k]
+    extra = k - scores.shape[1]
+    pad_scores = np.full((scores.shape[0], extra), -np.inf, dtype=np.float32)
+    pad_ids = np.full((ids.shape[0], extra), -1, dtype=np.int64)
+    return np.hstack([scores, pad_scores]), np.hstack([ids, pad_ids])
+
+
+def _check_rows(rows: pd.DataFrame, where: str) -> None:
+    missing = [column for column in REQUIRED_COLUMNS if column not in rows.columns]
+    if missing:
+        raise IndexFormatError(f"{where}: the row table lacks columns {missing} (has {list(rows.columns)})")
+
+
+def _check_consistent(image_index: ImageIndex, where: str) -> None:
+    manifest, ntotal, nrows = image_index.manifest, image_index.index.ntotal, len(image_index.rows)
+    if not manifest.image_count == ntotal == nrows:
+        raise IndexFormatError(
+            f"{where}: the manifest says {manifest.image_count} images, the FAISS index holds {ntotal} vectors "
+            f"and the row table {nrows} rows; they must be equal. Rebuild the index (kedro run --pipelines index)."
+        )
+    if manifest.embedding_dim != image_index.index.d:
+        raise IndexFormatError(
+            f"{where}: the manifest says dimension {manifest.embedding_dim}, the FAISS index has "
+            f"{image_index.index.d}. Rebuild the index (kedro run --pipelines index)."
+        )
+
+
+def save_image_index(folder: str | os.PathLike[str], image_index: ImageIndex) -> None:
+    """Write ``folder/{index.faiss, manifest.json, rows.parquet}`` atomically (a sibling temp folder + rename).
+
+    An existing ``folder`` is replaced only once the new one is complete.
+    """
+    target = Path(folder)
+    _check_rows(image_index.rows, f"cannot save the index to {target}")
+    _check_consistent(image_index, f"cannot save the index to {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.mkdir()
+        faiss.write_index(image_index.index, str(temporary / INDEX_FILE))
+        image_index.rows.reset_index(drop=True).to_parquet(temporary / ROWS_FILE, index=False)
+        manifest = json.dumps(image_index.manifest.to_dict(), indent=2, sort_keys=True)
+        (temporary / MANIFEST_FILE).write_text(manifest + "\n", encoding="utf-8")
+        _fsync_folder(temporary)
+        _swap_into_place(temporary, target)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _swap_into_place(temporary: Path, target: Path) -> None:
+    """Rename ``temporary`` onto ``target``; an existing target is moved aside first and removed after."""
+    if not target.exists():
+        os.replace(temporary, target)
+        return
+    old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+    os.replace(target, old)
+    try:
+        os.replace(temporary, target)
+    except OSError:
+        os.replace(old, target)  # put the previous index back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_image_index(folder: str | os.PathLike[str]) -> ImageIndex:
+    """The index saved in ``folder``; ``IndexFormatError`` naming the folder when it is incomplete or corrupt."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no image index at {root}: build one with `kedro run --pipelines index`")
+    absent = [name for name in (INDEX_FILE, MANIFEST_FILE, ROWS_FILE) if not (root / name).is_file()]
+    if absent:
+        raise IndexFormatError(
+            f"the image index at {root} is incomplete: {', '.join(absent)} missing. "
+            "Rebuild it with `kedro run --pipelines index`."
+        )
+    manifest = _read_manifest(root)
+    try:
+        index = faiss.read_index(str(root / INDEX_FILE))
+    except RuntimeError as error:
+        raise IndexFormatError(f"cannot read {root / INDEX_FILE}: {_first_line(error)}. Rebuild the index.") from error
+    try:
+        rows = pd.read_parquet(root / ROWS_FILE)
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise IndexFormatError(f"cannot read {root / ROWS_FILE}: {_first_line(error)}. Rebuild the index.") from error
+    _check_rows(rows, str(root))
+    image_index = ImageIndex(index=index, manifest=manifest, rows=rows)
+    _check_consistent(image_index, str(root))
+    apply_search_params(index, manifest.plan.search_params)
+    return image_index
+
+
+def _read_manifest(root: Path) -> IndexManifest:
+    path = root / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise IndexFormatError(f"{path} is not valid JSON ({error}). Rebuild the index.") from error
+    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise IndexFormatError(f"{path} has format {found!r}, expected {INDEX_FORMAT!r}. Rebuild the index.")
+    try:
+        return IndexManifest.from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise IndexFormatError(f"{path} is damaged: {error}. Rebuild the index.") from error
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def check_index_checkpoint(manifest: IndexManifest, checkpoint_version: str | None, *, index_name: str) -> None:
+    """Refuse queries embedded by another checkpoint than the one that embedded the images."""
+    if manifest.checkpoint_version == checkpoint_version:
+        return
+    built, query = manifest.checkpoint_version, checkpoint_version
+    raise ValueError(
+        f"{index_name} was built with model_checkpoint version {built or 'unversioned'!s}, but the queries would be "
+        f"embedded with model_checkpoint version {query or 'unversioned'!s}: their embeddings are not comparable. "
+        f"Re-index with this checkpoint (kedro run --pipelines index --load-versions model_checkpoint:{query}) "
+        f"or query with the index's checkpoint (--load-versions model_checkpoint:{built})."
+    )

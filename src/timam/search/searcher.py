@@ -1,0 +1,232 @@
+"""``Searcher``: text or image queries against a saved image index, with the checkpoint that built it.
+
+>>> s = Searcher.open("data/07_model_output/demo/image_index")      # newest index version
+>>> s.by_text("two airplanes parked", k=10)                         # [Hit(rank, row, path, score), ...]
+>>> s.by_image("photo.jpg", k=10)                                   # images like this one
+>>> s.captions_for_image("photo.jpg", k=5)                          # when the collection has captions
+>>> s.by_texts(["a red car", "a beach"], k=5)                       # one table for many queries
+
+No Kedro: the index is read with :func:`timam.index.store.load_image_index` and the checkpoint with
+:func:`timam.models.checkpoint.read_checkpoint`, so a notebook or the web server
+(:mod:`timam.serve`) can search without a project session. An index is only ever queried with the
+checkpoint that embedded it (:func:`timam.index.store.check_index_checkpoint`): other embeddings
+live in another space and their scores would mean nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from timam.index.store import ImageIndex, check_index_checkpoint, load_image_index
+from timam.models.checkpoint import Checkpoint, read_checkpoint
+from timam.retrieval.ranking import topk_indices
+from timam.search.encoder import DEFAULT_MAX_LENGTH, QueryEncoder
+from timam.search.images import ImageSource, query_image
+from timam.search.locate import find_checkpoint_file, find_index_folder, version_of
+from timam.search.results import Hit, hits_table
+
+
+def _caption_column(rows: pd.DataFrame) -> list[str | None]:
+    """Each row's caption, None where there is none (no column, a missing value or blank text)."""
+    if "caption" not in rows:
+        return [None] * len(rows)
+    return [text if isinstance(text, str) and text.strip() else None for text in rows["caption"].tolist()]
+
+
+class Searcher:
+    """Queries against one :class:`~timam.index.store.ImageIndex` with its checkpoint.
+
+    Build it with :meth:`open` (from disk) or directly from loaded objects (the Kedro search node
+    does). ``index_name`` and ``index_version`` only word messages and the web page's footer.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_index: ImageIndex,
+        checkpoint: Checkpoint,
+        index_name: str = "the image index",
+        index_version: str | None = None,
+        tokenizer: str | None = None,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        device: str = "auto",
+    ) -> None:
+        check_index_checkpoint(image_index.manifest, checkpoint.version, index_name=index_name)
+        self.encoder = QueryEncoder(checkpoint, tokenizer=tokenizer, max_length=max_length, device=device)
+        if self.encoder.dim != image_index.manifest.embedding_dim:
+            raise ValueError(
+                f"{index_name} holds {image_index.manifest.embedding_dim}-d embeddings but checkpoint "
+                f"{checkpoint.version} embeds into {self.encoder.dim} dimensions; query it with the checkpoint "
+                "that built it"
+            )
+        self.image_index = image_index
+        self.checkpoint = checkpoint
+        self.index_name = index_name
+        self.index_version = index_version
+        self._paths = [str(path) for path in image_index.rows["path"].tolist()]
+        self._captions = _caption_column(image_index.rows)
+        self._caption_rows: np.ndarray | None = None  # rows that have a caption, and their embeddings
+        self._caption_vectors: torch.Tensor | None = None
+        self._caption_lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        index: str | os.PathLike[str] | None = None,
+        checkpoint: str | os.PathLike[str] | Checkpoint | None = None,
+        *,
+        project: str | os.PathLike[str] = ".",
+        tokenizer: str | None = None,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        device: str = "auto",
+    ) -> Searcher:
+        """Open an index folder, dataset root or version (:func:`~timam.search.locate.find_index_folder`).
+
+        ``checkpoint``: a checkpoint file (or its dataset folder, for the newest), or a loaded
+        :class:`Checkpoint`; by default the file the index's manifest names. Relative paths start
+        at ``project`` (the project folder).
+        """
+        folder = find_index_folder(index, project=project)
+        image_index = load_image_index(folder)
+        if not isinstance(checkpoint, Checkpoint):
+            checkpoint = read_checkpoint(
+                find_checkpoint_file(cls._checkpoint_path(image_index, folder, checkpoint, project))
+            )
+        return cls(
+            image_index=image_index,
+            checkpoint=checkpoint,
+            index_name=f"index {folder}",
+            index_version=version_of(folder),
+            tokenizer=tokenizer,
+            max_length=max_length,
+            device=device,
+        )
+
+    @staticmethod
+    def _checkpoint_path(
+        image_index: ImageIndex, folder: Path, given: str | os.PathLike[str] | None, project: str | os.PathLike[str]
+    ) -> Path:
+        if given is not None:
+            path = Path(given)
+            return path if path.is_absolute() or path.exists() else Path(project) / path
+        named = image_index.manifest.checkpoint_path
+        if not named:
+            raise ValueError(
+                f"index {folder} does not name the checkpoint file that built it (checkpoint version "
+                f"{image_index.manifest.checkpoint_version}); pass checkpoint=<that checkpoint file>"
+            )
+        path = Path(named)
+        if not path.is_absolute() and not path.exists():
+            path = Path(project) / path
+        if not path.exists():
+            raise FileNotFoundError(
+                f"index {folder} was built with checkpoint {named} (version "
+                f"{image_index.manifest.checkpoint_version}), which does not exist here; run from the project "
+                "folder, or pass checkpoint=<that checkpoint file>"
+            )
+        return path
+
+    @property
+    def size(self) -> int:
+        """The number of indexed images."""
+        return len(self._paths)
+
+    @property
+    def has_captions(self) -> bool:
+        return any(caption is not None for caption in self._captions)
+
+    @property
+    def checkpoint_version(self) -> str | None:
+        return self.checkpoint.version
+
+    def path(self, row: int) -> str:
+        """The image path of index row ``row`` (IndexError outside 0..size-1)."""
+        if not 0 <= row < self.size:
+            raise IndexError(f"row {row} is not a row of {self.index_name} (0..{self.size - 1})")
+        return self._paths[row]
+
+    def _check_k(self, k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        return min(int(k), self.size)
+
+    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
+        found = [(int(row), float(score)) for score, row in zip(scores, rows, strict=True) if row >= 0]
+        return [
+            Hit(rank=rank, row=row, path=self._paths[row], score=score, caption=self._captions[row])
+            for rank, (row, score) in enumerate(found, start=1)
+        ]
+
+    def _search(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
+        k = self._check_k(k)
+        if self.size == 0 or len(vectors) == 0:
+            return [[] for _ in range(len(vectors))]
+        scores, rows = self.image_index.search(vectors, k)
+        return [self._hits(scores[i], rows[i]) for i in range(len(vectors))]
+
+    def by_text(self, text: str, k: int = 10) -> list[Hit]:
+        """The ``k`` indexed images closest to ``text``, best first (the text is embedded once, then cached)."""
+        return self._search(self.encoder.texts([self._check_text(text)]), k)[0]
+
+    def by_texts(self, texts: Sequence[str], k: int = 10) -> pd.DataFrame:
+        """One table for many queries: ``query, rank, row, path, score[, caption]``, queries in the given order."""
+        texts = [self._check_text(text) for text in texts]
+        results = self._search(self.encoder.texts(texts), k)
+        tables = [hits_table(hits, query=text) for text, hits in zip(texts, results, strict=True)]
+        return pd.concat(tables, ignore_index=True) if tables else hits_table([], query="")
+
+    def by_image(self, image: ImageSource, k: int = 10) -> list[Hit]:
+        """The ``k`` indexed images closest to ``image`` (a path, encoded bytes or a PIL image)."""
+        return self._search(self.encoder.images([query_image(image)]), k)[0]
+
+    def captions_for_image(self, image: ImageSource, k: int = 10) -> list[Hit]:
+        """The ``k`` captions of the collection closest to ``image``; each hit names the row the caption belongs to.
+
+        The captions are embedded once, on first use, and kept. Ties are broken by row.
+        """
+        if not self.has_captions:
+            raise ValueError(f"{self.index_name} has no captions; index a table with a caption column to rank them")
+        k = self._check_k(k)
+        rows, vectors = self._caption_gallery()
+        query = torch.from_numpy(self.encoder.images([query_image(image)]))
+        scores, found = topk_indices(query, vectors, min(k, len(rows)), normalize=False)
+        return self._hits(scores[0].numpy(), rows[found[0].numpy()])
+
+    def _caption_gallery(self) -> tuple[np.ndarray, torch.Tensor]:
+        with self._caption_lock:
+            if self._caption_rows is None or self._caption_vectors is None:
+                rows = np.array([row for row, caption in enumerate(self._captions) if caption is not None])
+                texts = [self._captions[row] or "" for row in rows]
+                distinct = list(dict.fromkeys(texts))
+                vectors = self.encoder.texts(distinct, cache=False)
+                position = {text: i for i, text in enumerate(distinct)}
+                self._caption_vectors = torch.from_numpy(vectors[[position[text] for text in texts]])
+                self._caption_rows = rows
+            return self._caption_rows, self._caption_vectors
+
+    @staticmethod
+    def _check_text(text: str) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"a text query must be a non-empty string, got {text!r}")
+        return text.strip()
+
+    def describe(self) -> dict[str, object]:
+        """What the web page's footer and ``/api/info`` show."""
+        manifest = self.image_index.manifest
+        return {
+            "index": self.index_name,
+            "index_version": self.index_version,
+            "checkpoint_version": self.checkpoint_version,
+            "images": self.size,
+            "embedding_dim": manifest.embedding_dim,
+            "index_kind": manifest.plan.kind,
+            "has_captions": self.has_captions,
+            "created_at": manifest.created_at,
+        }
