@@ -86,7 +86,7 @@ from torch import nn
 
 import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
 import training_speed
-from _common import REPO, result_line
+from _common import REPO, TINY_BERT_CONFIG, result_line
 
 
 def process_age() -> float:
@@ -106,16 +106,6 @@ SECTIONS = ("env", "step", "ddp1", "ranking", "throughput")
 TARGET_PAIRS_PER_S = 1200.0
 EPOCH = 10**6  # past the adversarial warm-up epochs (as training_speed.run_epochs): every weighted term is on
 TRACEBACK_CHARS = 3000
-TINY_BERT = {
-    "model_type": "bert",
-    "vocab_size": 30522,
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 128,
-    "max_position_embeddings": 64,
-    "type_vocab_size": 2,
-}
 # What --tiny changes in conf/paper's model block (the rest, e.g. torchvision and the transformer, stays).
 TINY_MODEL = {
     "image_backbone": "resnet18",
@@ -123,7 +113,7 @@ TINY_MODEL = {
     "image_weights": None,
     "lstm_hidden": 32,
     "embedding_dim": 32,
-    "transformer_config": TINY_BERT,
+    "transformer_config": TINY_BERT_CONFIG,
 }
 # Throughput variants: name -> (what, (image backbone, text model) freeze epochs, images, cudnn.benchmark, compile).
 VARIANTS = {

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.tiny_model import random_tiny_model
 from timam.index import embedding
 from timam.index.collection import list_collection
 from timam.index.config import CollectionConfig, ShardSpec
 from timam.index.merge import MissingShardsError, merge_shards
 from timam.index.shards import read_shard_header, shard_path, write_shards
-from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 
 CPU = torch.device("cpu")
@@ -24,21 +24,8 @@ SHARD_SIZE = 2
 
 @pytest.fixture(scope="module")
 def model() -> TimamModel:
-    config = ModelConfig(
-        num_classes=3,
-        image_backbone="resnet18",
-        image_library="torchvision",
-        image_weights=None,
-        image_size=(32, 32),
-        text_encoder="fc_embed",
-        vocab_size=64,
-        word_embedding_dim=8,
-        lstm_hidden=8,
-        embedding_dim=16,
-    )
-    torch.manual_seed(0)
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        return TimamModel(config).eval()
+        return random_tiny_model()
 
 
 def write_images(folder, count: int) -> None:

@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from kedro.io.core import Version
 from PIL import Image
 
+from tests.tiny_model import random_tiny_model
 from timam.index.merge import MissingShardsError
 from timam.index.store import collection_fingerprint
 from timam.io.checkpoint_dataset import ModelCheckpointDataset
 from timam.models.checkpoint import Checkpoint
-from timam.models.config import ModelConfig
-from timam.models.timam import TimamModel
 from timam.pipeline_registry import register_pipelines
 from timam.pipelines.index.nodes import (
     build_image_index,
@@ -37,21 +35,8 @@ VERSION = "2026-01-01T00.00.00.000Z"
 
 @pytest.fixture(scope="module")
 def checkpoint() -> Checkpoint:
-    config = ModelConfig(
-        num_classes=3,
-        image_backbone="resnet18",
-        image_library="torchvision",
-        image_weights=None,
-        image_size=(32, 32),
-        text_encoder="fc_embed",
-        vocab_size=64,
-        word_embedding_dim=8,
-        lstm_hidden=8,
-        embedding_dim=16,
-    )
-    torch.manual_seed(0)
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        model = TimamModel(config).eval()
+        model = random_tiny_model()
     return Checkpoint(model=model, metadata={}, version=VERSION)
 
 

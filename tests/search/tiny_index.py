@@ -18,14 +18,13 @@ import torch.nn.functional as F
 from kedro.io.core import Version
 from PIL import Image
 
+from tests.tiny_model import random_tiny_model
 from timam.index.embedding import embed_files
 from timam.index.faiss_index import build_index, plan_index
 from timam.index.store import ImageIndex, IndexManifest, collection_fingerprint, save_image_index
 from timam.inference.device import model_to
 from timam.io.checkpoint_dataset import ModelCheckpointDataset
 from timam.models.checkpoint import Checkpoint
-from timam.models.config import ModelConfig
-from timam.models.timam import TimamModel
 
 CHECKPOINT_VERSION = "2026-01-01T00.00.00.000Z"
 INDEX_VERSION = "2026-01-02T00.00.00.000Z"
@@ -39,25 +38,6 @@ class TinyIndex:
     checkpoint: Path  # the checkpoint file
     root: Path  # the index dataset root (image_index/), holding one version
     folder: Path  # that version's index folder (manifest.json ...)
-
-
-def tiny_model() -> TimamModel:
-    config = ModelConfig(
-        num_classes=3,
-        image_backbone="resnet18",
-        image_library="torchvision",
-        image_weights=None,
-        image_size=(32, 16),
-        text_encoder="fc_embed",
-        vocab_size=30522,  # the offline MiniLM tokenizer's vocabulary
-        word_embedding_dim=8,
-        lstm_hidden=8,
-        embedding_dim=16,
-    )
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
-        return TimamModel(config).eval()
 
 
 def noise_images(folder: Path, count: int) -> list[str]:
@@ -74,7 +54,9 @@ def noise_images(folder: Path, count: int) -> list[str]:
 
 def build_tiny_index(base: Path, *, count: int = 6, captions: bool = True) -> TinyIndex:
     images = noise_images(base / "photos", count)
-    model = model_to(tiny_model(), CPU)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
+        model = model_to(random_tiny_model(image_size=(32, 16), vocab_size=30522), CPU)  # MiniLM's vocabulary
     checkpoint_root = base / "model_checkpoint.safetensors"
     ModelCheckpointDataset(filepath=str(checkpoint_root), version=Version(None, CHECKPOINT_VERSION)).save(
         Checkpoint(model=model, metadata={})

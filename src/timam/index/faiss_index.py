@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 # timam's scorer and top-k themselves (not re-implemented), so flat search is timam's ranking bit for bit.
-from timam.retrieval.ranking.scoring import _GalleryScorer, prepare_embeddings
-from timam.retrieval.ranking.topk import _topk_chunk
+from timam.retrieval.ranking import GalleryTopK
 
 KINDS = ("flat", "ivfpq", "hnsw")
 DEFAULT_FLAT_MAX = 100_000  # exact search at 100k x 512: ~10 ms a query on 2 cores (RESULTS.md)
@@ -318,7 +317,8 @@ class ExactFlatSearch:
     of it: FAISS's flat kernels sum in another order and differ in the last bits, which reorders
     near-ties. The gallery is packed into oneDNN's layout once (a copy as large as the vectors) and
     reused: on the 2-core machine a query then costs ~2 ms at 25k x 512 and ~10 ms at 100k, less
-    than FAISS's own flat scan (5 / 25 ms), while ``topk_indices`` would repack it on every call.
+    than FAISS's own flat scan (5 / 25 ms), while ``topk_indices`` would repack it on every call
+    (``GalleryTopK`` is that ranking with the gallery prepared once).
     """
 
     def __init__(self, index: faiss.Index) -> None:
@@ -328,17 +328,17 @@ class ExactFlatSearch:
         self.count, dim = index.ntotal, index.d
         self.index = index  # keeps the vectors (a view into FAISS's memory) alive
         vectors = faiss.rev_swig_ptr(flat.get_xb(), self.count * dim).reshape(self.count, dim)
-        self._scorer = _GalleryScorer(torch.from_numpy(vectors), RANKING_CHUNK) if self.count else None
+        self._gallery = (
+            GalleryTopK(torch.from_numpy(vectors), chunk_size=RANKING_CHUNK, normalize=False) if self.count else None
+        )
 
     def __call__(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         out_scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
         out_ids = np.full((queries.shape[0], k), -1, dtype=np.int64)
-        if self._scorer is None:
+        if self._gallery is None:
             return out_scores, out_ids
         kept = min(k, self.count)
-        q = prepare_embeddings(torch.from_numpy(queries), False, "queries")
-        for lo in range(0, q.shape[0], RANKING_CHUNK):  # the chunks topk_indices uses
-            values, ids = _topk_chunk(self._scorer(q[lo : lo + RANKING_CHUNK]), kept)
-            out_scores[lo : lo + RANKING_CHUNK, :kept] = values.numpy()
-            out_ids[lo : lo + RANKING_CHUNK, :kept] = ids.numpy()
+        values, ids = self._gallery.topk(torch.from_numpy(queries), kept, normalize=False)
+        out_scores[:, :kept] = values.numpy()
+        out_ids[:, :kept] = ids.numpy()
         return out_scores, out_ids

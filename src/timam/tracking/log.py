@@ -62,14 +62,11 @@ def active_run_id() -> str | None:
 
 def numeric_leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Every finite int/float leaf of a nested mapping as ``{"a.b.c": value}`` with MLflow-valid names."""
-    found: dict[str, float] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            found.update(numeric_leaves(value, name))
-        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            found[metric_name(name)] = float(value)
-    return found
+    return {
+        metric_name(name): float(value)
+        for name, value in flat_values(tree, prefix).items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
 
 
 def log_metrics(metrics: Mapping[str, float], *, step: int | None = None, run_id: str | None = None) -> None:

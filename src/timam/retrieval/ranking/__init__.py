@@ -29,9 +29,10 @@ from timam.retrieval.ranking.bidirectional import bidirectional_metrics
 from timam.retrieval.ranking.counting import check_labels
 from timam.retrieval.ranking.scoring import prepare_embeddings, similarity
 from timam.retrieval.ranking.tie_rules import METRICS, TIE_RULES
-from timam.retrieval.ranking.topk import topk_indices
+from timam.retrieval.ranking.topk import GalleryTopK, topk_indices
 
 __all__ = [
+    "GalleryTopK",
     "METRICS",
     "TIE_RULES",
     "bidirectional_metrics",

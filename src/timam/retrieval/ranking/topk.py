@@ -35,6 +35,47 @@ def _topk_chunk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return _order_by_score_then_index(values, indices)
 
 
+class GalleryTopK:
+    """Top-k queries against one gallery prepared once (validated, normalised if asked, packed for
+    the scorer): what :func:`topk_indices` does per call, for a gallery queried many times (an
+    image index), where preparing it again for every query would cost more than the query."""
+
+    def __init__(
+        self,
+        gallery_emb: Tensor,
+        *,
+        chunk_size: int = 1024,
+        normalize: bool = True,
+        device: torch.device | None = None,
+    ) -> None:
+        gallery = prepare_embeddings(gallery_emb, normalize, "gallery_emb")
+        self.gallery = gallery if device is None else gallery.to(device)
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        self.chunk_size = chunk_size
+        self._scorer = _GalleryScorer(self.gallery, chunk_size)
+
+    def __len__(self) -> int:
+        return self.gallery.shape[0]
+
+    def topk(self, query_emb: Tensor, k: int, *, normalize: bool = True) -> tuple[Tensor, Tensor]:
+        """``(scores, indices)``, both ``queries x k``, ordered as :func:`topk_indices` orders them."""
+        return self._ranked(prepare_embeddings(query_emb, normalize, "query_emb"), k)
+
+    def _ranked(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        if not 1 <= k <= len(self):
+            raise ValueError(f"k must be in [1, {len(self)}], got {k}")
+        out_v: list[Tensor] = []
+        out_i: list[Tensor] = []
+        for lo in range(0, q.shape[0], self.chunk_size):
+            v, i = _topk_chunk(self._scorer(q[lo : lo + self.chunk_size]), k)
+            out_v.append(v)
+            out_i.append(i)
+        if not out_v:
+            return q.new_zeros(0, k), torch.zeros(0, k, dtype=torch.long, device=q.device)
+        return torch.cat(out_v), torch.cat(out_i)
+
+
 def topk_indices(
     query_emb: Tensor,
     gallery_emb: Tensor,
@@ -49,18 +90,5 @@ def topk_indices(
     i.e. exactly the first ``k`` entries of a stable ``argsort(-score)``.
     """
     q = prepare_embeddings(query_emb, normalize, "query_emb")
-    g = prepare_embeddings(gallery_emb, normalize, "gallery_emb").to(q.device)
-    if not 1 <= k <= g.shape[0]:
-        raise ValueError(f"k must be in [1, {g.shape[0]}], got {k}")
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be >= 1")
-    scorer = _GalleryScorer(g, chunk_size)
-    out_v: list[Tensor] = []
-    out_i: list[Tensor] = []
-    for lo in range(0, q.shape[0], chunk_size):
-        v, i = _topk_chunk(scorer(q[lo : lo + chunk_size]), k)
-        out_v.append(v)
-        out_i.append(i)
-    if not out_v:
-        return q.new_zeros(0, k), torch.zeros(0, k, dtype=torch.long, device=q.device)
-    return torch.cat(out_v), torch.cat(out_i)
+    gallery = GalleryTopK(gallery_emb, chunk_size=chunk_size, normalize=normalize, device=q.device)
+    return gallery._ranked(q, k)
