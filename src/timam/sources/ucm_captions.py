@@ -1,15 +1,17 @@
-"""Readers for UCM-Captions (Qu et al. 2016): the compact Parquet copy and the original ``dataset.json``.
+"""Readers for UCM-Captions (Qu et al. 2016): the Parquet copies (256 or 128 px) and the original ``dataset.json``.
 
 Identity is the scene class (21 UC Merced Land Use classes, 100 images each); the official split is
 per image, so **all 21 identities appear in train, val and test** (call the row checks with
 ``identities_disjoint=False``).  Published counts: 2,100 images / 10,500 captions; 1,680 / 210 / 210
 images per split (``UCM_SPLIT_SIZES``, for ``caption_table.check_split_sizes``).
 
-``read_ucm_parquet`` reads ``shared/data/ucm_captions/ucm_captions_128.parquet`` (one row per image:
-``image_id`` ``ucm_0001``.., ``class_name``, ``identity_id``, ``split``, ``image_jpeg`` bytes,
-``captions`` and ``sent_ids`` lists).  The embedded JPEGs are written once to
+``read_ucm_parquet`` reads ``shared/data/ucm_captions/ucm_captions_256.parquet`` (the original
+images, mostly 256x256; the ``ucm_captions`` env's default) or its 128x128 twin
+``ucm_captions_128.parquet``: the same rows, one per image (``image_id`` ``ucm_0001``..,
+``class_name``, ``identity_id``, ``split``, ``image_jpeg`` bytes, ``captions`` and ``sent_ids``
+lists).  The embedded JPEGs are written as they are, whatever their size, once to
 ``image_cache_dir/<image_id>.jpg`` (atomically; a file of the same size is kept), so the rest of the
-pipeline reads image paths.  ``caption_id`` = ``str(sent_id)``.
+pipeline reads image paths; give each copy its own folder.  ``caption_id`` = ``str(sent_id)``.
 
 ``read_ucm_karpathy`` reads the original Karpathy-style ``dataset.json`` (``images[]`` with
 ``filename`` ``1.tif``..``2100.tif``, ``imgid``, ``split``, ``sentences[]`` with ``raw``, ``sentid``)
@@ -65,7 +67,7 @@ def read_ucm_parquet(
     if missing:
         raise BadInputError(
             f"{source} lacks column(s) {missing}; it holds {list(table.columns)}. "
-            "Point the dataset at shared/data/ucm_captions/ucm_captions_128.parquet."
+            "Point the dataset at shared/data/ucm_captions/ucm_captions_256.parquet (or its 128 px copy)."
         )
     image_cache_dir = Path(image_cache_dir)
     image_cache_dir.mkdir(parents=True, exist_ok=True)
