@@ -16,7 +16,10 @@ Gallery item ``j`` is relevant to query ``i`` iff ``query_labels[i] == gallery_l
 
 Layers, imported one way: :mod:`.scoring` (float32 products), :mod:`.topk`, :mod:`.counting`
 (per-chunk counts) and :mod:`.tie_rules` (the closed forms) at the bottom; :mod:`.api`
-(:func:`ranking_metrics`, :func:`per_query_metrics`) and :mod:`.bidirectional` above them.
+(:func:`ranking_metrics`, :func:`per_query_metrics`) and :mod:`.bidirectional` above them;
+:mod:`.scored` (:func:`score_ranking_metrics`, :func:`per_query_score_metrics`,
+:func:`bidirectional_score_metrics`) counts a precomputed score matrix -- an interaction model's,
+which has no embeddings -- with the same chunk loop, so the metrics do not depend on the model.
 
 Why the kernels are shaped as they are, with the measurements behind each choice:
 ``benchmarks/RESULTS.md``, section "Ranking: why the kernels are shaped as they are".
@@ -27,6 +30,7 @@ from __future__ import annotations
 from timam.retrieval.ranking.api import check_tie_rules, per_query_metrics, ranking_metrics
 from timam.retrieval.ranking.bidirectional import bidirectional_metrics
 from timam.retrieval.ranking.counting import check_labels
+from timam.retrieval.ranking.scored import bidirectional_score_metrics, per_query_score_metrics, score_ranking_metrics
 from timam.retrieval.ranking.scoring import prepare_embeddings, similarity
 from timam.retrieval.ranking.tie_rules import METRICS, TIE_RULES
 from timam.retrieval.ranking.topk import GalleryTopK, topk_indices
@@ -36,11 +40,14 @@ __all__ = [
     "METRICS",
     "TIE_RULES",
     "bidirectional_metrics",
+    "bidirectional_score_metrics",
     "check_labels",
     "check_tie_rules",
     "per_query_metrics",
+    "per_query_score_metrics",
     "prepare_embeddings",
     "ranking_metrics",
+    "score_ranking_metrics",
     "similarity",
     "topk_indices",
 ]

@@ -4,12 +4,14 @@
 :func:`per_query_metrics` (each query's own values) check their options into a :class:`_Plan`,
 score the queries chunk by chunk, count each chunk, apply the tie rules, and average once at the
 end, so results are bitwise independent of ``chunk_size``. The helpers here are shared with
-:mod:`timam.retrieval.ranking.bidirectional`.
+:mod:`timam.retrieval.ranking.bidirectional`. The chunk loop (:func:`_block_values`) takes its
+scores from a :data:`_ChunkScores` source, so precomputed score matrices (:mod:`.scored`) are
+counted by exactly the same code as embedding products.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -163,28 +165,48 @@ def _summarise(per_query: dict[str, Tensor], plan: _Plan) -> dict[str, dict[str,
     return result
 
 
+# Scores of query rows ``lo..hi`` against the whole gallery (float32, ``(hi - lo) x gallery``):
+# a chunk of embedding products, or a slice of a precomputed score matrix (:mod:`.scored`).
+_ChunkScores = Callable[[int, int], Tensor]
+
+
+def _block_values(
+    chunk_scores: _ChunkScores,
+    n_query: int,
+    n_gallery: int,
+    rel: _Relevance,
+    plan: _Plan,
+    chunk_size: int,
+    ws: _Workspace,
+    device: torch.device,
+) -> dict[str, Tensor]:
+    """Per-query values for ``n_query`` queries whose scores ``chunk_scores`` gives chunk by chunk."""
+    harmonic: Tensor | None = None
+    if "expected" in plan.tie_rules and "mAP" in plan.metrics:
+        harmonic = _harmonic(n_gallery, device)
+    out = {rule: torch.empty(len(plan.keys), n_query, dtype=torch.float64, device=device) for rule in plan.tie_rules}
+    for lo in range(0, n_query, chunk_size):
+        hi = min(lo + chunk_size, n_query)
+        scores = chunk_scores(lo, hi)
+        values = _chunk_values(scores, _relevant_slots(rel, lo, hi), plan, plan.all_slots, harmonic, ws)
+        del scores  # the next product allocates its own: keep one chunk of scores alive, not two
+        for rule in plan.tie_rules:
+            out[rule][:, lo:hi] = values[rule]
+    return out
+
+
 def _query_block_values(
     inp: _Inputs, plan: _Plan, rows: Tensor | None, chunk_size: int, ws: _Workspace
 ) -> dict[str, Tensor]:
     """Per-query values for all queries (or the listed ``rows``), chunk by chunk."""
     q, ql = (inp.query, inp.query_labels) if rows is None else (inp.query[rows], inp.query_labels[rows])
     rel = inp.relevance if rows is None else _relevance(ql, inp.gallery_labels)
-    n_gallery = inp.gallery.shape[0]
-    harmonic: Tensor | None = None
-    if "expected" in plan.tie_rules and "mAP" in plan.metrics:
-        harmonic = _harmonic(n_gallery, q.device)
     scorer = _GalleryScorer(inp.gallery, chunk_size)
-    out = {
-        rule: torch.empty(len(plan.keys), q.shape[0], dtype=torch.float64, device=q.device) for rule in plan.tie_rules
-    }
-    for lo in range(0, q.shape[0], chunk_size):
-        hi = min(lo + chunk_size, q.shape[0])
-        scores = scorer(q[lo:hi], ws)
-        values = _chunk_values(scores, _relevant_slots(rel, lo, hi), plan, plan.all_slots, harmonic, ws)
-        del scores  # the next product allocates its own: keep one chunk of scores alive, not two
-        for rule in plan.tie_rules:
-            out[rule][:, lo:hi] = values[rule]
-    return out
+
+    def chunk_scores(lo: int, hi: int) -> Tensor:
+        return scorer(q[lo:hi], ws)
+
+    return _block_values(chunk_scores, q.shape[0], inp.gallery.shape[0], rel, plan, chunk_size, ws, q.device)
 
 
 def ranking_metrics(
