@@ -54,12 +54,21 @@ def _parameter_blocks() -> dict[str, Callable[[Mapping[str, Any], bool], object]
     from timam.sources.config import source_config, tokenization_config
     from timam.tracking.config import tracking_config
     from timam.training.config import ablation_config, training_config
+    from timam.training.families import families_config
     from timam.tuning.study import tuning_settings
 
     def ablation(params: Mapping[str, Any], base_ok: bool) -> object:
         if not base_ok:
             return ablation_config(params.get("ablation"))
         return ablation_config(params.get("ablation"), model=params.get("model"), training=params.get("training") or {})
+
+    def families(params: Mapping[str, Any], base_ok: bool) -> object:
+        # Each row's merged parameters build, once the base model and training blocks do.
+        config = families_config(params.get("families"))
+        if base_ok:
+            for name in config.rows:
+                config.row_parameters(name, params.get("model") or {}, params.get("training") or {}, seed=0)
+        return config
 
     return {
         "source": lambda params, _: source_config(params.get("source")),
@@ -71,6 +80,7 @@ def _parameter_blocks() -> dict[str, Callable[[Mapping[str, Any], bool], object]
         "compare": lambda params, _: compare_config(params.get("compare")),
         "tuning": lambda params, _: tuning_settings(params.get("tuning")),
         "ablation": ablation,
+        "families": families,
         "index": lambda params, _: index_config(params.get("index")),
         "tracking": lambda params, _: tracking_config(params.get("tracking")),
     }

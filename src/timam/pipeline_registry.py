@@ -5,6 +5,7 @@ from kedro.pipeline import Pipeline
 from timam.pipelines.ablation.pipeline import create_pipeline as create_ablation_pipeline
 from timam.pipelines.compare.pipeline import create_pipeline as create_compare_pipeline
 from timam.pipelines.evaluate.pipeline import create_pipeline as create_evaluate_pipeline
+from timam.pipelines.families.pipeline import create_pipeline as create_families_pipeline
 from timam.pipelines.index.pipeline import create_embed_pipeline as create_index_embed_pipeline
 from timam.pipelines.index.pipeline import create_pipeline as create_index_pipeline
 from timam.pipelines.prepare.pipeline import create_pipeline as create_prepare_pipeline
@@ -23,6 +24,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "compare": create_compare_pipeline(),
         "search": create_search_pipeline(),
         "ablation": create_ablation_pipeline(),
+        "families": create_families_pipeline(),
         "tune": create_tune_pipeline(),
         "index": create_index_pipeline(),
         "index_embed": create_index_embed_pipeline(),

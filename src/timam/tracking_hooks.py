@@ -58,8 +58,10 @@ ARTIFACTS = {
     "tuning_parameter_importance": "png",
     "ablation_summary": "csv",
     "ablation_report": "md",
+    "families_summary": "csv",
+    "families_report": "md",
 }
-_VARIANT_RUN = re.compile(r"^ablation\.(?P<variant>.+)_seed(?P<seed>\d+)$")
+_VARIANT_RUN = re.compile(r"^(?P<study>ablation|families)\.(?P<variant>.+)_seed(?P<seed>\d+)$")
 
 
 def tracking_server_reachable(uri: str, timeout: float = 3.0) -> bool:
@@ -216,7 +218,7 @@ class TimamMlflowHook(MlflowHook):
             self._enter_variant_run(node, inputs)
 
     def _enter_variant_run(self, node: Node, inputs: Mapping[str, Any]) -> None:
-        """Make an ablation variant's nested run active while its training node runs."""
+        """Make an ablation variant's (or families row's) nested run active while its nodes run."""
         match = _VARIANT_RUN.match(node.namespace or "")
         if match is None or self.run_id is None:
             return
@@ -226,7 +228,7 @@ class TimamMlflowHook(MlflowHook):
         run_id = self._variant_runs.get(namespace)
         if run_id is None:
             tags = {"variant": match["variant"], "seed": match["seed"]}
-            run = mlflow.start_run(run_name=namespace.removeprefix("ablation."), nested=True, tags=tags)
+            run = mlflow.start_run(run_name=namespace.removeprefix(f"{match['study']}."), nested=True, tags=tags)
             self._variant_runs[namespace] = run_id = run.info.run_id
         else:
             mlflow.start_run(run_id=run_id, nested=True)
@@ -271,8 +273,9 @@ class TimamMlflowHook(MlflowHook):
 
     @staticmethod
     def _test_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-        """``test.text_to_image.expected.R1`` ..., ``test.mR.expected``, ``test.chance_t2i_R1``."""
-        picked = {key: metrics[key] for key in ("results", "mR", "protocol_results") if key in metrics}
+        """``test.text_to_image.expected.R1`` ..., ``test.mR.expected``, ``test.chance_t2i_R1``,
+        ``test.cost.score_ms_per_query``."""
+        picked = {key: metrics[key] for key in ("results", "mR", "protocol_results", "cost") if key in metrics}
         flat = numeric_leaves({"test": picked})
         flat = {key.replace("test.results.", "test."): value for key, value in flat.items()}
         if "chance_t2i_R@1" in metrics:

@@ -152,3 +152,31 @@ def test_cmpc_matches_naive_reference() -> None:
 
     assert image_loss.item() == pytest.approx(naive(image.tolist(), text.tolist()), rel=1e-9)
     assert text_loss.item() == pytest.approx(naive(text.tolist(), image.tolist()), rel=1e-9)
+
+
+def test_cmpm_from_scores_is_a_kl_divergence_of_tempered_scores() -> None:
+    """Against a naive per-row KL(softmax(s / t) || q); near zero when the scores already match."""
+    from timam.losses import cmpm_loss_from_scores
+
+    torch.manual_seed(0)
+    scores = torch.rand(5, 5) * 2 - 1
+    matches = torch.eye(5, dtype=torch.bool)
+    matches[1, 2] = matches[2, 1] = True
+    image_to_text, text_to_image = cmpm_loss_from_scores(scores, matches, temperature=0.1)
+
+    def naive(s: torch.Tensor, m: torch.Tensor) -> float:
+        total = 0.0
+        for row, match in zip(s.tolist(), m.tolist(), strict=True):
+            exps = [math.exp(v / 0.1) for v in row]
+            p = [e / sum(exps) for e in exps]
+            q = [float(x) / sum(match) for x in match]
+            total += sum(pi * (math.log(pi) - math.log(qi + 1e-8)) for pi, qi in zip(p, q, strict=True))
+        return total / len(row)
+
+    assert image_to_text.item() == pytest.approx(naive(scores, matches), rel=1e-5)
+    assert text_to_image.item() == pytest.approx(naive(scores.t(), matches.t()), rel=1e-5)
+    perfect = torch.where(torch.eye(5, dtype=torch.bool), 1.0, -1.0)
+    low, _ = cmpm_loss_from_scores(perfect, torch.eye(5, dtype=torch.bool), temperature=0.05)
+    assert abs(low.item()) < 1e-6 < image_to_text.item()
+    with pytest.raises(ValueError, match="temperature"):
+        cmpm_loss_from_scores(scores, matches, temperature=0.0)

@@ -82,3 +82,21 @@ def test_gradient_flows_only_through_violating_pairs() -> None:
 def test_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError):
         hardest_negative_triplet_loss(torch.randn(3, 4), torch.randn(2, 4))
+
+
+def test_score_matrix_entry_equals_the_embedding_loss_and_needs_a_square_matrix() -> None:
+    from timam.losses import hardest_negative_triplet_from_scores
+
+    torch.manual_seed(3)
+    image, text = torch.randn(6, 5), torch.randn(6, 5)
+    ids = torch.tensor([0, 1, 1, 2, 3, 3])
+    scores = torch.nn.functional.normalize(image, dim=1) @ torch.nn.functional.normalize(text, dim=1).t()
+    expected = hardest_negative_triplet_loss(image, text, identities=ids, margin=0.3)
+    assert hardest_negative_triplet_from_scores(scores, identities=ids, margin=0.3).item() == pytest.approx(
+        expected.item(), abs=1e-7
+    )
+    assert hardest_negative_triplet_from_scores(scores, margin=0.2).item() == pytest.approx(
+        _naive(image, text, None, 0.2), abs=1e-6
+    )
+    with pytest.raises(ValueError, match="square"):
+        hardest_negative_triplet_from_scores(torch.zeros(3, 4))

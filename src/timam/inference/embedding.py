@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from timam.inference.device import autocast, to_device_images
 from timam.inference.images import ImageFileDataset, eval_pixels
+from timam.models.interaction import InteractionModel
 from timam.models.timam import TimamModel
 
 
@@ -136,7 +137,7 @@ def distinct_captions(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
 
 @torch.no_grad()
 def text_outputs(
-    model: TimamModel,
+    model: TimamModel | InteractionModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     *,
@@ -154,9 +155,16 @@ def text_outputs(
     its longest caption (tokens are padded on the right), so the transformer never runs over
     padding: on CPU that doubled caption throughput (benchmarks/embedding_speed.py). Token states
     are padded back with zeros to the input length; the BiLSTM reads only the real tokens, so the
-    padding's value never matters.
+    padding's value never matters. An interaction model gives token states only (it has no
+    caption embedding).
     """
-    encoder = model.text_encoder
+    if isinstance(model, InteractionModel):
+        if project:
+            raise ValueError("an interaction model has no caption embedding: call text_outputs with project=False")
+        word_states, state_dim = model.word_states, model.transformer.config.hidden_size
+    else:
+        encoder = model.text_encoder
+        word_states, state_dim = encoder.word_states, encoder.state_dim
     first, inverse = distinct_captions(input_ids, attention_mask)
     input_ids, attention_mask = input_ids[first], attention_mask[first]
     lengths = attention_mask.sum(dim=1).clamp(min=1)
@@ -169,7 +177,7 @@ def text_outputs(
             ids = input_ids[rows, :longest].to(device)
             mask = attention_mask[rows, :longest].to(device)
             with autocast(device, precision):
-                states = encoder.word_states(ids, mask)
+                states = word_states(ids, mask)
             if project:
                 result = encoder.encode_states(states, mask).float().cpu()
             else:
@@ -178,7 +186,7 @@ def text_outputs(
                 outputs = result.new_empty((len(input_ids), *result.shape[1:]))
             outputs[rows] = result
     if outputs is None:
-        shape = (encoder.projection.out_features,) if project else (input_ids.shape[1], encoder.state_dim)
+        shape = (encoder.projection.out_features,) if project else (input_ids.shape[1], state_dim)
         return torch.empty(0, *shape)
     # All distinct (first is then every row in order): no second copy of what may be gigabytes.
     return outputs if len(first) == len(inverse) else outputs[inverse]

@@ -7,8 +7,8 @@ from timam.losses.adversarial import (
     grad_reverse,
 )
 from timam.losses.identification import IdentificationLoss, NormSoftmaxClassifier
-from timam.losses.projection import cmpc_loss, cmpm_loss, cmpm_loss_from_matches
-from timam.losses.triplet import hardest_negative_triplet_loss
+from timam.losses.projection import cmpc_loss, cmpm_loss, cmpm_loss_from_matches, cmpm_loss_from_scores
+from timam.losses.triplet import hardest_negative_triplet_from_scores, hardest_negative_triplet_loss
 
 __all__ = [
     "IdentificationLoss",
@@ -17,8 +17,10 @@ __all__ = [
     "cmpc_loss",
     "cmpm_loss",
     "cmpm_loss_from_matches",
+    "cmpm_loss_from_scores",
     "discriminator_loss",
     "encoder_adversarial_loss",
     "grad_reverse",
+    "hardest_negative_triplet_from_scores",
     "hardest_negative_triplet_loss",
 ]

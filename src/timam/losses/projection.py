@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cmpc_loss", "cmpm_loss", "cmpm_loss_from_matches"]
+__all__ = ["cmpc_loss", "cmpm_loss", "cmpm_loss_from_matches", "cmpm_loss_from_scores"]
 
 
 def _check_pairs(image_emb: Tensor, text_emb: Tensor) -> None:
@@ -37,9 +37,7 @@ def _check_pairs(image_emb: Tensor, text_emb: Tensor) -> None:
 
 def _projection_kl(queries: Tensor, keys: Tensor, log_q: Tensor) -> Tensor:
     """mean_i KL(softmax_j(queries_i . keys_j/||keys_j||) || q_i), with ``log_q = log(q + eps)``."""
-    logits = queries @ F.normalize(keys, p=2, dim=1).t()
-    log_p = F.log_softmax(logits, dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+    return _kl_of_logits(queries @ F.normalize(keys, p=2, dim=1).t(), log_q)
 
 
 def _log_q(matches: Tensor, eps: float) -> Tensor:
@@ -82,6 +80,32 @@ def cmpm_loss_from_matches(
     image_to_text = _projection_kl(image_emb, text_emb, _log_q(matches, eps))
     text_to_image = _projection_kl(text_emb, image_emb, _log_q(matches.t(), eps))
     return image_to_text, text_to_image
+
+
+def cmpm_loss_from_scores(
+    scores: Tensor, matches: Tensor, *, temperature: float, eps: float = 1e-8
+) -> tuple[Tensor, Tensor]:
+    """CMPM's KL(p || q) on a ``(B, B)`` pair-score matrix (``scores[i, j]``: image i, text j), with
+    ``p = softmax(scores / temperature)`` per row (image->text) and per column (text->image).
+
+    Why: an interaction model has no embeddings to project; its scores are bounded (cosines
+    pooled over regions or words), so a temperature stands in for the embedding norm that sharpens
+    CMPM's softmax. ``matches`` as in :func:`cmpm_loss_from_matches`.
+    """
+    if scores.dim() != 2 or scores.shape != matches.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and matches {tuple(matches.shape)} must be the same (B, B)")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    matches = matches.to(scores.dtype)
+    logits = scores / temperature
+    image_to_text = _kl_of_logits(logits, _log_q(matches, eps))
+    text_to_image = _kl_of_logits(logits.t(), _log_q(matches.t(), eps))
+    return image_to_text, text_to_image
+
+
+def _kl_of_logits(logits: Tensor, log_q: Tensor) -> Tensor:
+    log_p = F.log_softmax(logits, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
 
 
 def cmpc_loss(

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["hardest_negative_triplet_loss"]
+__all__ = ["hardest_negative_triplet_loss", "hardest_negative_triplet_from_scores"]
 
 
 def hardest_negative_triplet_loss(
@@ -43,8 +43,21 @@ def hardest_negative_triplet_loss(
     """
     if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
         raise ValueError("image_emb and text_emb must be 2-D with the same shape")
-    batch = image_emb.shape[0]
     scores = F.normalize(image_emb, p=2, dim=1) @ F.normalize(text_emb, p=2, dim=1).t()
+    return hardest_negative_triplet_from_scores(scores, identities=identities, margin=margin)
+
+
+def hardest_negative_triplet_from_scores(
+    scores: Tensor, *, identities: Tensor | None = None, margin: float = 0.2
+) -> Tensor:
+    """The same loss from a ``(B, B)`` score matrix, ``scores[i, j]``: image i with caption j.
+
+    Why its own entry: an interaction model (SCAN) scores each pair directly, with no embeddings
+    to take cosines of; SCAN trains with exactly this loss on its pair scores.
+    """
+    if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"scores must be a square (B, B) matrix, got {tuple(scores.shape)}")
+    batch = scores.shape[0]
     positives = scores.diagonal()
 
     not_negative = torch.eye(batch, dtype=torch.bool, device=scores.device)

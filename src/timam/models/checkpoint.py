@@ -10,8 +10,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from torch import nn
 
 from timam.models.config import ModelConfig
+from timam.models.interaction import InteractionConfig, InteractionModel, is_interaction_config
 from timam.models.timam import TimamModel
 
 CHECKPOINT_FORMAT = "timam-checkpoint/1"
@@ -27,23 +29,43 @@ class UnreadableCheckpointError(ValueError):
 class Checkpoint:
     """A trained model with what produced it (training parameters, validation metric, epoch)."""
 
-    model: TimamModel
+    model: TimamModel | InteractionModel
     metadata: dict[str, Any] = field(default_factory=dict)
     version: str | None = None
 
+    @property
+    def embedding_model(self) -> TimamModel:
+        """The model, when it embeds images and captions; an interaction model has no embeddings."""
+        if not isinstance(self.model, TimamModel):
+            raise ValueError(
+                f"checkpoint {self.version or ''} is an interaction (SCAN-style) model: it scores caption-image "
+                "pairs and has no embeddings to index or search; score it with `kedro run --pipelines families` "
+                "or use an embedding checkpoint (model_checkpoint of `--pipelines train`)"
+            )
+        return self.model
 
-def checkpoint_tensors(model: TimamModel) -> dict[str, torch.Tensor]:
+
+def checkpoint_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict as contiguous CPU tensors (safetensors refuses shared or strided storage)."""
     return {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
 
 
-def restore_model(config_values: dict[str, Any], tensors: dict[str, torch.Tensor], source: str) -> TimamModel:
-    """Rebuild the architecture from ``config_values`` and load ``tensors``, naming any mismatch."""
+def _architecture(config_values: dict[str, Any], source: str) -> TimamModel | InteractionModel:
+    """The untrained architecture the checkpoint config declares (its ``family``, else TIMAM's)."""
     try:
-        config = ModelConfig.from_dict(config_values)
+        if is_interaction_config(config_values):
+            return InteractionModel(InteractionConfig.from_dict(config_values), pretrained=False)
+        return TimamModel(ModelConfig.from_dict(config_values), pretrained=False)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: checkpoint config is not valid for this version of timam: {error}") from error
-    model = TimamModel(config, pretrained=False)
+
+
+def restore_model(
+    config_values: dict[str, Any], tensors: dict[str, torch.Tensor], source: str
+) -> TimamModel | InteractionModel:
+    """Rebuild the architecture from ``config_values`` and load ``tensors``, naming any mismatch."""
+    model = _architecture(config_values, source)
+    config = model.config
     expected = model.state_dict()
     tensors = {name: tensor for name, tensor in tensors.items() if not name.startswith(_UNUSED_PREFIXES)}
     missing = sorted(set(expected) - set(tensors))

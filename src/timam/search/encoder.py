@@ -52,7 +52,7 @@ class QueryEncoder:
         device: str = "auto",
         cache_size: int = 4096,
     ) -> None:
-        config = checkpoint.model.config
+        config = checkpoint.embedding_model.config
         self.tokenizer_name = tokenizer or (config.text_model if config.text_encoder == "transformer" else None)
         self.tokenizer_name = self.tokenizer_name or OFFLINE_TEXT_MODEL
         check_tokenizer(
@@ -67,7 +67,7 @@ class QueryEncoder:
         self.checkpoint = checkpoint
         self.max_length = max_length
         self.device = pick_device(device)
-        self.model = model_to(checkpoint.model, self.device)
+        self.model = model_to(checkpoint.embedding_model, self.device)
         self._tokenizer = load_tokenizer(self.tokenizer_name)
         self._transform = eval_transform(config.image_size)
         self._texts: OrderedDict[str, np.ndarray] = OrderedDict()

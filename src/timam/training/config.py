@@ -107,6 +107,8 @@ class TrainingConfig:
     samples_per_identity: int = 4
     shared_classifier: bool = True
     triplet_margin: float = 0.2
+    # CMPM on an interaction model's pair scores: softmax(scores / score_temperature) (no embeddings).
+    score_temperature: float = 0.05
     grad_clip: float = 0.0
     embed_batch_size: int = 64
     # Relevance for the validation R@1 that selects the checkpoint: "identity" (same person or
@@ -153,6 +155,8 @@ class TrainingConfig:
             raise ValueError(
                 f"training.validation_relevance must be 'identity' or 'instance', got {self.validation_relevance!r}"
             )
+        if self.score_temperature <= 0:
+            raise ValueError(f"training.score_temperature must be positive, got {self.score_temperature}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("training.epochs must be >= 1 and training.batch_size >= 2")
         if self.precision not in PRECISIONS:

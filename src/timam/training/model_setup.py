@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from timam.models.config import ModelConfig, model_config
+from timam.models.interaction import InteractionConfig
 
 
 def train_classes(captions: pd.DataFrame) -> int:
@@ -22,7 +23,7 @@ def train_classes(captions: pd.DataFrame) -> int:
 
 
 def check_tokenizer(
-    config: ModelConfig,
+    config: ModelConfig | InteractionConfig,
     tokenizer: str | None,
     *,
     tokens: str = "caption_tokens were made by tokenizer",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,12 +22,15 @@ from timam.retrieval.curves import bidirectional_recall_curves, chance_recall_cu
 from timam.retrieval.examples import RankedExamples, best_and_worst, sample_queries
 from timam.retrieval.plots import image_query_figure, recall_curve_figure, text_query_figure
 from timam.retrieval.protocols import protocol_metrics
-from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics
+from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, similarity
 from timam.retrieval.relevance import embedded_split_labels
 from timam.retrieval.report import markdown_report, mean_recall
 from timam.training.plots import training_curves_figure
 
 logger = logging.getLogger(__name__)
+
+# What of the checkpoint's metadata every scored split carries into its metrics.
+CHECKPOINT_SUMMARY = ("best_epoch", "val_t2i_R@1", "train_seconds")
 
 
 def embed_test_split(
@@ -44,7 +48,7 @@ def embed_test_split(
     if rows["caption_id"].tolist() != data.caption_ids:  # split_data's row order, checked not assumed
         raise ValueError("caption rows of the split are not in the order of their tokens; re-run the prepare pipeline")
     device = pick_device(config.device)
-    model = model_to(model_checkpoint.model, device)
+    model = model_to(model_checkpoint.embedding_model, device)
     batch_size = config.batch_size
     images = image_outputs(
         model, data.image_paths, project=True, batch_size=batch_size, device=device, desc="embedding images"
@@ -60,7 +64,7 @@ def embed_test_split(
     )
     provenance = {
         "checkpoint_version": model_checkpoint.version,
-        "checkpoint": {k: v for k, v in model_checkpoint.metadata.items() if k in ("best_epoch", "val_t2i_R@1")},
+        "checkpoint": {k: v for k, v in model_checkpoint.metadata.items() if k in CHECKPOINT_SUMMARY},
         "training": model_checkpoint.metadata.get("training", {}),
         "split": data.split,
     }
@@ -100,6 +104,51 @@ def protocol_results(
     )
 
 
+def metrics_record(
+    metadata: Mapping[str, Any],
+    image_identity: torch.Tensor,
+    results: dict[str, Any],
+    image_labels: torch.Tensor,
+    text_labels: torch.Tensor,
+    config: EvaluationConfig,
+    *,
+    score_seconds: float,
+) -> dict[str, Any]:
+    """``retrieval_metrics`` of ranked ``results``, whichever model made the scores: provenance (the
+    scored bundle's ``metadata``), protocol, counts, chance, mR per tie rule and the cost (training
+    time, and the seconds per caption query of scoring it against the whole gallery)."""
+    relevant_per_caption = (image_labels[None, :] == text_labels[:, None]).sum(dim=1).float()
+    checkpoint = metadata.get("checkpoint", {})
+    metrics: dict[str, Any] = {
+        "checkpoint_version": metadata.get("checkpoint_version"),
+        "checkpoint": checkpoint,
+        "training": metadata.get("training", {}),
+        "protocol": {
+            "name": config.protocol,
+            "dataset": config.dataset,
+            "split": metadata.get("split"),
+            "relevance": config.relevance,
+            "gallery": "unique images",
+            "tie_rules": list(config.tie_rules),
+        },
+        "counts": {
+            "images": int(len(image_labels)),
+            "captions": int(len(text_labels)),
+            "identities": int(len(set(image_identity.tolist()))),
+        },
+        "chance_t2i_R@1": float(100 * (relevant_per_caption / len(image_labels)).mean()),
+        "results": results,
+        "cost": {
+            "train_seconds": checkpoint.get("train_seconds"),
+            "score_ms_per_query": 1000 * score_seconds / max(1, len(text_labels)),
+        },
+    }
+    mr = {rule: mean_recall(results, rule) for rule in config.tie_rules}
+    if all(value is not None for value in mr.values()):
+        metrics["mR"] = mr
+    return metrics
+
+
 def rank_test_split(
     image_embeddings: TensorBundle, text_embeddings: TensorBundle, evaluation: Mapping[str, Any]
 ) -> tuple[dict[str, Any], str]:
@@ -111,41 +160,23 @@ def rank_test_split(
     use the same protocol.
     """
     config = evaluation_config(evaluation)  # an unknown protocol fails here, before the (long) ranking
-    protocol, relevance, tie_rules = config.protocol, config.relevance, config.tie_rules
-    image_labels, text_labels = embedded_split_labels(image_embeddings, text_embeddings, relevance)
+    image_labels, text_labels = embedded_split_labels(image_embeddings, text_embeddings, config.relevance)
+    image_emb, text_emb = image_embeddings.tensors["embeddings"], text_embeddings.tensors["embeddings"]
+    started = time.perf_counter()
+    similarity(text_emb, image_emb)  # the cost column: every caption against the gallery, as ranked
+    score_seconds = time.perf_counter() - started
     results = bidirectional_metrics(
-        image_embeddings.tensors["embeddings"],
-        text_embeddings.tensors["embeddings"],
+        image_emb, text_emb, image_labels, text_labels, ks=config.ks, tie_rules=config.tie_rules
+    )
+    metrics = metrics_record(
+        image_embeddings.metadata,
+        image_embeddings.tensors["identity"],
+        results,
         image_labels,
         text_labels,
-        ks=config.ks,
-        tie_rules=tie_rules,
+        config,
+        score_seconds=score_seconds,
     )
-    relevant_per_caption = (image_labels[None, :] == text_labels[:, None]).sum(dim=1).float()
-    dataset = config.dataset
-    metrics = {
-        "checkpoint_version": image_embeddings.metadata.get("checkpoint_version"),
-        "checkpoint": image_embeddings.metadata.get("checkpoint", {}),
-        "training": image_embeddings.metadata.get("training", {}),
-        "protocol": {
-            "name": protocol,
-            "dataset": dataset,
-            "split": image_embeddings.metadata.get("split"),
-            "relevance": relevance,
-            "gallery": "unique images",
-            "tie_rules": list(tie_rules),
-        },
-        "counts": {
-            "images": int(len(image_labels)),
-            "captions": int(len(text_labels)),
-            "identities": int(len(set(image_embeddings.tensors["identity"].tolist()))),
-        },
-        "chance_t2i_R@1": float(100 * (relevant_per_caption / len(image_labels)).mean()),
-        "results": results,
-    }
-    mr = {rule: mean_recall(results, rule) for rule in tie_rules}
-    if all(value is not None for value in mr.values()):
-        metrics["mR"] = mr
     extra = protocol_results(image_embeddings, text_embeddings, image_labels, text_labels, config)
     if extra is not None:
         metrics["protocol_results"] = extra

@@ -44,7 +44,7 @@ def embed_image_collection(
     config = index_config(index)
     device = pick_device(config.device)
     run = write_shards(
-        model_to(model_checkpoint.model, device),
+        model_to(model_checkpoint.embedding_model, device),
         image_collection,
         folder=checkpoint_folder(config.shard_dir, model_checkpoint.version),
         checkpoint_version=model_checkpoint.version,

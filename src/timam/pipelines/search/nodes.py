@@ -106,7 +106,7 @@ def search_request(search: Mapping[str, Any]) -> SearchConfig:
 def _embed_texts(
     model_checkpoint: Checkpoint, queries: list[str], tokenization: TokenizationConfig, device: torch.device
 ) -> torch.Tensor:
-    config = model_checkpoint.model.config
+    config = model_checkpoint.embedding_model.config
     check_tokenizer(
         config,
         tokenization.tokenizer,
@@ -122,7 +122,7 @@ def _embed_texts(
             f"tokenizer {tokenization.tokenizer!r} gives ids beyond the checkpoint's vocabulary ({config.vocab_size})"
         )
     return text_outputs(
-        model_to(model_checkpoint.model, device),
+        model_to(model_checkpoint.embedding_model, device),
         tokens["input_ids"].to(torch.int32),
         tokens["attention_mask"].to(torch.int8),
         project=True,
@@ -193,7 +193,7 @@ def captions_for_image(
     gallery = text_embeddings.tensors["embeddings"]
     k = min(top_k, len(gallery))
     embedded = image_outputs(
-        model_to(model_checkpoint.model, device),
+        model_to(model_checkpoint.embedding_model, device),
         [query_image],
         project=True,
         batch_size=1,

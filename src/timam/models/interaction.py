@@ -1,0 +1,162 @@
+"""The interaction family (SCAN, Lee et al., ECCV 2018): image regions and words meet before the score.
+
+There is no image or caption embedding: a pair's score comes from cross-attention between the
+cells of the backbone's last feature map (the regions, 8 x 8 = 64 at 256 px for a stride-32
+backbone) and the text encoder's token states (the words), each projected to a joint space
+(:func:`~timam.models.cross_attention.cross_attention_scores`). As SCAN keeps its detector
+features fixed, the backbone and the transformer stay frozen here: their outputs are cached and
+only the two projections train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from timam.config_tree import build_config
+from timam.models.config import IMAGE_VIEWS, OFFLINE_IMAGE_WEIGHTS, OFFLINE_TEXT_MODEL
+from timam.models.cross_attention import DIRECTIONS, POOLINGS, chunked_cross_attention_scores
+from timam.models.image_encoder import build_backbone, image_view
+from timam.models.text_encoder import build_transformer, transformer_config
+
+# The checkpoint header's config names the family, so a checkpoint rebuilds the right model.
+INTERACTION_FAMILY = "interaction"
+
+
+@dataclass(frozen=True)
+class InteractionConfig:
+    """Architecture of a SCAN-style model (``params:model`` of an interaction run).
+
+    Backbone fields as :class:`~timam.models.config.ModelConfig`. ``image_views`` > 1: training
+    draws one view per image and step (augmentation); the gallery is scored on the image as it is
+    (view 0), since a feature map's cells cannot be averaged across turned views. ``direction``:
+    "t2i" (each word attends over the regions) or "i2t" (each region over the words);
+    ``lambda_softmax`` the attention temperature, ``pooling`` "lse" (with ``lambda_lse``) or "avg".
+    SCAN's best single models: t2i AVG with lambda_softmax 9, i2t LSE with 4 and lambda_lse 6.
+    """
+
+    image_backbone: str = "efficientnet_lite0"
+    image_library: str = "timm"
+    image_weights: str | None = OFFLINE_IMAGE_WEIGHTS
+    image_size: tuple[int, int] = (256, 256)
+    image_views: int = 1
+    text_model: str = OFFLINE_TEXT_MODEL
+    joint_dim: int = 512
+    direction: str = "t2i"
+    lambda_softmax: float = 9.0
+    pooling: str = "avg"
+    lambda_lse: float = 6.0
+    transformer_config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", tuple(self.image_size))
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"model.direction must be one of {list(DIRECTIONS)}, got {self.direction!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if self.image_views not in IMAGE_VIEWS:
+            raise ValueError(f"model.image_views must be one of {list(IMAGE_VIEWS)}, got {self.image_views!r}")
+        if self.joint_dim < 1 or self.lambda_softmax <= 0 or self.lambda_lse <= 0:
+            raise ValueError("model.joint_dim, lambda_softmax and lambda_lse must be positive")
+
+    @property
+    def text_encoder(self) -> str:
+        """Always a transformer: its token states are the words (the cache keys read this)."""
+        return "transformer"
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["image_size"] = list(self.image_size)
+        return {"family": INTERACTION_FAMILY, **values}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], path: str = "model") -> InteractionConfig:
+        """From parameters or a checkpoint header; unknown keys are an error, not ignored."""
+        values = {key: value for key, value in values.items() if key != "family"}
+        return build_config(cls, values, path)
+
+
+def is_interaction_config(values: Mapping[str, Any]) -> bool:
+    return values.get("family") == INTERACTION_FAMILY
+
+
+def _resnet_feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A torchvision ResNet's layer4 output (its forward without the pooling and classifier)."""
+    net = cast(Any, backbone)
+    x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
+    return cast(torch.Tensor, net.layer4(net.layer3(net.layer2(net.layer1(x)))))
+
+
+class InteractionModel(nn.Module):
+    """Frozen backbone and transformer, and the two projections into the joint space that train."""
+
+    def __init__(self, config: InteractionConfig, *, pretrained: bool = True) -> None:
+        super().__init__()
+        self.backbone = build_backbone(
+            config.image_backbone, config.image_library, config.image_weights, architecture_only=not pretrained
+        )
+        self.transformer = build_transformer(config.text_model, None if pretrained else config.transformer_config)
+        if not config.transformer_config:
+            config = InteractionConfig.from_dict({**config.to_dict(), "transformer_config": self._transformer_config()})
+        self.config = config
+        self.views = tuple(range(config.image_views)) if config.image_views > 1 else (0,)
+        self.region_projection = nn.Linear(self.feature_dim, config.joint_dim)
+        self.word_projection = nn.Linear(self.transformer.config.hidden_size, config.joint_dim)
+        self.backbone.requires_grad_(False)
+        self.transformer.requires_grad_(False)
+
+    def _transformer_config(self) -> dict[str, Any]:
+        return transformer_config(self.transformer)
+
+    @property
+    def feature_dim(self) -> int:
+        return cast(int, self.backbone.num_features)
+
+    def heads(self) -> list[nn.Module]:
+        """The parts that train."""
+        return [self.region_projection, self.word_projection]
+
+    def region_features(self, images: torch.Tensor, view: int = 0) -> torch.Tensor:
+        """The backbone's last feature map of view ``view`` as regions, ``(batch, cells, channels)``."""
+        images = image_view(images, view) if view else images
+        if hasattr(self.backbone, "forward_features"):
+            feature_map = cast(Any, self.backbone).forward_features(images)
+        else:
+            feature_map = _resnet_feature_map(self.backbone, images)
+        return feature_map.flatten(2).transpose(1, 2)
+
+    def word_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        output = self.transformer(input_ids=input_ids.long(), attention_mask=attention_mask.long())
+        return cast(torch.Tensor, output.last_hidden_state)
+
+    def scores(
+        self,
+        regions: torch.Tensor,
+        states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        image_chunk: int | None = None,
+        caption_chunk: int | None = None,
+    ) -> torch.Tensor:
+        """Pair scores ``(captions, images)`` of frozen region features and token states.
+
+        Without chunks, one block (a training batch, with gradients); with them, block by block
+        (a gallery), the same values.
+        """
+        projected_regions = self.region_projection(regions.float())
+        projected_words = self.word_projection(states.float())
+        return chunked_cross_attention_scores(
+            projected_regions,
+            projected_words,
+            attention_mask.bool(),
+            image_chunk=image_chunk or len(projected_regions),
+            caption_chunk=caption_chunk or len(projected_words),
+            direction=self.config.direction,
+            lambda_softmax=self.config.lambda_softmax,
+            pooling=self.config.pooling,
+            lambda_lse=self.config.lambda_lse,
+        )

@@ -1,0 +1,1 @@
+"""The families table: pairwise, adversarial, interaction and two-stage retrieval on the same data."""

@@ -1,0 +1,214 @@
+"""Nodes of the families table: each row's parameters, the interaction model's training and pair
+scores, two-stage re-ranking, ranking any score matrix, and the one summary table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import torch
+
+from timam.formats.tensor_bundle import TensorBundle
+from timam.inference.device import model_to, pick_device
+from timam.inference.embedding import text_outputs
+from timam.inference.interaction import pair_scores, region_outputs
+from timam.inference.split_data import SplitData, split_data
+from timam.models.checkpoint import Checkpoint
+from timam.models.interaction import InteractionConfig, InteractionModel
+from timam.pipelines.evaluate.nodes import CHECKPOINT_SUMMARY, metrics_record
+from timam.retrieval.config import evaluation_config
+from timam.retrieval.families_table import families_table
+from timam.retrieval.ranking import score_ranking_metrics, similarity
+from timam.retrieval.relevance import relevance_labels
+from timam.retrieval.report import markdown_report
+from timam.retrieval.two_stage import two_stage_scores
+from timam.training.config import training_config
+from timam.training.families import families_config
+from timam.training.interaction import train_interaction
+from timam.training.model_setup import check_tokenizer
+
+DIRECTIONS = ("text_to_image", "image_to_text")
+
+
+def row_parameters(
+    model: Mapping[str, Any], training: Mapping[str, Any], families: Mapping[str, Any], row: str, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model and training parameters of one row and seed: the base ones with its overrides."""
+    return families_config(families).row_parameters(row, model, training, seed)
+
+
+def train_interaction_model(
+    captions: pd.DataFrame, caption_tokens: TensorBundle, model: Mapping[str, Any], training: Mapping[str, Any]
+) -> tuple[Checkpoint, pd.DataFrame]:
+    """Train the SCAN-style model on the train split, choosing the checkpoint on the val split only."""
+    config = InteractionConfig.from_dict(model)
+    check_tokenizer(config, caption_tokens.metadata.get("tokenizer"))
+    checkpoint, history = train_interaction(
+        split_data(captions, caption_tokens, "train"),
+        split_data(captions, caption_tokens, "val"),
+        config,
+        training_config(training),
+    )
+    checkpoint.metadata["model_parameters"] = dict(model)
+    return checkpoint, history
+
+
+def _interaction_model(checkpoint: Checkpoint) -> InteractionModel:
+    if not isinstance(checkpoint.model, InteractionModel):
+        raise ValueError(f"checkpoint {checkpoint.version} is an embedding model; pair scores need an interaction one")
+    return checkpoint.model
+
+
+def _test_inputs(
+    model: InteractionModel, data: SplitData, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The test split's regions (view 0), token states and mask, computed on ``device``."""
+    longest = int(data.attention_mask.sum(dim=1).max())
+    ids, mask = data.input_ids[:, :longest], data.attention_mask[:, :longest]
+    regions = region_outputs(
+        model, data.image_paths, views=(0,), batch_size=batch_size, device=device, desc="test regions"
+    )[0]
+    states = text_outputs(
+        model, ids, mask, project=False, batch_size=batch_size, device=device, desc="test token states"
+    )
+    return regions, states, mask
+
+
+def _scores_bundle(
+    data: SplitData,
+    checkpoint: Checkpoint,
+    scores: dict[str, torch.Tensor],
+    score_seconds: float,
+    extra: Mapping[str, Any] | None = None,
+) -> TensorBundle:
+    summary = {k: v for k, v in checkpoint.metadata.items() if k in CHECKPOINT_SUMMARY}
+    return TensorBundle(
+        tensors={
+            **scores,
+            "image_identity": data.image_identity,
+            "caption_identity": data.caption_identity,
+            "caption_image": data.caption_image,
+        },
+        metadata={
+            "checkpoint_version": checkpoint.version,
+            "checkpoint": {**summary, **(extra or {})},
+            "training": checkpoint.metadata.get("training", {}),
+            "split": data.split,
+            "score_seconds": score_seconds,
+        },
+    )
+
+
+def score_test_pairs(
+    model_checkpoint: Checkpoint, captions: pd.DataFrame, caption_tokens: TensorBundle, evaluation: Mapping[str, Any]
+) -> TensorBundle:
+    """Every test caption scored with every test image by the interaction model, both directions."""
+    config = evaluation_config(evaluation)
+    data = split_data(captions, caption_tokens, config.split)
+    device = pick_device(config.device)
+    model = model_to(_interaction_model(model_checkpoint), device)
+    regions, states, mask = _test_inputs(model, data, config.batch_size, device)
+    started = time.perf_counter()
+    scores = pair_scores(model, regions, states, mask, device=device, show_progress=True)
+    seconds = time.perf_counter() - started
+    return _scores_bundle(
+        data, model_checkpoint, {"text_to_image": scores, "image_to_text": scores.t().contiguous()}, seconds
+    )
+
+
+def two_stage_test_pairs(
+    image_embeddings: TensorBundle,
+    text_embeddings: TensorBundle,
+    interaction_checkpoint: Checkpoint,
+    captions: pd.DataFrame,
+    caption_tokens: TensorBundle,
+    families: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+) -> TensorBundle:
+    """The embedding model's top-k per query (both directions) re-scored by the interaction model."""
+    k = families_config(families).two_stage.k
+    config = evaluation_config(evaluation)
+    data = split_data(captions, caption_tokens, config.split)
+    if text_embeddings.metadata.get("caption_ids") != data.caption_ids:
+        raise ValueError("the first stage's text embeddings are not of this split's captions; re-run the families rows")
+    device = pick_device(config.device)
+    model = model_to(_interaction_model(interaction_checkpoint), device)
+    regions, states, mask = _test_inputs(model, data, config.batch_size, device)
+    regions, states, mask = regions.to(device), states.to(device), mask.to(device)
+
+    @torch.no_grad()
+    def captions_rescored(rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return torch.stack(
+            [
+                model.scores(regions[c], states[r : r + 1], mask[r : r + 1])[0].cpu()
+                for r, c in zip(rows, candidates, strict=True)
+            ]
+        )
+
+    @torch.no_grad()
+    def images_rescored(rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return torch.stack(
+            [
+                model.scores(regions[r : r + 1], states[c], mask[c])[:, 0].cpu()
+                for r, c in zip(rows, candidates, strict=True)
+            ]
+        )
+
+    started = time.perf_counter()
+    first = similarity(text_embeddings.tensors["embeddings"], image_embeddings.tensors["embeddings"])
+    text_to_image = two_stage_scores(first, captions_rescored, k)
+    seconds = time.perf_counter() - started
+    image_to_text = two_stage_scores(first.t().contiguous(), images_rescored, k)
+    first_training = image_embeddings.metadata.get("checkpoint", {}).get("train_seconds")
+    second_training = interaction_checkpoint.metadata.get("train_seconds")
+    extra = {
+        "first_stage_checkpoint": image_embeddings.metadata.get("checkpoint_version"),
+        "k": k,
+        "train_seconds": (first_training or 0.0) + (second_training or 0.0),
+        "val_t2i_R@1": float("nan"),  # two checkpoints, each chosen on validation; no score of its own
+    }
+    bundle = _scores_bundle(
+        data, interaction_checkpoint, {"text_to_image": text_to_image, "image_to_text": image_to_text}, seconds, extra
+    )
+    return bundle
+
+
+def rank_pair_scores(pair_scores_bundle: TensorBundle, evaluation: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """R@K, mAP and mINP both ways from score matrices, by the same tie-aware ranking as embeddings."""
+    config = evaluation_config(evaluation)
+    tensors = pair_scores_bundle.tensors
+    image_labels, text_labels = relevance_labels(
+        image_identity=tensors["image_identity"],
+        caption_identity=tensors["caption_identity"],
+        caption_image=tensors["caption_image"],
+        relevance=config.relevance,
+    )
+    queries = {"text_to_image": (text_labels, image_labels), "image_to_text": (image_labels, text_labels)}
+    results = {
+        direction: score_ranking_metrics(
+            tensors[direction], *queries[direction], ks=config.ks, tie_rules=config.tie_rules
+        )
+        for direction in DIRECTIONS
+    }
+    metrics = metrics_record(
+        pair_scores_bundle.metadata,
+        tensors["image_identity"],
+        results,
+        image_labels,
+        text_labels,
+        config,
+        score_seconds=pair_scores_bundle.metadata["score_seconds"],
+    )
+    return metrics, markdown_report(metrics, config.published_results())
+
+
+def summarise_families(
+    families: Mapping[str, Any], *run_metrics: dict[str, Any], rows: tuple[str, ...], seeds_per_row: int
+) -> tuple[pd.DataFrame, str]:
+    """Mean ± std over the seeds of every row (pipeline order: every seed of a row, then the next row)."""
+    config = families_config(families)
+    labels = {name: config.rows[name].label or config.rows[name].family for name in config.rows}
+    labels["two_stage"] = "two-stage"
+    return families_table(run_metrics, rows=rows, labels=labels, seeds_per_row=seeds_per_row)

@@ -1,0 +1,91 @@
+"""``params:families``: the rows of the families table and how each row's parameters are made.
+
+The survey sorts image-text matching into families; the table trains each row on the same data,
+split, protocol and seeds. A row is an ``embedding`` model (pairwise CMPM or VSE++, adversarial
+TIMAM and its ablation rows: :class:`~timam.models.config.ModelConfig`) or an ``interaction`` one
+(SCAN-style cross-attention: :class:`~timam.models.interaction.InteractionConfig`), each the base
+``params:model`` / ``params:training`` with the row's overrides. An interaction row keeps the base
+model's backbone and text model (so an env's image size and views hold for every row) and takes
+the rest from ``families.interaction_model``. ``two_stage.k``: how many of the embedding row's
+top items per query the interaction row re-scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from timam.config_tree import build_config
+from timam.models.config import check_model_parameters
+from timam.models.interaction import InteractionConfig
+from timam.training.config import deep_merge, training_config
+
+FAMILIES = ("embedding", "interaction")
+# The base model's keys an interaction row inherits: the frozen encoders it shares with the rest.
+SHARED_MODEL_KEYS = ("image_backbone", "image_library", "image_weights", "image_size", "image_views", "text_model")
+
+
+@dataclass(frozen=True)
+class FamilyRow:
+    """One row: its family, the survey's family name for the table, and parameter overrides."""
+
+    family: str
+    label: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"a families row's family must be one of {list(FAMILIES)}, got {self.family!r}")
+
+
+@dataclass(frozen=True)
+class TwoStageConfig:
+    """Re-rank the embedding row's top ``k`` per query (both directions) by the interaction row's
+    scores (which rows: the families pipeline's ``TWO_STAGE``)."""
+
+    k: int = 50
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"families.two_stage.k must be >= 1, got {self.k}")
+
+
+@dataclass(frozen=True)
+class FamiliesConfig:
+    rows: dict[str, FamilyRow] = field(default_factory=dict)
+    interaction_model: dict[str, Any] = field(default_factory=dict)
+    two_stage: TwoStageConfig = field(default_factory=TwoStageConfig)
+
+    def row(self, name: str) -> FamilyRow:
+        if name not in self.rows:
+            raise ValueError(f"params families.rows has no entry {name!r}; it must list {name!r}")
+        return self.rows[name]
+
+    def row_parameters(
+        self, name: str, model: Mapping[str, Any], training: Mapping[str, Any], seed: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Row ``name``'s model and training parameters for ``seed``, checked."""
+        row = self.row(name)
+        if row.family == "interaction":
+            shared = {key: model[key] for key in SHARED_MODEL_KEYS if key in model}
+            row_model = deep_merge(deep_merge(shared, self.interaction_model), row.model)
+            InteractionConfig.from_dict(row_model, f"families.rows.{name}.model")
+        else:
+            row_model = deep_merge(model, row.model)
+            check_model_parameters(row_model, f"families.rows.{name}.model")
+        row_training = deep_merge(training, row.training)
+        row_training["seed"] = seed
+        if row_training.get("state_path"):
+            # Each row and seed resumes from its own state file, never from another's.
+            state = Path(row_training["state_path"])
+            row_training["state_path"] = str(state.with_name(f"{state.stem}_families_{name}_seed{seed}{state.suffix}"))
+        training_config(row_training, f"families.rows.{name}.training")
+        return row_model, row_training
+
+
+def families_config(values: Mapping[str, Any] | FamiliesConfig | None) -> FamiliesConfig:
+    """Build from ``params:families``, naming any misspelt key with its full path."""
+    return build_config(FamiliesConfig, values, "families")

@@ -1,0 +1,148 @@
+"""The families pipeline: its namespaced rows, their parameters, the table, and a real run of one seed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.pipelines.test_kedro_project import copy_project, kedro
+from timam.pipelines.families.nodes import row_parameters, summarise_families
+from timam.pipelines.families.pipeline import EMBEDDING_ROWS, INTERACTION_ROWS, ROWS, SEEDS, TWO_STAGE, create_pipeline
+from timam.training.families import SHARED_MODEL_KEYS
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+
+
+def _parameters() -> tuple[dict, dict, dict]:
+    base = yaml.safe_load((CONF / "parameters_train.yml").read_text())
+    families = yaml.safe_load((CONF / "parameters_families.yml").read_text())["families"]
+    return base["model"], base["training"], families
+
+
+def test_every_row_has_parameters_of_its_family_and_namespaced_nodes() -> None:
+    _, _, families = _parameters()
+    assert list(families["rows"]) == [*EMBEDDING_ROWS, *INTERACTION_ROWS]
+    assert {families["rows"][row]["family"] for row in EMBEDDING_ROWS} == {"embedding"}
+    assert {families["rows"][row]["family"] for row in INTERACTION_ROWS} == {"interaction"}
+    nodes = {node.name: node for node in create_pipeline().nodes}
+    for seed in SEEDS:
+        for row in EMBEDDING_ROWS:
+            assert f"families.{row}_seed{seed}.train_model" in nodes
+            assert f"families.{row}_seed{seed}.rank_test_split" in nodes
+        for row in INTERACTION_ROWS:
+            assert f"families.{row}_seed{seed}.train_interaction_model" in nodes
+            assert f"families.{row}_seed{seed}.rank_pair_scores" in nodes
+        two_stage = nodes[f"families.two_stage_seed{seed}.two_stage_test_pairs"]
+        first, second = TWO_STAGE
+        assert two_stage.inputs[:3] == [
+            f"families.{first}_seed{seed}.image_embeddings",
+            f"families.{first}_seed{seed}.text_embeddings",
+            f"families.{second}_seed{seed}.model_checkpoint",
+        ]
+    summary = nodes["families.summarise_families"]
+    assert summary.inputs == ["params:families"] + [
+        f"families.{row}_seed{seed}.retrieval_metrics" for row in ROWS for seed in SEEDS
+    ]
+
+
+def test_interaction_rows_keep_the_base_encoders_and_embedding_rows_their_overrides() -> None:
+    model, training, families = _parameters()
+    model = {**model, "image_size": [256, 256], "image_views": 8}
+    scan_model, scan_training = row_parameters(model, training, families, "scan_i2t", 2)
+    assert {key: scan_model[key] for key in SHARED_MODEL_KEYS} == {key: model[key] for key in SHARED_MODEL_KEYS}
+    assert scan_model["direction"] == "i2t" and scan_model["pooling"] == "lse" and scan_model["lambda_softmax"] == 4.0
+    assert "lstm_hidden" not in scan_model and "text_encoder" not in scan_model
+    assert scan_training["seed"] == 2 and scan_training["loss_weights"]["triplet"] == 1.0
+    assert scan_training["state_path"].endswith("training_state_families_scan_i2t_seed2.pt")
+    timam_model, timam_training = row_parameters(model, training, families, "timam", 0)
+    assert timam_model == model
+    assert timam_training["loss_weights"]["adversarial"] == 1.0
+    with pytest.raises(ValueError, match="no entry 'nope'"):
+        row_parameters(model, training, families, "nope", 0)
+    bad = {
+        **families,
+        "rows": {**families["rows"], "scan_t2i": {**families["rows"]["scan_t2i"], "model": {"pooling": "max"}}},
+    }
+    with pytest.raises(ValueError, match="pooling"):
+        row_parameters(model, training, bad, "scan_t2i", 0)
+
+
+def _metrics(r1: float, val: float | None, train_seconds: float) -> dict:
+    rule = {"R@1": r1, "R@5": r1 + 10, "R@10": r1 + 20, "mAP": r1 + 5}
+    results = {
+        d: {"expected": dict(rule), "index": {**rule, "R@1": r1 - 1}} for d in ("text_to_image", "image_to_text")
+    }
+    return {
+        "results": results,
+        "checkpoint": {"val_t2i_R@1": val},
+        "cost": {"train_seconds": train_seconds, "score_ms_per_query": 0.5},
+    }
+
+
+def test_the_table_gives_mean_and_spread_over_seeds_with_the_cost() -> None:
+    _, _, families = _parameters()
+    runs = [_metrics(10.0 + seed, 20.0, 60.0) for row in ROWS for seed in SEEDS]
+    runs[-1] = _metrics(40.0, None, 90.0)  # two_stage seed 2; two-stage runs have no validation score
+    table, report = summarise_families(families, *runs, rows=ROWS, seeds_per_row=len(SEEDS))
+    assert list(table["row"]) == list(ROWS)
+    timam = table.set_index("row").loc["timam"]
+    assert timam["family"] == "adversarial" and timam["seeds"] == 3
+    assert timam["t2i R@1 mean"] == pytest.approx(11.0)
+    assert timam["t2i R@1 std"] == pytest.approx(math.sqrt(2 / 3), abs=1e-3)
+    assert timam["mR mean"] == pytest.approx(21.0)
+    assert timam["mR index ties mean"] == pytest.approx(20.0 + 2 / 3, abs=1e-3)
+    assert timam["train s mean"] == pytest.approx(60.0)
+    assert table.set_index("row").loc["two_stage", "family"] == "two-stage"
+    assert "| interaction | scan_t2i | 11.00 ± 0.82 |" in report
+    assert "score ms/query" in report
+    with pytest.raises(ValueError, match="runs for"):
+        summarise_families(families, *runs[:-1], rows=ROWS, seeds_per_row=len(SEEDS))
+
+
+LOCAL_PARAMETERS = """
+training:
+  epochs: 1
+  batch_size: 16
+model:
+  image_size: [64, 32]
+families:
+  two_stage: {k: 1000}   # above the gallery size: the two-stage ranking is the interaction model's alone
+"""
+
+
+@pytest.fixture(scope="module")
+def one_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``kedro run --pipelines families`` for seed 0's TIMAM, SCAN t2i and two-stage rows, in a fresh process."""
+    project = copy_project(tmp_path_factory.mktemp("families"))
+    (project / "conf" / "local" / "parameters.yml").write_text(LOCAL_PARAMETERS)
+    namespaces = "families.timam_seed0,families.scan_t2i_seed0,families.two_stage_seed0"
+    kedro(project, "run", "--pipelines", "prepare")  # --namespaces leaves out the shared, unnamespaced nodes
+    kedro(project, "run", "--pipelines", "families", "--namespaces", namespaces)
+    return project
+
+
+def _saved_metrics(project: Path, run: str) -> dict:
+    folder = project / "data/08_reporting/demo/families" / run / "retrieval_metrics.json"
+    (version,) = [p.name for p in folder.iterdir()]
+    return json.loads((folder / version / "retrieval_metrics.json").read_text())
+
+
+def test_a_seed_of_the_families_runs_end_to_end_and_two_stage_at_full_k_is_the_interaction_ranking(one_seed) -> None:
+    scan, two_stage, timam = (_saved_metrics(one_seed, f"{row}_seed0") for row in ("scan_t2i", "two_stage", "timam"))
+    for metrics in (scan, two_stage, timam):
+        assert set(metrics["results"]) == {"text_to_image", "image_to_text"}
+        assert metrics["cost"]["score_ms_per_query"] > 0
+        assert metrics["counts"] == timam["counts"]
+    assert scan["checkpoint"]["val_t2i_R@1"] >= 0 and scan["cost"]["train_seconds"] > 0
+    # k above the gallery: every item is re-scored, so two-stage ranks as the interaction model does
+    # (its pairs scored one query at a time: equal up to float rounding of near-equal scores).
+    for direction in ("text_to_image", "image_to_text"):
+        for rule in ("expected", "optimistic", "pessimistic"):
+            for key, value in scan["results"][direction][rule].items():
+                assert two_stage["results"][direction][rule][key] == pytest.approx(value, abs=1e-6), (direction, rule)
+    checkpoints = one_seed / "data/06_models/demo/families/scan_t2i_seed0/model_checkpoint.safetensors"
+    assert len(list(checkpoints.iterdir())) == 1
