@@ -57,10 +57,16 @@ def test_interaction_rows_keep_the_base_encoders_and_embedding_rows_their_overri
     assert scan_model["direction"] == "i2t" and scan_model["pooling"] == "lse" and scan_model["lambda_softmax"] == 4.0
     assert "lstm_hidden" not in scan_model and "text_encoder" not in scan_model
     assert scan_training["seed"] == 2 and scan_training["loss_weights"]["triplet"] == 1.0
-    assert scan_training["state_path"].endswith("training_state_families_scan_i2t_seed2.pt")
+    assert scan_training["state_path"] is None  # an interaction run keeps no resume state
+    assert scan_model["lambda_lse"] == 5.0  # SCAN's Flickr30K i-t LSE
     timam_model, timam_training = row_parameters(model, training, families, "timam", 0)
     assert timam_model == model
     assert timam_training["loss_weights"]["adversarial"] == 1.0
+    assert timam_training["state_path"].endswith("training_state_families_timam_seed0.pt")
+    # An env that fine-tunes the encoders (conf/paper) is refused for the interaction rows up front.
+    unfrozen = {**training, "freeze": {"image_backbone_epochs": 0}}
+    with pytest.raises(ValueError, match="frozen"):
+        row_parameters(model, unfrozen, families, "scan_t2i", 0)
     with pytest.raises(ValueError, match="no entry 'nope'"):
         row_parameters(model, training, families, "nope", 0)
     bad = {

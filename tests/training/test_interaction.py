@@ -101,6 +101,24 @@ def test_training_learns_and_the_checkpoint_scores_the_same_after_a_round_trip(t
         restored.embedding_model  # noqa: B018
 
 
+def test_repeated_captions_get_bitwise_identical_scores_wherever_they_fall(tiny) -> None:
+    """Ties must be exact: a repeat scored in another caption block would differ by rounding."""
+    _, _, config = tiny
+    model = InteractionModel(config).eval()
+    torch.manual_seed(1)
+    regions = torch.randn(5, 4, 512)
+    states = torch.randn(7, 6, 16)
+    mask = torch.ones(7, 6, dtype=torch.long)
+    mask[2, 4:] = 0
+    states[5], mask[5] = states[0], mask[0]  # caption 5 repeats caption 0, in another block of 3
+    scores = pair_scores(model, regions, states, mask, device=torch.device("cpu"), caption_chunk=3, image_chunk=2)
+    assert scores.shape == (7, 5)
+    assert torch.equal(scores[5], scores[0])
+    with torch.no_grad():
+        one_shot = model.scores(regions, states, mask)
+    torch.testing.assert_close(scores, one_shot, rtol=1e-5, atol=1e-6)
+
+
 def test_region_cache_round_trip_is_exact_and_keyed_apart_from_pooled_features(tiny, workdir: Path) -> None:
     captions, tokens, config = tiny
     model = InteractionModel(config).eval()

@@ -65,7 +65,14 @@ def pair_scores(
     ``regions``: ``(images, cells, channels)``; ``states``: ``(captions, tokens, hidden)`` with its
     ``attention_mask``. A caption block's scores against all images come from image blocks of
     ``image_chunk``, so memory holds ``caption_chunk x image_chunk x cells x tokens`` floats at most.
+    Each distinct caption is scored once and copied to its repeats: scored in another block (another
+    matrix shape) a repeat could come out a rounding error apart, and its ties would go uncounted.
     """
+    captions = torch.cat([states.flatten(1).float(), attention_mask.float()], dim=1)
+    _, inverse = torch.unique(captions, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1 if len(captions) else 0,), len(captions), dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(captions)), reduce="amin")
+    states, attention_mask = states[first], attention_mask[first]
     with evaluation_mode(model):
         region_rows = to_device(regions, device)
         blocks = []
@@ -80,4 +87,4 @@ def pair_scores(
                 caption_chunk=caption_chunk,
             )
             blocks.append(block.float().cpu())
-    return torch.cat(blocks) if blocks else torch.empty(0, len(regions))
+    return torch.cat(blocks)[inverse] if blocks else torch.empty(0, len(regions))

@@ -53,7 +53,7 @@ def hardest_negative_triplet_from_scores(
     """The same loss from a ``(B, B)`` score matrix, ``scores[i, j]``: image i with caption j.
 
     Why its own entry: an interaction model (SCAN) scores each pair directly, with no embeddings
-    to take cosines of; SCAN trains with exactly this loss on its pair scores.
+    to take cosines of; SCAN trains with this loss on its pair scores (summed over the batch there).
     """
     if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
         raise ValueError(f"scores must be a square (B, B) matrix, got {tuple(scores.shape)}")

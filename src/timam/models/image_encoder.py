@@ -153,6 +153,12 @@ def build_backbone(name: str, library: str, weights: str | None, *, architecture
     return model
 
 
+def views_of(image_views: int) -> tuple[int, ...]:
+    """The views (see :func:`image_view`) behind ``image_views``: 1 as it is, 2 and mirrored, 8 every
+    quarter turn of both."""
+    return {1: (0,), 2: (0, 4), 8: tuple(range(8))}[image_views]
+
+
 def image_view(images: torch.Tensor, view: int) -> torch.Tensor:
     """View ``view`` (0-7) of a batch: ``view % 4`` quarter turns, mirrored left-right when ``view >= 4``."""
     turned = torch.rot90(images, view % 4, dims=(2, 3)) if view % 4 else images
@@ -183,8 +189,7 @@ class ImageEncoder(nn.Module):
             config.image_backbone, config.image_library, config.image_weights, architecture_only=not pretrained
         )
         self.projection = nn.Linear(self.feature_dim, config.embedding_dim)
-        # 2 views: as is and mirrored (views 0 and 4); 8: every quarter turn of both.
-        self.views = {1: (0,), 2: (0, 4), 8: tuple(range(8))}[config.image_views]
+        self.views = views_of(config.image_views)
 
     @property
     def feature_dim(self) -> int:

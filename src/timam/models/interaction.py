@@ -20,7 +20,7 @@ from torch import nn
 from timam.config_tree import build_config
 from timam.models.config import IMAGE_VIEWS, OFFLINE_IMAGE_WEIGHTS, OFFLINE_TEXT_MODEL
 from timam.models.cross_attention import DIRECTIONS, POOLINGS, chunked_cross_attention_scores
-from timam.models.image_encoder import build_backbone, image_view
+from timam.models.image_encoder import build_backbone, image_view, views_of
 from timam.models.text_encoder import build_transformer, transformer_config
 
 # The checkpoint header's config names the family, so a checkpoint rebuilds the right model.
@@ -32,11 +32,14 @@ class InteractionConfig:
     """Architecture of a SCAN-style model (``params:model`` of an interaction run).
 
     Backbone fields as :class:`~timam.models.config.ModelConfig`. ``image_views`` > 1: training
-    draws one view per image and step (augmentation); the gallery is scored on the image as it is
-    (view 0), since a feature map's cells cannot be averaged across turned views. ``direction``:
+    draws one of those views per caption and step (augmentation); the gallery is scored on the
+    image as it is (view 0), since a feature map's cells cannot be averaged across turned views. ``direction``:
     "t2i" (each word attends over the regions) or "i2t" (each region over the words);
     ``lambda_softmax`` the attention temperature, ``pooling`` "lse" (with ``lambda_lse``) or "avg".
-    SCAN's best single models: t2i AVG with lambda_softmax 9, i2t LSE with 4 and lambda_lse 6.
+    SCAN's Flickr30K single models: t2i AVG with lambda_softmax 9, i2t LSE with 4 and lambda_lse 5.
+
+    Words are every token state the mask keeps, the transformer's [CLS] and [SEP] included (SCAN's
+    GRU has no such tokens); they are contextual states, so they carry the sentence.
     """
 
     image_backbone: str = "efficientnet_lite0"
@@ -60,6 +63,11 @@ class InteractionConfig:
             raise ValueError(f"model.pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
         if self.image_views not in IMAGE_VIEWS:
             raise ValueError(f"model.image_views must be one of {list(IMAGE_VIEWS)}, got {self.image_views!r}")
+        if self.image_views == 8 and self.image_size[0] != self.image_size[1]:
+            raise ValueError(
+                f"image_views 8 turns images by quarter turns, which needs a square image_size, got "
+                f"{list(self.image_size)}; use image_views 2 (mirrored only) or a square size"
+            )
         if self.joint_dim < 1 or self.lambda_softmax <= 0 or self.lambda_lse <= 0:
             raise ValueError("model.joint_dim, lambda_softmax and lambda_lse must be positive")
 
@@ -101,16 +109,15 @@ class InteractionModel(nn.Module):
         )
         self.transformer = build_transformer(config.text_model, None if pretrained else config.transformer_config)
         if not config.transformer_config:
-            config = InteractionConfig.from_dict({**config.to_dict(), "transformer_config": self._transformer_config()})
+            config = InteractionConfig.from_dict(
+                {**config.to_dict(), "transformer_config": transformer_config(self.transformer)}
+            )
         self.config = config
-        self.views = tuple(range(config.image_views)) if config.image_views > 1 else (0,)
+        self.views = views_of(config.image_views)
         self.region_projection = nn.Linear(self.feature_dim, config.joint_dim)
         self.word_projection = nn.Linear(self.transformer.config.hidden_size, config.joint_dim)
         self.backbone.requires_grad_(False)
         self.transformer.requires_grad_(False)
-
-    def _transformer_config(self) -> dict[str, Any]:
-        return transformer_config(self.transformer)
 
     @property
     def feature_dim(self) -> int:

@@ -1,8 +1,9 @@
 """The families table: every row's test metrics as mean ± std over its seeds, with its cost.
 
 Expected-tie numbers are the ones to compare; mR under the index rule (a stable argsort, what
-published tables use without saying so) sits beside them. The cost: training wall time (feature
-caching included) and the milliseconds to score one caption query against the whole test gallery
+published tables use without saying so) sits beside them. The cost: training wall time (including
+the frozen features for whichever run computed them first; the others load them from disk) and the
+milliseconds to score one caption query against the whole test gallery
 from stored representations (a matrix product for embeddings, cross-attention for the interaction
 family, the product plus top-k re-scoring for two-stage).
 """

@@ -21,6 +21,7 @@ from timam.config_tree import build_config
 from timam.models.config import check_model_parameters
 from timam.models.interaction import InteractionConfig
 from timam.training.config import deep_merge, training_config
+from timam.training.interaction import check_interaction_training
 
 FAMILIES = ("embedding", "interaction")
 # The base model's keys an interaction row inherits: the frozen encoders it shares with the rest.
@@ -78,7 +79,10 @@ class FamiliesConfig:
             check_model_parameters(row_model, f"families.rows.{name}.model")
         row_training = deep_merge(training, row.training)
         row_training["seed"] = seed
-        if row_training.get("state_path"):
+        if row.family == "interaction":
+            row_training["state_path"] = None  # an interaction run keeps no resume state
+            check_interaction_training(training_config(row_training, f"families.rows.{name}.training"))
+        elif row_training.get("state_path"):
             # Each row and seed resumes from its own state file, never from another's.
             state = Path(row_training["state_path"])
             row_training["state_path"] = str(state.with_name(f"{state.stem}_families_{name}_seed{seed}{state.suffix}"))

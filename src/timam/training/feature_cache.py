@@ -108,11 +108,11 @@ def image_feature_key(
     *,
     per_view: bool = False,
     precision: str = "auto",
-    regions: bool = False,
+    region_views: Sequence[int] | None = None,
 ) -> str | None:
     """The key of pooled backbone features of ``paths`` (their mean over the views, or ``per_view``)
-    computed in ``precision``, or with ``regions`` of the feature maps' cells (an interaction
-    model's); None for a randomly initialised backbone."""
+    computed in ``precision``, or with ``region_views`` of the feature maps' cells in those views
+    (an interaction model's); None for a randomly initialised backbone."""
     if config.image_weights is None:
         return None
     parts = [
@@ -128,7 +128,7 @@ def image_feature_key(
         _software(),
         [_file_stamp(path) for path in paths],
         *_dtype_part(device, precision),
-        *(["regions"] if regions else []),
+        *([["regions", list(region_views)]] if region_views is not None else []),
     ]
     return _digest(parts)
 

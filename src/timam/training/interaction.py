@@ -43,7 +43,12 @@ _EMBEDDING_TERMS = ("identification", "cmpc", "adversarial")
 
 
 def check_interaction_training(config: TrainingConfig) -> None:
-    """Refuse the settings an interaction run cannot honour, naming the parameter to change."""
+    """Refuse the settings an interaction run cannot honour, naming the parameter to change.
+
+    Not honoured either, by design of a minutes-long heads-only run: ``state_path`` (no resume
+    state; the families rows set it null), ``cache_device`` (regions stay in host memory and each
+    batch is copied), and torchrun (one process trains).
+    """
     weights = config.loss_weights
     used = [name for name in _EMBEDDING_TERMS if getattr(weights, name)]
     if used:
@@ -80,9 +85,9 @@ class InteractionSplit:
         """``(views, images, cells, channels)`` float16."""
         config, precision = self.model.config, self.config.precision
         key = image_feature_key(
-            config, self.data.image_paths, self.device, per_view=len(self.views) > 1, precision=precision, regions=True
+            config, self.data.image_paths, self.device, precision=precision, region_views=self.views
         )
-        return cached_tensor(
+        regions = cached_tensor(
             self.config.feature_cache_dir,
             key,
             lambda: region_outputs(
@@ -96,6 +101,8 @@ class InteractionSplit:
                 precision=precision,
             ),
         )
+        logger.info("%s regions: %.2f GB (%s, float16)", self.data.split, regions.nbytes / 1e9, tuple(regions.shape))
+        return regions
 
     @cached_property
     def token_states(self) -> torch.Tensor:

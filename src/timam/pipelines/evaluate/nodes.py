@@ -23,14 +23,12 @@ from timam.retrieval.examples import RankedExamples, best_and_worst, sample_quer
 from timam.retrieval.plots import image_query_figure, recall_curve_figure, text_query_figure
 from timam.retrieval.protocols import protocol_metrics
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, similarity
+from timam.retrieval.record import CHECKPOINT_SUMMARY, metrics_record
 from timam.retrieval.relevance import embedded_split_labels
-from timam.retrieval.report import markdown_report, mean_recall
+from timam.retrieval.report import markdown_report
 from timam.training.plots import training_curves_figure
 
 logger = logging.getLogger(__name__)
-
-# What of the checkpoint's metadata every scored split carries into its metrics.
-CHECKPOINT_SUMMARY = ("best_epoch", "val_t2i_R@1", "train_seconds")
 
 
 def embed_test_split(
@@ -102,51 +100,6 @@ def protocol_results(
         ks=config.ks,
         tie_rules=config.tie_rules,
     )
-
-
-def metrics_record(
-    metadata: Mapping[str, Any],
-    image_identity: torch.Tensor,
-    results: dict[str, Any],
-    image_labels: torch.Tensor,
-    text_labels: torch.Tensor,
-    config: EvaluationConfig,
-    *,
-    score_seconds: float,
-) -> dict[str, Any]:
-    """``retrieval_metrics`` of ranked ``results``, whichever model made the scores: provenance (the
-    scored bundle's ``metadata``), protocol, counts, chance, mR per tie rule and the cost (training
-    time, and the seconds per caption query of scoring it against the whole gallery)."""
-    relevant_per_caption = (image_labels[None, :] == text_labels[:, None]).sum(dim=1).float()
-    checkpoint = metadata.get("checkpoint", {})
-    metrics: dict[str, Any] = {
-        "checkpoint_version": metadata.get("checkpoint_version"),
-        "checkpoint": checkpoint,
-        "training": metadata.get("training", {}),
-        "protocol": {
-            "name": config.protocol,
-            "dataset": config.dataset,
-            "split": metadata.get("split"),
-            "relevance": config.relevance,
-            "gallery": "unique images",
-            "tie_rules": list(config.tie_rules),
-        },
-        "counts": {
-            "images": int(len(image_labels)),
-            "captions": int(len(text_labels)),
-            "identities": int(len(set(image_identity.tolist()))),
-        },
-        "chance_t2i_R@1": float(100 * (relevant_per_caption / len(image_labels)).mean()),
-        "results": results,
-        "cost": {
-            "train_seconds": checkpoint.get("train_seconds"),
-            "score_ms_per_query": 1000 * score_seconds / max(1, len(text_labels)),
-        },
-    }
-    mr = {rule: mean_recall(results, rule) for rule in config.tie_rules}
-    if all(value is not None for value in mr.values()):
-        metrics["mR"] = mr
-    return metrics
 
 
 def rank_test_split(

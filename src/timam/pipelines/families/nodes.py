@@ -17,10 +17,10 @@ from timam.inference.interaction import pair_scores, region_outputs
 from timam.inference.split_data import SplitData, split_data
 from timam.models.checkpoint import Checkpoint
 from timam.models.interaction import InteractionConfig, InteractionModel
-from timam.pipelines.evaluate.nodes import CHECKPOINT_SUMMARY, metrics_record
 from timam.retrieval.config import evaluation_config
 from timam.retrieval.families_table import families_table
 from timam.retrieval.ranking import score_ranking_metrics, similarity
+from timam.retrieval.record import CHECKPOINT_SUMMARY, metrics_record
 from timam.retrieval.relevance import relevance_labels
 from timam.retrieval.report import markdown_report
 from timam.retrieval.two_stage import two_stage_scores
@@ -131,8 +131,11 @@ def two_stage_test_pairs(
     k = families_config(families).two_stage.k
     config = evaluation_config(evaluation)
     data = split_data(captions, caption_tokens, config.split)
-    if text_embeddings.metadata.get("caption_ids") != data.caption_ids:
-        raise ValueError("the first stage's text embeddings are not of this split's captions; re-run the families rows")
+    if (
+        text_embeddings.metadata.get("caption_ids") != data.caption_ids
+        or image_embeddings.metadata.get("image_ids") != data.image_ids
+    ):
+        raise ValueError("the first stage's embeddings are not of this split's captions and images; re-run its row")
     device = pick_device(config.device)
     model = model_to(_interaction_model(interaction_checkpoint), device)
     regions, states, mask = _test_inputs(model, data, config.batch_size, device)
@@ -167,7 +170,7 @@ def two_stage_test_pairs(
         "first_stage_checkpoint": image_embeddings.metadata.get("checkpoint_version"),
         "k": k,
         "train_seconds": (first_training or 0.0) + (second_training or 0.0),
-        "val_t2i_R@1": float("nan"),  # two checkpoints, each chosen on validation; no score of its own
+        "val_t2i_R@1": None,  # two checkpoints, each chosen on validation; no score of its own
     }
     bundle = _scores_bundle(
         data, interaction_checkpoint, {"text_to_image": text_to_image, "image_to_text": image_to_text}, seconds, extra
