@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 
 import pandas as pd
@@ -33,7 +33,7 @@ from timam.tracking.log import log_epoch
 from timam.training.batches import identity_batches, random_batches
 from timam.training.config import TrainingConfig
 from timam.training.feature_cache import cached_tensor, image_feature_key, token_state_key
-from timam.training.loop import SCORE, BestEpoch, seed_everything
+from timam.training.loop import SCORE, BestEpoch, best_checkpoint, seed_everything
 from timam.training.optimizers import make_optimizer
 
 logger = logging.getLogger(__name__)
@@ -248,15 +248,4 @@ def train_interaction(
         bar.set_postfix(loss=f"{row['loss_total']:.3f}", val_r1=f"{row[SCORE]:.1f}", best=f"{best.score:.1f}")
         logger.info("epoch %d: loss %.4f, val t2i R@1 %.2f (best %.2f at epoch %d)", epoch, row["loss_total"],
                     row[SCORE], best.score, best.epoch)  # fmt: skip
-    model = model.cpu()
-    model.load_state_dict(best.model, strict=False)
-    model.eval()
-    metadata = {
-        "best_epoch": best.epoch,
-        "val_t2i_R@1": best.score,
-        "training": asdict(config),
-        "train_captions": train.num_captions,
-        "train_images": len(train.image_paths),
-        "train_seconds": time.perf_counter() - started,
-    }
-    return Checkpoint(model=model, metadata=metadata), pd.DataFrame(history)
+    return best_checkpoint(model, best, config, train, started), pd.DataFrame(history)

@@ -27,6 +27,7 @@ from timam.inference.device import model_to, pick_device
 from timam.inference.split_data import SplitData
 from timam.models.checkpoint import Checkpoint
 from timam.models.config import ModelConfig
+from timam.models.interaction import InteractionModel
 from timam.models.timam import TimamModel
 from timam.tracking.log import log_epoch
 from timam.training.cached_split import CachedSplit
@@ -232,6 +233,17 @@ def _train_timam(
             best.score,
             best.epoch,
         )
+    # train_seconds: this process's share when a run resumed
+    checkpoint = best_checkpoint(model, best, config, train, started)
+    if state_path and context.is_main:
+        Path(state_path).unlink(missing_ok=True)
+    return checkpoint, pd.DataFrame(run_progress["history"])
+
+
+def best_checkpoint(
+    model: TimamModel | InteractionModel, best: BestEpoch, config: TrainingConfig, train: SplitData, started: float
+) -> Checkpoint:
+    """``model`` on the CPU with the best epoch's state, in eval mode, and what produced it."""
     model = model.cpu()
     model.load_state_dict(best.model, strict=False)
     model.eval()
@@ -241,8 +253,6 @@ def _train_timam(
         "training": asdict(config),
         "train_captions": train.num_captions,
         "train_images": len(train.image_paths),
-        "train_seconds": time.perf_counter() - started,  # this process's share when a run resumed
+        "train_seconds": time.perf_counter() - started,
     }
-    if state_path and context.is_main:
-        Path(state_path).unlink(missing_ok=True)
-    return Checkpoint(model=model, metadata=metadata), pd.DataFrame(run_progress["history"])
+    return Checkpoint(model=model, metadata=metadata)

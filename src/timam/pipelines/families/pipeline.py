@@ -55,6 +55,13 @@ def _embedding_template() -> Pipeline:
     return Pipeline([_renamed(node) for node in train.nodes]) + evaluate
 
 
+def _rank_node() -> Node:
+    return Node(
+        rank_pair_scores, ["pair_scores", "params:evaluation"], ["retrieval_metrics", "retrieval_report"],
+        name="rank_pair_scores",
+    )  # fmt: skip
+
+
 def _interaction_template() -> Pipeline:
     return Pipeline(
         [
@@ -70,12 +77,7 @@ def _interaction_template() -> Pipeline:
                 "pair_scores",
                 name="score_test_pairs",
             ),
-            Node(
-                rank_pair_scores,
-                ["pair_scores", "params:evaluation"],
-                ["retrieval_metrics", "retrieval_report"],
-                name="rank_pair_scores",
-            ),
+            _rank_node(),
         ]
     )
 
@@ -108,12 +110,7 @@ def _two_stage_pipeline(seed: int) -> Pipeline:
                 "pair_scores",
                 name="two_stage_test_pairs",
             ),
-            Node(
-                rank_pair_scores,
-                ["pair_scores", "params:evaluation"],
-                ["retrieval_metrics", "retrieval_report"],
-                name="rank_pair_scores",
-            ),
+            _rank_node(),
         ]
     )
     inputs = {
