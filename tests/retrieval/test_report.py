@@ -75,3 +75,12 @@ def test_mr_only_rows_and_mr_line():
     report = markdown_report(copy.deepcopy(metrics), paper)
     assert "| VSE++ | – | – | – | – | – | – | 36.93 |" in report
     assert "mR (mean of R@1/5/10 in both directions): 66.67 (expected), 67.33 (index)" in report
+
+
+def test_a_run_without_a_validation_score_of_its_own_reports_a_dash():
+    """Two-stage runs combine two checkpoints, each chosen on validation: none is theirs to report."""
+    metrics = _metrics()
+    metrics["checkpoint"] = {"val_t2i_R@1": None}
+    assert "val text->image R@1 –)" in markdown_report(metrics, None)
+    metrics["checkpoint"] = {"best_epoch": 3, "val_t2i_R@1": 41.256}
+    assert "(best epoch 3, val text->image R@1 41.26)" in markdown_report(metrics, None)

@@ -172,7 +172,7 @@ def markdown_report(metrics: dict[str, Any], paper: Mapping[str, Any] | None = N
         "",
         f"- checkpoint version: `{metrics['checkpoint_version']}` "
         f"(best epoch {metrics['checkpoint'].get('best_epoch')},"
-        f" val text->image R@1 {metrics['checkpoint'].get('val_t2i_R@1', float('nan')):.2f})",
+        f" val text->image R@1 {_cell(metrics['checkpoint'].get('val_t2i_R@1'))})",
         f"- relevance: {protocol['relevance']}; gallery: {protocol['gallery']}; "
         f"protocol: {protocol.get('name', 'standard')}",
         f"- {metrics['counts']['images']} images, {metrics['counts']['captions']} captions, "
