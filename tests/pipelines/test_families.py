@@ -63,10 +63,16 @@ def test_interaction_rows_keep_the_base_encoders_and_embedding_rows_their_overri
     assert timam_model == model
     assert timam_training["loss_weights"]["adversarial"] == 1.0
     assert timam_training["state_path"].endswith("training_state_families_timam_seed0.pt")
-    # An env that fine-tunes the encoders (conf/paper) is refused for the interaction rows up front.
-    unfrozen = {**training, "freeze": {"image_backbone_epochs": 0}}
+    # An env that fine-tunes and augments (conf/paper) keeps its interaction rows frozen on cached inputs ...
+    unfrozen = {**training, "freeze": {"image_backbone_epochs": 0}, "augmentation": {"flip": True}}
+    _, scan_unfrozen = row_parameters(model, unfrozen, families, "scan_t2i", 0)
+    assert scan_unfrozen["freeze"]["image_backbone_epochs"] is None and not scan_unfrozen["augmentation"]["flip"]
+    # ... and a row that asks to train its encoders is refused with the parameters, before any node.
+    scan = families["rows"]["scan_t2i"]
+    asks = {**scan, "training": {**scan["training"], "freeze": {"image_backbone_epochs": None, "text_model_epochs": 0}}}
+    rows = {**families["rows"], "scan_t2i": asks}
     with pytest.raises(ValueError, match="frozen"):
-        row_parameters(model, unfrozen, families, "scan_t2i", 0)
+        row_parameters(model, training, {**families, "rows": rows}, "scan_t2i", 0)
     with pytest.raises(ValueError, match="no entry 'nope'"):
         row_parameters(model, training, families, "nope", 0)
     bad = {
