@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from timam.inference.device import autocast, to_device, to_device_images
-from timam.inference.embedding import evaluation_mode, image_loader
+from timam.inference.embedding import distinct_captions, evaluation_mode, image_loader
 from timam.models.interaction import InteractionModel
 
 logger = logging.getLogger(__name__)
@@ -68,10 +68,7 @@ def pair_scores(
     Each distinct caption is scored once and copied to its repeats: scored in another block (another
     matrix shape) a repeat could come out a rounding error apart, and its ties would go uncounted.
     """
-    captions = torch.cat([states.flatten(1).float(), attention_mask.float()], dim=1)
-    _, inverse = torch.unique(captions, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1 if len(captions) else 0,), len(captions), dtype=torch.long)
-    first = first.scatter_reduce(0, inverse, torch.arange(len(captions)), reduce="amin")
+    first, inverse = distinct_captions(states.flatten(1).float(), attention_mask)
     states, attention_mask = states[first], attention_mask[first]
     with evaluation_mode(model):
         region_rows = to_device(regions, device)

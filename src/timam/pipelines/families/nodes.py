@@ -12,8 +12,7 @@ import torch
 
 from timam.formats.tensor_bundle import TensorBundle
 from timam.inference.device import model_to, pick_device
-from timam.inference.embedding import text_outputs
-from timam.inference.interaction import pair_scores, region_outputs
+from timam.inference.interaction import pair_scores
 from timam.inference.split_data import SplitData, split_data
 from timam.models.checkpoint import Checkpoint
 from timam.models.interaction import InteractionConfig, InteractionModel
@@ -26,7 +25,7 @@ from timam.retrieval.report import markdown_report
 from timam.retrieval.two_stage import two_stage_scores
 from timam.training.config import training_config
 from timam.training.families import families_config
-from timam.training.interaction import train_interaction
+from timam.training.interaction import InteractionSplit, train_interaction
 from timam.training.model_setup import check_tokenizer
 
 DIRECTIONS = ("text_to_image", "image_to_text")
@@ -62,18 +61,14 @@ def _interaction_model(checkpoint: Checkpoint) -> InteractionModel:
 
 
 def _test_inputs(
-    model: InteractionModel, data: SplitData, batch_size: int, device: torch.device
+    checkpoint: Checkpoint, data: SplitData, batch_size: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The test split's regions (view 0), token states and mask, computed on ``device``."""
-    longest = int(data.attention_mask.sum(dim=1).max())
-    ids, mask = data.input_ids[:, :longest], data.attention_mask[:, :longest]
-    regions = region_outputs(
-        model, data.image_paths, views=(0,), batch_size=batch_size, device=device, desc="test regions"
-    )[0]
-    states = text_outputs(
-        model, ids, mask, project=False, batch_size=batch_size, device=device, desc="test token states"
-    )
-    return regions, states, mask
+    """The test split's regions (view 0), token states and mask, as the checkpoint's training cached
+    its splits (its ``feature_cache_dir`` and precision): scoring and two-stage compute them once."""
+    model = _interaction_model(checkpoint)
+    training = training_config({**checkpoint.metadata.get("training", {}), "embed_batch_size": batch_size})
+    split = InteractionSplit(model, data, (0,), training, device)
+    return split.regions[0], split.token_states, split.attention_mask
 
 
 def _scores_bundle(
@@ -109,7 +104,7 @@ def score_test_pairs(
     data = split_data(captions, caption_tokens, config.split)
     device = pick_device(config.device)
     model = model_to(_interaction_model(model_checkpoint), device)
-    regions, states, mask = _test_inputs(model, data, config.batch_size, device)
+    regions, states, mask = _test_inputs(model_checkpoint, data, config.batch_size, device)
     started = time.perf_counter()
     scores = pair_scores(model, regions, states, mask, device=device, show_progress=True)
     seconds = time.perf_counter() - started
@@ -138,7 +133,7 @@ def two_stage_test_pairs(
         raise ValueError("the first stage's embeddings are not of this split's captions and images; re-run its row")
     device = pick_device(config.device)
     model = model_to(_interaction_model(interaction_checkpoint), device)
-    regions, states, mask = _test_inputs(model, data, config.batch_size, device)
+    regions, states, mask = _test_inputs(interaction_checkpoint, data, config.batch_size, device)
     regions, states, mask = regions.to(device), states.to(device), mask.to(device)
 
     @torch.no_grad()
