@@ -5,6 +5,11 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+# The bf16 tests run the GPU's autocast on the CPU. On Intel CPUs with AMX (Sapphire Rapids and
+# later) oneDNN's AMX bf16 matmul leaks garbage into unrelated output rows when K % 32 != 0
+# (oneDNN issue 5717): CI saw projections of 1e36 and NaN losses there, never on AVX-512 machines.
+# Capping the ISA below AMX must happen before oneDNN's first primitive; subprocesses inherit it.
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 
 from timam._torchvision_compat import ensure_torchvision_importable  # noqa: E402
 
