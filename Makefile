@@ -35,6 +35,7 @@ test: lint typecheck
 lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -6,7 +6,7 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from matplotlib.figure import Figure
 from PIL import Image
 
-from timam.figures import DPI
+from timam.figures.style import DPI
 
 
 def save_png(figure: Figure, tmp_path, name: str = "figure.png") -> Image.Image:

@@ -1,93 +1,49 @@
-"""The layers of the package hold: imports run downwards only, and the core imports without Kedro.
+"""The layers of the package hold: every package has a layer, and the core imports without Kedro.
 
-Layers, bottom to top (a module may import its own package and any lower layer):
-
-0. ``formats`` (file formats, atomic writes), ``figures`` (figure basics), ``config_tree`` (typed
-   parameter blocks from dicts), the torchvision shim
-1. ``models``, ``losses``, ``retrieval``
-2. ``inference`` (devices, image loading, embedding a split), ``tokenization``, ``tracking`` (MLflow
-   logging from the core: a no-op without an active run, never raising)
-3. ``sources``, ``training``
-4. ``tuning``, ``index`` (image collections, embedding shards, the FAISS index)
-5. ``io`` (the Kedro dataset classes), ``search`` (``Searcher``: queries against an index; no Kedro)
-6. ``pipelines``, and ``hooks``, ``tracking_hooks`` (Kedro hooks)
-7. the entry points: ``pipeline_registry``, ``settings``, ``launch`` (torchrun), ``serve`` (the web page)
+The layer rules themselves are import-linter contracts in pyproject.toml (``make lint`` runs
+``lint-imports``): imports run down the layers only, and the core never imports Kedro. This test
+keeps the contract whole (a new package must be given a layer) and proves the second rule in a
+real interpreter whose import of Kedro fails.
 """
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "timam"
-LAYERS = {
-    "formats": 0,
-    "figures": 0,
-    "config_tree": 0,
-    "_torchvision_compat": 0,
-    "models": 1,
-    "losses": 1,
-    "retrieval": 1,
-    "inference": 2,
-    "tokenization": 2,
-    "tracking": 2,
-    "sources": 3,
-    "training": 3,
-    "tuning": 4,
-    "index": 4,
-    "io": 5,
-    "search": 5,
-    "pipelines": 6,
-    "hooks": 6,
-    "pipeline_registry": 7,
-    "settings": 7,
-    "launch": 7,
-    "serve": 7,
-    "tracking_hooks": 6,
-}
-CORE = [
-    name
-    for name, layer in LAYERS.items()
-    if (layer <= 4 or name == "search") and ((PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file())
-]
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "src" / "timam"
+CONTRACTS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
 
 
-def _unit(module: str) -> str:
-    """The top-level unit of ``timam.<unit>...`` (a package or a module directly under timam)."""
-    return module.split(".")[1]
+def _contract(kind: str) -> dict:
+    return next(contract for contract in CONTRACTS if contract["type"] == kind)
 
 
-def _timam_imports(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("timam.")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("timam."):
-            found.append((node.lineno, node.module))
-    return found
+def _layered_units() -> set[str]:
+    return {unit.strip() for layer in _contract("layers")["layers"] for unit in layer.split("|")}
 
 
-def _modules() -> list[Path]:
-    return sorted(path for path in PACKAGE.rglob("*.py") if path.relative_to(PACKAGE).parts[0] != "__init__.py")
+def test_every_package_and_module_has_a_layer() -> None:
+    units = {
+        path.name.removesuffix(".py")
+        for path in PACKAGE.iterdir()
+        if (path.is_dir() and (path / "__init__.py").exists()) or (path.suffix == ".py" and path.name != "__init__.py")
+    }
+    assert units == _layered_units(), (
+        f"give {sorted(units - _layered_units())} a layer in pyproject.toml's import-linter contract; "
+        f"remove {sorted(_layered_units() - units)}"
+    )
 
 
-def test_every_module_has_a_layer() -> None:
-    units = {path.relative_to(PACKAGE).parts[0].removesuffix(".py") for path in _modules()}
-    assert units <= set(LAYERS), f"give {sorted(units - set(LAYERS))} a layer in this test and the README"
-
-
-def test_imports_run_down_the_layers_only() -> None:
-    upward = []
-    for path in _modules():
-        importer = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
-        for line, module in _timam_imports(path):
-            imported = _unit(module)
-            if LAYERS[imported] > LAYERS[importer] or (LAYERS[imported] == LAYERS[importer] and imported != importer):
-                upward.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
-    assert not upward, "imports that do not run down the layers:\n" + "\n".join(upward)
+def test_the_core_is_everything_below_the_kedro_io_layer_and_search() -> None:
+    layers = [[unit.strip() for unit in layer.split("|")] for layer in _contract("layers")["layers"]]
+    io_layer = next(index for index, layer in enumerate(layers) if "io" in layer)
+    expected = {f"timam.{unit}" for layer in layers[io_layer + 1 :] for unit in layer if unit != "_torchvision_compat"}
+    expected.add("timam.search")
+    assert set(_contract("forbidden")["source_modules"]) == expected
 
 
 _BLOCK_KEDRO = """
@@ -101,9 +57,9 @@ class BlockKedro:
 
 sys.meta_path.insert(0, BlockKedro())
 import timam
-for unit in sys.argv[1:]:
-    module = importlib.import_module(f"timam.{unit}")
-    for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=f"timam.{unit}."):
+for name in sys.argv[1:]:
+    module = importlib.import_module(name)
+    for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=f"{name}."):
         if not info.name.endswith("__main__"):
             importlib.import_module(info.name)
 assert not any(name == "kedro" or name.startswith("kedro") for name in sys.modules)
@@ -113,8 +69,9 @@ print("imported", len([m for m in sys.modules if m.startswith("timam")]), "timam
 
 def test_core_imports_with_kedro_absent() -> None:
     """Every module of every core unit, in one fresh interpreter whose import of kedro fails."""
+    core = _contract("forbidden")["source_modules"]
     result = subprocess.run(
-        [sys.executable, "-c", _BLOCK_KEDRO, *CORE], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", _BLOCK_KEDRO, *core], capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "without kedro" in result.stdout

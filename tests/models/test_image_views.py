@@ -1,7 +1,6 @@
 """Image features averaged over views: the mean of the views, invariant to turning the image."""
 
 import warnings
-from dataclasses import replace
 
 import pytest
 import torch
@@ -10,14 +9,14 @@ from tests.training.tiny_run import TINY_MODEL
 from timam.models.config import ModelConfig
 from timam.models.image_encoder import ImageEncoder, apply_views, image_view
 
-SQUARE = replace(TINY_MODEL, image_size=(32, 32))
+SQUARE = TINY_MODEL.replace(image_size=(32, 32))
 
 
 def encoder(views: int) -> ImageEncoder:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights are fine here
         torch.manual_seed(0)
-        return ImageEncoder(replace(SQUARE, image_views=views)).eval()
+        return ImageEncoder(SQUARE.replace(image_views=views)).eval()
 
 
 def test_eight_views_are_every_quarter_turn_and_its_mirror():
@@ -48,7 +47,7 @@ def test_features_are_the_mean_over_the_views_and_ignore_orientation():
 
 def test_bad_view_counts_name_the_fix():
     with pytest.raises(ValueError, match="image_views must be one of"):
-        replace(SQUARE, image_views=4)
+        SQUARE.replace(image_views=4)
     with pytest.raises(ValueError, match="square image_size"):
         ModelConfig(num_classes=2, image_size=(160, 80), image_views=8)
     assert ModelConfig.from_dict({**SQUARE.to_dict(), "image_views": 8}).image_views == 8

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from timam.config import deep_merge
 from timam.pipelines.ablation.nodes import summarise_ablation, variant_parameters
 from timam.pipelines.ablation.pipeline import SEEDS, VARIANTS, create_pipeline
-from timam.training.config import deep_merge, training_config
+from timam.training.config import training_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 

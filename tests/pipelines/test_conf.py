@@ -1,22 +1,18 @@
 """The project's configuration as Kedro loads it: every env's parameters build their typed blocks, the
-paper preset shows the paper's numbers, every training knob is listed, one data root and one cache
+paper preset shows the paper's numbers, one data root and one cache
 block per env."""
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import get_type_hints
 
 import pytest
-import yaml
 from kedro.config import OmegaConfigLoader
 
 from timam.hooks import check_parameters
 from timam.pipelines.evaluate.nodes import retrieval_report
 from timam.settings import CONFIG_LOADER_ARGS
-from timam.training.config import TrainingConfig, flatten
 
 REPO = Path(__file__).resolve().parents[2]
 ENVS = sorted(path.name for path in (REPO / "conf").iterdir() if path.is_dir() and path.name not in {"base", "local"})
@@ -73,28 +69,6 @@ def test_the_paper_env_report_shows_the_papers_cuhk_pedes_numbers(conf):
 def test_the_cuhk_pedes_env_reports_the_same_numbers(conf):
     evaluation = loader(conf, "cuhk_pedes")["parameters"]["evaluation"]
     assert "| TIMAM (ResNet-101 + BERT) | 54.51 |" in retrieval_report(_metrics("cuhk_pedes", 3074, 6156), evaluation)
-
-
-def _leaves(cls: type, prefix: str = "") -> list[str]:
-    """Every leaf of a dataclass tree by dotted path."""
-    hints = get_type_hints(cls)
-    paths = []
-    for spec in fields(cls):
-        kind = hints[spec.name]
-        if isinstance(kind, type) and is_dataclass(kind):
-            paths += _leaves(kind, f"{prefix}{spec.name}.")
-        else:
-            paths.append(f"{prefix}{spec.name}")
-    return paths
-
-
-def test_every_training_knob_is_listed_in_the_base_parameters():
-    listed = flatten(yaml.safe_load((REPO / "conf/base/parameters_train.yml").read_text())["training"])
-    missing = sorted(set(_leaves(TrainingConfig)) - set(listed))
-    assert not missing, (
-        f"list these TrainingConfig knobs, each with a comment, in conf/base/parameters_train.yml: {missing}"
-    )
-    assert "adversarial.warmup_epochs" in listed and "triplet_margin" in listed and "matching" in listed
 
 
 # Which source parameter names each env's data folder (ucm_parquet reads raw_annotations alone).

@@ -12,7 +12,7 @@ import yaml
 from tests.pipelines.test_kedro_project import copy_project, kedro
 from timam.pipelines.families.nodes import row_parameters, summarise_families
 from timam.pipelines.families.pipeline import EMBEDDING_ROWS, INTERACTION_ROWS, ROWS, SEEDS, TWO_STAGE, create_pipeline
-from timam.training.families import SHARED_MODEL_KEYS
+from timam.studies.families import SHARED_MODEL_KEYS
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 

@@ -75,6 +75,17 @@ def test_a_misspelt_parameter_stops_the_run_before_any_node(project):
     assert not (project / "data" / "02_intermediate").exists()  # nothing ran, nothing was written
 
 
+def test_bad_values_stop_the_run_before_any_node_naming_each_key(project):
+    bad = "training.epochs=abc,training.image_optimizer.lr=-1,model.embedding_dim=0,training.loss_weights.cmpm=-1"
+    result = kedro(project, "run", "--params", f"{bad},training.device=tpu", succeeds=False)
+    output = result.stdout + result.stderr
+    assert "Parameters rejected before any node ran" in output
+    for key in ("training.epochs", "training.image_optimizer.lr", "training.loss_weights.cmpm", "training.device"):
+        assert f"params {key} must be" in output, key
+    assert "params model.embedding_dim must be greater than or equal to 1, got 0" in output
+    assert "Running node" not in output and not (project / "data" / "02_intermediate").exists()
+
+
 @pytest.fixture(scope="module")
 def trained(project) -> Path:
     kedro(project, "run", "--pipelines", "train")

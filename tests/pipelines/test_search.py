@@ -22,9 +22,9 @@ from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.pipelines.search.nodes import search, search_request
 from timam.pipelines.search.pipeline import create_pipeline
-from timam.retrieval.config import SearchConfig
 from timam.retrieval.ranking import topk_indices
 from timam.search import Searcher
+from timam.search.config import SearchConfig
 from timam.tokenization import load_tokenizer
 
 TOKENIZATION = {"tokenizer": "offline:minilm", "max_length": 16}

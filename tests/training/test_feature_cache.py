@@ -2,7 +2,6 @@
 
 import os
 import warnings
-from dataclasses import replace
 
 import torch
 from safetensors.torch import load_file
@@ -36,12 +35,12 @@ def test_keys_change_with_what_the_outputs_depend_on(tmp_path, monkeypatch):
     paths = [str(image) for image in images]
     weights = tmp_path / "resnet18.pt"
     weights.write_bytes(b"weights")
-    model = replace(TINY_MODEL, image_weights=str(weights))
+    model = TINY_MODEL.replace(image_weights=str(weights))
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     key = image_feature_key(model, paths, cpu)
     assert image_feature_key(model, paths, cpu) == key
-    assert image_feature_key(replace(model, image_size=(64, 32)), paths, cpu) != key
-    assert image_feature_key(replace(model, image_views=2), paths, cpu) != key  # a mean over views
+    assert image_feature_key(model.replace(image_size=(64, 32)), paths, cpu) != key
+    assert image_feature_key(model.replace(image_views=2), paths, cpu) != key  # a mean over views
     assert image_feature_key(model, paths[::-1], cpu) != key
     assert image_feature_key(model, paths, cuda) != key  # bf16 features are not float32 features
     # training.precision: a key names the dtype only where it differs from the device's default
@@ -59,7 +58,7 @@ def test_keys_change_with_what_the_outputs_depend_on(tmp_path, monkeypatch):
     assert image_feature_key(model, paths, cpu) != key
     assert image_feature_key(TINY_MODEL, paths, cpu) is None  # random init depends on the seed: never cached
 
-    text = replace(TINY_MODEL, text_encoder="transformer", text_model="offline:minilm")
+    text = TINY_MODEL.replace(text_encoder="transformer", text_model="offline:minilm")
     ids, mask = torch.tensor([[101, 7, 102]]), torch.ones(1, 3, dtype=torch.long)
     assert token_state_key(text, ids, mask, cpu) != token_state_key(text, ids + 1, mask, cpu)
     assert token_state_key(text, ids, mask, cpu) != token_state_key(text, ids.int(), mask, cpu)
@@ -71,7 +70,7 @@ def test_keys_change_with_what_the_outputs_depend_on(tmp_path, monkeypatch):
 def test_second_run_reads_the_features_and_trains_identically(tmp_path, monkeypatch):
     train, val, model_config = tiny_inputs(tmp_path)
     torch.save(TimamModel(model_config).image_encoder.backbone.state_dict(), tmp_path / "backbone.pt")
-    model_config = replace(model_config, image_weights=str(tmp_path / "backbone.pt"))
+    model_config = model_config.replace(image_weights=str(tmp_path / "backbone.pt"))
     config = training_config(
         {
             "epochs": 2,
@@ -97,7 +96,7 @@ def test_second_run_reads_the_features_and_trains_identically(tmp_path, monkeypa
 def test_training_split_keeps_every_view_and_validation_their_mean(tmp_path):
     train, val, model_config = tiny_inputs(tmp_path)
     torch.save(TimamModel(model_config).image_encoder.backbone.state_dict(), tmp_path / "backbone.pt")
-    model_config = replace(model_config, image_weights=str(tmp_path / "backbone.pt"), image_views=2)
+    model_config = model_config.replace(image_weights=str(tmp_path / "backbone.pt"), image_views=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = TimamModel(model_config)

@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -82,7 +81,7 @@ def tiny_bert_model(workdir: Path) -> ModelConfig:
         with torch.random.fork_rng():
             torch.manual_seed(7)
             BertModel(config).save_pretrained(directory)
-    return replace(TINY_MODEL, text_encoder="transformer", text_model=str(directory))
+    return TINY_MODEL.replace(text_encoder="transformer", text_model=str(directory))
 
 
 def run(workdir: Path, epochs: int, state_path: Path | None, save_every_steps: int = 0) -> dict:

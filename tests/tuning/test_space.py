@@ -10,9 +10,10 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from tests.tuning.tiny_study import shipped_search_space
-from timam.training.config import deep_merge, training_config
+from timam.config import deep_merge
+from timam.figures.tuning import optimisation_history_figure, parameter_importance_figure
+from timam.training.config import training_config
 from timam.tuning import params_argument, parse_search_space, suggest_overrides, tuning_settings
-from timam.tuning.plots import optimisation_history_figure, parameter_importance_figure
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

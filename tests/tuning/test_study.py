@@ -17,11 +17,12 @@ from omegaconf import OmegaConf
 
 from tests.training.tiny_run import tiny_captions
 from tests.tuning.tiny_study import MODEL, REPO, TRAINING, shipped_search_space
+from timam.config import deep_merge
 from timam.inference.split_data import split_data
 from timam.models.config import ModelConfig
 from timam.pipelines.tune.nodes import tune_hyperparameters
 from timam.pipelines.tune.pipeline import create_pipeline
-from timam.training.config import deep_merge, training_config
+from timam.training.config import training_config
 from timam.training.loop import train_timam
 from timam.tuning import TuningWorker, open_study, params_argument, run_worker, tuning_settings
 from timam.tuning.__main__ import main as tuning_cli

@@ -79,7 +79,8 @@ def table_images(config: CollectionConfig) -> pd.DataFrame:
     table_path = Path(str(config.path))
     table = load_table(table_path)
     optional = [name for name in ("caption", "identity") if name in config.columns or name in table.columns]
-    mapped = {name: config.columns.get(name, name) for name in ("image_path", *optional)}
+    columns: dict[str, str] = {str(name): column for name, column in config.columns.items()}
+    mapped = {name: columns.get(name, name) for name in ("image_path", *optional)}
     absent = {name: column for name, column in mapped.items() if column not in table.columns}
     if absent:
         name, column = next(iter(absent.items()))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from timam.config_tree import build_config
-from timam.inference.device import PRECISIONS
+from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt
+
+from timam.config import ParameterBlock, build, set_by_conf
+from timam.inference.config import Precision
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
-COLLECTION_COLUMNS = ("image_path", "caption", "identity")
+CollectionColumn = Literal["image_path", "caption", "identity"]
 
 
 def memory_budget_bytes(value: str | int | float) -> int:
@@ -67,58 +69,62 @@ def parse_shard(value: Any, environ: Mapping[str, str] | None = None) -> ShardSp
     return ShardSpec(index, count)
 
 
-@dataclass(frozen=True)
-class CollectionConfig:
+class CollectionConfig(ParameterBlock):
     """The images to index: ``path`` is a folder (every image below it, any depth) or a ``.csv``,
     ``.tsv`` or ``.parquet`` table with one image path per row (``columns`` maps ``image_path`` and the
     optional ``caption`` and ``identity`` to the table's names, as for the generic caption table;
     ``image_root``: the folder the table's relative paths start from, default the table's folder)."""
 
-    path: str | None = None
+    path: str | None = set_by_conf(None)
+    """a folder (every image below it, any depth, the formats Pillow reads) or a .csv/.tsv/.parquet
+    table with one image path per row (conf/base: the demo images)"""
     image_root: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.columns) - set(COLLECTION_COLUMNS))
-        if unknown:
-            raise ValueError(
-                f"params index.collection.columns maps unknown name(s) {unknown}; the names are "
-                f"{list(COLLECTION_COLUMNS)} (our name: your column)"
-            )
+    """a table: the folder its relative paths start from (default: the table's folder)"""
+    columns: dict[CollectionColumn, str] = Field(default_factory=dict)
+    """a table: {image_path: <column>, caption: <column>, identity: <column>}"""
 
     @property
     def is_table(self) -> bool:
         return str(self.path or "").lower().endswith(TABLE_SUFFIXES)
 
 
-@dataclass(frozen=True)
-class IndexConfig:
+def _check_budget(value: str) -> str:
+    memory_budget_bytes(value)
+    return value
+
+
+def _check_shard(value: str | None) -> str | None:
+    parse_shard(value, environ={})  # the torchrun fallback is read where the shards are written
+    return value
+
+
+class IndexConfig(ParameterBlock):
     """``kedro run --pipelines index``: embed ``collection`` in shards of ``shard_size`` images under
     ``shard_dir/<checkpoint version>/`` (writer ``shard``, "i/N"), then build a FAISS index within
     ``memory_budget`` (exact flat search up to ``flat_max`` images; None: the planner's default)."""
 
-    collection: CollectionConfig = field(default_factory=CollectionConfig)
-    shard_size: int = 2048
-    shard: str | None = None
-    shard_dir: str = "data/07_model_output/index_shards"
-    batch_size: int = 64
+    collection: CollectionConfig = CollectionConfig()
+    shard_size: PositiveInt = 2048
+    """images per shard: a crash loses at most one shard's work"""
+    shard: Annotated[str | None, AfterValidator(_check_shard)] = None
+    """"i/N": this writer embeds shards j with j % N == i (default: torchrun's RANK/WORLD_SIZE, else
+    every shard); then `kedro run --pipelines index` merges"""
+    shard_dir: str = set_by_conf("data/07_model_output/index_shards")
+    """<this>/<checkpoint version>/shard-*.safetensors (conf/base: under the dataset's folder)"""
+    batch_size: PositiveInt = 64
+    """images per forward pass"""
     device: str = "auto"
-    precision: str = "auto"
-    memory_budget: str = "1GB"
-    flat_max: int | None = None
+    """auto: CUDA when present"""
+    precision: Precision = "auto"
+    """auto: bfloat16 backbone on CUDA, float32 on CPU | float32 | bfloat16"""
+    memory_budget: Annotated[str, AfterValidator(_check_budget)] = "1GB"
+    """the FAISS index must fit in this (1GB = 2**30 bytes)"""
+    flat_max: NonNegativeInt | None = None
+    """exact (flat) search up to this many images; null: the planner's default (100000)"""
     seed: int = 0
+    """sample and k-means seed of an approximate index"""
     show_progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("shard_size", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"params index.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.flat_max is not None and int(self.flat_max) < 0:
-            raise ValueError(f"params index.flat_max must be >= 0 or null, got {self.flat_max!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"params index.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        memory_budget_bytes(self.memory_budget)
-        parse_shard(self.shard, environ={})  # the torchrun fallback is read where the shards are written
+    """a progress bar while embedding"""
 
     @property
     def budget_bytes(self) -> int:
@@ -132,4 +138,4 @@ class IndexConfig:
 
 def index_config(values: Mapping[str, Any] | IndexConfig | None) -> IndexConfig:
     """Build from ``params:index``."""
-    return build_config(IndexConfig, values, "index")
+    return build(IndexConfig, values, "index")

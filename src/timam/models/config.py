@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from timam.config_tree import build_config
+from pydantic import Field, model_validator
+
+from timam.config import ParameterBlock, build, set_from_data
 
 OFFLINE_TEXT_MODEL = "offline:minilm"
 OFFLINE_IMAGE_WEIGHTS = "offline"
-IMAGE_VIEWS = (1, 2, 8)
+ImageViews = Literal[1, 2, 8]
+# (height, width) in pixels.
+ImageSize = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+def check_square_for_turns(image_views: int, image_size: tuple[int, int]) -> None:
+    """Eight views turn images by quarter turns: only a square image keeps its size when turned."""
+    if image_views == 8 and image_size[0] != image_size[1]:
+        raise ValueError(
+            f"image_views 8 turns images by quarter turns, which needs a square image_size, got "
+            f"{list(image_size)}; use image_views 2 (mirrored only) or a square size"
+        )
+
+
+class ModelConfig(ParameterBlock):
     """Architecture of a TIMAM model.
 
     ``image_weights``: "offline" (packaged ImageNet weights, timm efficientnet_lite0, _lite1 or
@@ -26,45 +37,47 @@ class ModelConfig:
     orientation means nothing, such as aerial photographs.
     """
 
-    num_classes: int
+    num_classes: int = Field(ge=1)
+    """identities of the train split (counted from the data, never a parameter)"""
     image_backbone: str = "efficientnet_lite0"
-    image_library: str = "timm"
+    """a timm or torchvision classification backbone (resnet18...resnet152 for torchvision)"""
+    image_library: Literal["timm", "torchvision"] = "timm"
+    """timm | torchvision"""
     image_weights: str | None = OFFLINE_IMAGE_WEIGHTS
-    image_size: tuple[int, int] = (160, 80)
-    text_encoder: str = "transformer"
+    """offline (packaged ImageNet weights: efficientnet_lite0/1/2) | imagenet (the library's hub
+    weights, needs a network) | a path to a state dict | null (random init, warned)"""
+    image_size: ImageSize = (160, 80)
+    """[height, width] of the images the backbone sees (person images are tall)"""
+    text_encoder: Literal["transformer", "fc_embed"] = "transformer"
+    """transformer (BERT-style word states into a BiLSTM) | fc_embed (learned word embeddings)"""
     text_model: str = OFFLINE_TEXT_MODEL
-    vocab_size: int = 30522
-    word_embedding_dim: int = 300
-    lstm_hidden: int = 512
-    embedding_dim: int = 512
-    image_views: int = 1
-    transformer_config: dict[str, Any] = field(default_factory=dict)
+    """offline:minilm (packaged) or a hub name / directory, e.g. bert-base-uncased"""
+    vocab_size: int = set_from_data(30522, ge=1)
+    """fc_embed: rows of the word-embedding table (follows the tokenizer of caption_tokens)"""
+    word_embedding_dim: int = Field(default=300, ge=1)
+    """fc_embed only: size of the learned word vectors (their count follows the tokenizer)"""
+    lstm_hidden: int = Field(default=512, ge=1)
+    """the BiLSTM over the word states, each direction"""
+    embedding_dim: int = Field(default=512, ge=1)
+    """the joint image-text space"""
+    image_views: ImageViews = 1
+    """features averaged over 1 view, 2 (and mirrored) or 8 (quarter turns x mirror; square sizes)"""
+    transformer_config: dict[str, Any] = set_from_data(default_factory=dict)
+    """the transformer's architecture, written into checkpoints so they rebuild without the hub"""
 
-    def __post_init__(self) -> None:
-        if self.image_library not in {"timm", "torchvision"}:
-            raise ValueError(f"image_library must be 'timm' or 'torchvision', got {self.image_library!r}")
-        if self.text_encoder not in {"transformer", "fc_embed"}:
-            raise ValueError(f"text_encoder must be 'transformer' or 'fc_embed', got {self.text_encoder!r}")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
-        object.__setattr__(self, "image_size", tuple(self.image_size))
-        if self.image_views not in IMAGE_VIEWS:
-            raise ValueError(f"image_views must be one of {IMAGE_VIEWS}, got {self.image_views!r}")
-        if self.image_views == 8 and self.image_size[0] != self.image_size[1]:
-            raise ValueError(
-                f"image_views 8 turns images by quarter turns, which needs a square image_size, got "
-                f"{list(self.image_size)}; use image_views 2 (mirrored only) or a square size"
-            )
+    @model_validator(mode="after")
+    def _square_for_turns(self) -> ModelConfig:
+        check_square_for_turns(self.image_views, self.image_size)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["image_size"] = list(self.image_size)
-        return values
+        """Plain JSON values (the checkpoint header's ``config``)."""
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], path: str = "model") -> ModelConfig:
         """Build from parameters or a checkpoint header; unknown keys are an error, not ignored."""
-        return build_config(cls, values, path)
+        return build(cls, values, path)
 
 
 # Counted from the data (the train split's classes), never set as a parameter.

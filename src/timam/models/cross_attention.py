@@ -43,13 +43,16 @@ is never a Python loop over pairs.
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DIRECTIONS = ("t2i", "i2t")
-POOLINGS = ("lse", "avg")
+Direction = Literal["t2i", "i2t"]
+Pooling = Literal["lse", "avg"]
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 
 _IMAGE_CHUNK = 64
 _CAPTION_CHUNK = 256

@@ -11,15 +11,21 @@ only the two projections train.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from timam.config_tree import build_config
-from timam.models.config import IMAGE_VIEWS, OFFLINE_IMAGE_WEIGHTS, OFFLINE_TEXT_MODEL
-from timam.models.cross_attention import DIRECTIONS, POOLINGS, chunked_cross_attention_scores
+from timam.config import ParameterBlock, build, set_from_data
+from timam.models.config import (
+    OFFLINE_IMAGE_WEIGHTS,
+    OFFLINE_TEXT_MODEL,
+    ImageSize,
+    ImageViews,
+    check_square_for_turns,
+)
+from timam.models.cross_attention import Direction, Pooling, chunked_cross_attention_scores
 from timam.models.image_encoder import build_backbone, image_view, views_of
 from timam.models.text_encoder import build_transformer, transformer_config
 
@@ -27,8 +33,7 @@ from timam.models.text_encoder import build_transformer, transformer_config
 INTERACTION_FAMILY = "interaction"
 
 
-@dataclass(frozen=True)
-class InteractionConfig:
+class InteractionConfig(ParameterBlock):
     """Architecture of a SCAN-style model (``params:model`` of an interaction run).
 
     Backbone fields as :class:`~timam.models.config.ModelConfig`. ``image_views`` > 1: training
@@ -43,33 +48,33 @@ class InteractionConfig:
     """
 
     image_backbone: str = "efficientnet_lite0"
-    image_library: str = "timm"
+    """as ModelConfig: the frozen backbone whose last feature map's cells are the regions"""
+    image_library: Literal["timm", "torchvision"] = "timm"
+    """timm | torchvision"""
     image_weights: str | None = OFFLINE_IMAGE_WEIGHTS
-    image_size: tuple[int, int] = (256, 256)
-    image_views: int = 1
+    """as ModelConfig"""
+    image_size: ImageSize = (256, 256)
+    """[height, width]"""
+    image_views: ImageViews = 1
+    """training draws one of this many views per caption and step; the gallery uses view 0"""
     text_model: str = OFFLINE_TEXT_MODEL
-    joint_dim: int = 512
-    direction: str = "t2i"
-    lambda_softmax: float = 9.0
-    pooling: str = "avg"
-    lambda_lse: float = 6.0
-    transformer_config: dict[str, Any] = field(default_factory=dict)
+    """the frozen transformer whose token states are the words"""
+    joint_dim: int = Field(default=512, ge=1)
+    """the region and word projections' size (SCAN: 1024)"""
+    direction: Direction = "t2i"
+    """t2i (each word attends over the regions) | i2t (each region over the words)"""
+    lambda_softmax: float = Field(default=9.0, gt=0)
+    """the attention temperature"""
+    pooling: Pooling = "avg"
+    """lse (LogSumExp with lambda_lse) | avg"""
+    lambda_lse: float = Field(default=6.0, gt=0)
+    """the LogSumExp pooling's temperature"""
+    transformer_config: dict[str, Any] = set_from_data(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "image_size", tuple(self.image_size))
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"model.direction must be one of {list(DIRECTIONS)}, got {self.direction!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"model.pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
-        if self.image_views not in IMAGE_VIEWS:
-            raise ValueError(f"model.image_views must be one of {list(IMAGE_VIEWS)}, got {self.image_views!r}")
-        if self.image_views == 8 and self.image_size[0] != self.image_size[1]:
-            raise ValueError(
-                f"image_views 8 turns images by quarter turns, which needs a square image_size, got "
-                f"{list(self.image_size)}; use image_views 2 (mirrored only) or a square size"
-            )
-        if self.joint_dim < 1 or self.lambda_softmax <= 0 or self.lambda_lse <= 0:
-            raise ValueError("model.joint_dim, lambda_softmax and lambda_lse must be positive")
+    @model_validator(mode="after")
+    def _square_for_turns(self) -> InteractionConfig:
+        check_square_for_turns(self.image_views, self.image_size)
+        return self
 
     @property
     def text_encoder(self) -> str:
@@ -77,15 +82,13 @@ class InteractionConfig:
         return "transformer"
 
     def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["image_size"] = list(self.image_size)
-        return {"family": INTERACTION_FAMILY, **values}
+        return {"family": INTERACTION_FAMILY, **self.model_dump(mode="json")}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], path: str = "model") -> InteractionConfig:
         """From parameters or a checkpoint header; unknown keys are an error, not ignored."""
         values = {key: value for key, value in values.items() if key != "family"}
-        return build_config(cls, values, path)
+        return build(cls, values, path)
 
 
 def is_interaction_config(values: Mapping[str, Any]) -> bool:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from timam.formats.tensor_bundle import TensorBundle
 
-RELEVANCE_RULES = ("identity", "instance")
+# identity: every item of the query's identity (person, class); instance: a caption's own image only.
+Relevance = Literal["identity", "instance"]
+RELEVANCE_RULES: tuple[str, ...] = get_args(Relevance)
 
 
 def relevance_labels(

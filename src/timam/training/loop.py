@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +176,7 @@ def _train_timam(
     # Where and how often the run saves, and where its caches live, do not change what it computes:
     # a state saved with other such settings resumes.
     run_only = {"state_path", "save_every_steps", "feature_cache_dir", "cache_device"}
-    outcome_config = {key: value for key, value in asdict(config).items() if key not in run_only}
+    outcome_config = {key: value for key, value in config.model_dump().items() if key not in run_only}
     fingerprint = run_fingerprint(model_config.to_dict(), outcome_config, train.caption_ids, val.caption_ids)
 
     def snapshot() -> dict[str, torch.Tensor]:
@@ -250,7 +250,7 @@ def best_checkpoint(
     metadata = {
         "best_epoch": best.epoch,
         "val_t2i_R@1": best.score,
-        "training": asdict(config),
+        "training": config.model_dump(),
         "train_captions": train.num_captions,
         "train_images": len(train.image_paths),
         "train_seconds": time.perf_counter() - started,

@@ -4,7 +4,6 @@
 - :mod:`timam.tuning.objective`: :class:`TuningWorker` (frozen caches once, trials on top)
 - :mod:`timam.tuning.study`: settings, storage, study, trials table, best parameters
 - :mod:`timam.tuning.runner`: :func:`run_worker`, the entry point of one worker
-- :mod:`timam.tuning.plots`: optimisation history and parameter importance figures
 
 ``python -m timam.tuning params FILE`` prints a best-parameters file as a ``kedro run --params`` value.
 """

@@ -27,13 +27,14 @@ from typing import Any
 import optuna
 import torch
 
+from timam.config import deep_merge
 from timam.inference.device import model_to, pick_device
 from timam.inference.split_data import SplitData
 from timam.models.config import ModelConfig
 from timam.models.timam import TimamModel
 from timam.tracking.log import log_epoch, log_params, nested_run, set_tags
 from timam.training.cached_split import CachedSplit
-from timam.training.config import TrainingConfig, deep_merge, training_config
+from timam.training.config import TrainingConfig, training_config
 from timam.training.freeze import changing_state, freeze_pretrained, pretrained_parts
 from timam.training.loop import SCORE, BestEpoch, seed_everything, train_epochs
 from timam.training.resume import restore_rng, rng_state

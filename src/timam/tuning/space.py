@@ -18,12 +18,13 @@ so a typo fails before any trial runs. The Optuna parameter of a knob is its dot
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 
-from timam.training.config import TrainingConfig, flatten
+from timam.config import flatten
+from timam.training.config import TrainingConfig
 
 SPEC_KEYS = {"type", "low", "high", "log", "step", "choices", "fixed", "when"}
 KINDS = {"float", "int", "categorical", "fixed"}
@@ -64,7 +65,7 @@ class Knob:
 
 def training_leaves() -> dict[str, Any]:
     """Every leaf of the training tree by dotted path, with its default."""
-    return flatten(asdict(TrainingConfig()))
+    return flatten(TrainingConfig().model_dump())
 
 
 def nest(flat: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,15 +18,14 @@ import os
 import socket
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import pandas as pd
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
-from timam.config_tree import build_config
-from timam.training.config import flatten
+from timam.config import ParameterBlock, build, flatten, set_by_conf
 from timam.tuning.space import Knob, nest, parse_search_space
 
 logger = logging.getLogger(__name__)
@@ -37,58 +36,68 @@ def worker_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@dataclass(frozen=True)
-class SamplerSettings:
+class SamplerSettings(ParameterBlock):
     """TPE. Its seed is mixed with the worker id and the study's trial count at start (see below)."""
 
     seed: int = 0
-    n_startup_trials: int = 5
+    """mixed with the worker id and the study's trial count"""
+    n_startup_trials: NonNegativeInt = 5
+    """random trials before TPE models the space"""
     multivariate: bool = False
-    constant_liar: bool = True  # workers running at once avoid proposing the same point
+    """TPE over the knobs jointly"""
+    constant_liar: bool = True
+    """workers running at once avoid proposing the same point"""
 
 
-@dataclass(frozen=True)
-class PrunerSettings:
-    """``median`` (Optuna's MedianPruner) or ``none``."""
+class PrunerSettings(ParameterBlock):
+    """Stop trials that do worse than the median of earlier trials at the same epoch."""
 
-    name: str = "median"
-    n_startup_trials: int = 3
-    n_warmup_steps: int = 1
-    interval_steps: int = 1
+    name: Literal["median", "none"] = "median"
+    """median (Optuna's MedianPruner) | none"""
+    n_startup_trials: NonNegativeInt = 3
+    """trials that are never pruned"""
+    n_warmup_steps: NonNegativeInt = 1
+    """epochs of each trial that are never pruned"""
+    interval_steps: PositiveInt = 1
+    """epochs between pruning checks"""
 
 
-@dataclass(frozen=True)
-class HeartbeatSettings:
+class HeartbeatSettings(ParameterBlock):
     """Database storages only: detect trials of a dead worker and re-queue them."""
 
-    interval: int | None = 60
-    grace_period: int | None = 180
-    retry_failed: int = 1
+    interval: PositiveInt | None = 60
+    """seconds between a running trial's heartbeats (null: none)"""
+    grace_period: PositiveInt | None = 180
+    """a trial whose heartbeat is this old is failed"""
+    retry_failed: NonNegativeInt = 1
+    """times a failed trial is re-queued with the same parameters"""
 
 
-@dataclass(frozen=True)
-class TuningSettings:
-    study_name: str = "timam"
-    # SQLAlchemy URL (sqlite:///path, postgresql://...); null: in memory, nothing kept.
-    storage: str | None = None
-    n_trials: int = 10  # new trials this worker runs
-    max_total_trials: int | None = None  # stop every worker once the study has this many finished
-    timeout: float | None = None  # seconds this worker may spend on trials
-    epochs: int | None = None  # epochs per trial; null: training.epochs
-    worker: str | None = None  # names this worker; null: host:pid
-    torch_threads: int | None = None  # torch CPU threads for this worker; null: torch's default
-    sampler: SamplerSettings = field(default_factory=SamplerSettings)
-    pruner: PrunerSettings = field(default_factory=PrunerSettings)
-    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
-    search_space: dict[str, Any] = field(default_factory=dict)
+class TuningSettings(ParameterBlock):
+    """``kedro run --pipelines tune``: one worker of an Optuna study over ``params:training``."""
 
-    def __post_init__(self) -> None:
-        if self.n_trials < 0:
-            raise ValueError("tuning.n_trials must be >= 0")
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError("tuning.epochs must be >= 1 or null")
-        if self.pruner.name not in {"median", "none"}:
-            raise ValueError(f"tuning.pruner.name must be 'median' or 'none', got {self.pruner.name!r}")
+    study_name: str = set_by_conf("timam")
+    """the study every worker joins (conf/base: timam-<dataset>)"""
+    storage: str | None = set_by_conf(None)
+    """any SQLAlchemy URL (sqlite:///path, postgresql://...); null: in memory, nothing kept"""
+    n_trials: NonNegativeInt = 10
+    """new trials this worker runs"""
+    max_total_trials: PositiveInt | None = None
+    """stop every worker once the study has this many finished trials"""
+    timeout: PositiveFloat | None = None
+    """seconds this worker may spend on trials"""
+    epochs: PositiveInt | None = 8
+    """epochs per trial (null: training.epochs); the best-parameters file leaves epochs alone"""
+    worker: str | None = None
+    """this worker's name (trial user attr, sampler seed); null: host:pid"""
+    torch_threads: PositiveInt | None = None
+    """CPU threads per worker (set 1 when several workers share a machine); null: torch's default"""
+    sampler: SamplerSettings = SamplerSettings()
+    pruner: PrunerSettings = PrunerSettings()
+    heartbeat: HeartbeatSettings = HeartbeatSettings()
+    search_space: dict[str, Any] = set_by_conf(default_factory=dict)
+    """knobs by their place in params:training: {low, high[, log, step]}, {choices: [...]}, {fixed:
+    value}; `when` limits a knob to some values of another; null switches a knob off"""
 
     @property
     def knobs(self) -> list[Knob]:
@@ -98,7 +107,7 @@ class TuningSettings:
 def tuning_settings(values: Mapping[str, Any] | TuningSettings | None) -> TuningSettings:
     """Build from ``params:tuning``; unknown keys are errors naming their full path and the nearest
     known key, and the search space is checked against the training parameters now."""
-    settings = build_config(TuningSettings, values, "tuning")
+    settings = build(TuningSettings, values, "tuning")
     settings.knobs  # noqa: B018  (validates the search space now)
     return settings
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from timam.retrieval.report import mean_recall
-from timam.training.config import ablation_config
+from timam.evaluation.report import mean_recall
+from timam.studies.ablation import ablation_config
 
 
 def variant_parameters(

@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from timam.retrieval.config import compare_config
-from timam.retrieval.report import comparison_markdown, mean_recall
-from timam.training.config import flatten
+from timam.config import flatten
+from timam.evaluation.config import compare_config
+from timam.evaluation.report import comparison_markdown, mean_recall
 
 _DIRECTIONS = {"text_to_image": "t2i", "image_to_text": "i2t"}
 _METRICS = ("R@1", "R@5", "R@10", "mAP")

@@ -11,22 +11,22 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from timam.figures import message_figure
+from timam.evaluation.config import EvaluationConfig, evaluation_config
+from timam.evaluation.curves import bidirectional_recall_curves, chance_recall_curve
+from timam.evaluation.examples import RankedExamples, best_and_worst, sample_queries
+from timam.evaluation.protocols import protocol_metrics
+from timam.evaluation.record import CHECKPOINT_SUMMARY, metrics_record
+from timam.evaluation.report import markdown_report
+from timam.figures.ranking import image_query_figure, recall_curve_figure, text_query_figure
+from timam.figures.style import message_figure
+from timam.figures.training import training_curves_figure
 from timam.formats.tensor_bundle import TensorBundle
 from timam.inference.device import model_to, pick_device
 from timam.inference.embedding import image_outputs, text_outputs
 from timam.inference.split_data import split_data
 from timam.models.checkpoint import Checkpoint
-from timam.retrieval.config import EvaluationConfig, evaluation_config
-from timam.retrieval.curves import bidirectional_recall_curves, chance_recall_curve
-from timam.retrieval.examples import RankedExamples, best_and_worst, sample_queries
-from timam.retrieval.plots import image_query_figure, recall_curve_figure, text_query_figure
-from timam.retrieval.protocols import protocol_metrics
 from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, similarity
-from timam.retrieval.record import CHECKPOINT_SUMMARY, metrics_record
 from timam.retrieval.relevance import embedded_split_labels
-from timam.retrieval.report import markdown_report
-from timam.training.plots import training_curves_figure
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def embed_test_split(
 
     The metadata also carries the image paths and caption texts, so figures and ``search`` can show
     what they rank without the caption table. ``evaluation``: ``params:evaluation``
-    (:class:`~timam.retrieval.config.EvaluationConfig`).
+    (:class:`~timam.evaluation.config.EvaluationConfig`).
     """
     config = evaluation_config(evaluation)
     data = split_data(captions, caption_tokens, config.split)

@@ -10,21 +10,21 @@ from typing import Any
 import pandas as pd
 import torch
 
+from timam.evaluation.config import evaluation_config
+from timam.evaluation.families_table import families_table
+from timam.evaluation.record import CHECKPOINT_SUMMARY, metrics_record
+from timam.evaluation.report import markdown_report
 from timam.formats.tensor_bundle import TensorBundle
 from timam.inference.device import model_to, pick_device
 from timam.inference.interaction import pair_scores
 from timam.inference.split_data import SplitData, split_data
 from timam.models.checkpoint import Checkpoint
 from timam.models.interaction import InteractionConfig, InteractionModel
-from timam.retrieval.config import evaluation_config
-from timam.retrieval.families_table import families_table
 from timam.retrieval.ranking import score_ranking_metrics, similarity
-from timam.retrieval.record import CHECKPOINT_SUMMARY, metrics_record
 from timam.retrieval.relevance import relevance_labels
-from timam.retrieval.report import markdown_report
 from timam.retrieval.two_stage import two_stage_scores
+from timam.studies.families import families_config
 from timam.training.config import training_config
-from timam.training.families import families_config
 from timam.training.interaction import InteractionSplit, train_interaction
 from timam.training.model_setup import check_tokenizer
 

@@ -9,11 +9,11 @@ import pandas as pd
 
 from timam.formats.tensor_bundle import TensorBundle
 from timam.sources.caption_table import check_split_sizes, finalise_caption_table
-from timam.sources.config import source_config, tokenization_config
+from timam.sources.config import source_config
 from timam.sources.image_cache import cache_resized_images
 from timam.sources.image_checks import apply_bad_input_policy
 from timam.sources.registry import describe_source, published_split_sizes, read_source
-from timam.tokenization import cached_tokenize
+from timam.tokenization import cached_tokenize, tokenization_config
 
 
 def build_caption_table(raw_annotations: Any, source: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:

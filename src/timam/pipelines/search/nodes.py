@@ -1,6 +1,6 @@
 """Rank the newest image index, or the test split, for a text query, an image file or a file of queries.
 
-:func:`search_request` checks ``params:search`` (:class:`~timam.retrieval.config.SearchConfig`)
+:func:`search_request` checks ``params:search`` (:class:`~timam.evaluation.config.SearchConfig`)
 before anything heavy is loaded. :func:`search` searches ``search_index`` (the newest index of
 ``kedro run --pipelines index``; None when there is none) through :class:`timam.search.Searcher`
 (:func:`index_search`), and otherwise the test split ``evaluate`` embedded: :func:`images_for_text`
@@ -18,13 +18,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from timam.formats.tensor_bundle import TensorBundle
-from timam.index.store import ImageIndex
-from timam.inference.device import model_to, pick_device
-from timam.inference.embedding import image_outputs, text_outputs
-from timam.models.checkpoint import Checkpoint
-from timam.retrieval.config import SearchConfig, evaluation_config, search_config
-from timam.retrieval.plots import (
+from timam.evaluation.config import evaluation_config
+from timam.figures.ranking import (
     ImageQueryExample,
     RankedCaption,
     RankedImage,
@@ -32,12 +27,17 @@ from timam.retrieval.plots import (
     image_query_figure,
     text_query_figure,
 )
+from timam.formats.tensor_bundle import TensorBundle
+from timam.index.store import ImageIndex
+from timam.inference.device import model_to, pick_device
+from timam.inference.embedding import image_outputs, text_outputs
+from timam.models.checkpoint import Checkpoint
 from timam.retrieval.ranking import topk_indices
 from timam.search import Hit, Searcher, hits_table
+from timam.search.config import SearchConfig, search_config
 from timam.search.queries import read_queries
-from timam.sources.config import TokenizationConfig, tokenization_config
 from timam.sources.image_checks import inspect_image
-from timam.tokenization import load_tokenizer
+from timam.tokenization import TokenizationConfig, load_tokenizer, tokenization_config
 from timam.training.model_setup import check_tokenizer
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from timam.figures.tuning import optimisation_history_figure, parameter_importance_figure
 from timam.formats.tensor_bundle import TensorBundle
 from timam.inference.split_data import split_data
 from timam.training.model_setup import model_config_from_data
-from timam.tuning.plots import optimisation_history_figure, parameter_importance_figure
 from timam.tuning.runner import run_worker
 from timam.tuning.study import best_training_parameters, trials_table
 

@@ -32,13 +32,14 @@ from timam.retrieval.ranking.bidirectional import bidirectional_metrics
 from timam.retrieval.ranking.counting import check_labels
 from timam.retrieval.ranking.scored import bidirectional_score_metrics, per_query_score_metrics, score_ranking_metrics
 from timam.retrieval.ranking.scoring import prepare_embeddings, similarity
-from timam.retrieval.ranking.tie_rules import METRICS, TIE_RULES
+from timam.retrieval.ranking.tie_rules import METRICS, TIE_RULES, TieRule
 from timam.retrieval.ranking.topk import GalleryTopK, topk_indices
 
 __all__ = [
     "GalleryTopK",
     "METRICS",
     "TIE_RULES",
+    "TieRule",
     "bidirectional_metrics",
     "bidirectional_score_metrics",
     "check_labels",

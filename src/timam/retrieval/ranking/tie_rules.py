@@ -30,13 +30,15 @@ The tests check every rule against enumeration of every permutation of the tied 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from timam.retrieval.ranking.counting import _SlotCounts
 
-TIE_RULES: tuple[str, ...] = ("expected", "optimistic", "pessimistic", "index")
+TieRule = Literal["expected", "optimistic", "pessimistic", "index"]
+TIE_RULES: tuple[str, ...] = get_args(TieRule)
 METRICS: tuple[str, ...] = ("R@K", "mAP", "mINP")
 
 

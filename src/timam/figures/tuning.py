@@ -15,7 +15,7 @@ import matplotlib
 import optuna
 from matplotlib.figure import Figure
 
-from timam.figures import message_figure
+from timam.figures.style import message_figure
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from timam.retrieval.report import markdown_report, mean_recall
+from timam.evaluation.report import markdown_report, mean_recall
 
 
 def _metrics(relevance="identity", images=3074, captions=6156) -> dict:

@@ -34,7 +34,7 @@ of a stable ``argsort(-score)`` (ties by ascending gallery index; for accuracy, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +61,8 @@ __all__ = [
     "zero_shot_metrics",
 ]
 
-PROTOCOLS: tuple[str, ...] = ("standard", "coco_1k_folds", "zero_shot_classes")
+Protocol = Literal["standard", "coco_1k_folds", "zero_shot_classes"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
 Results = dict[str, dict[str, dict[str, float]]]  # {direction: {tie rule: {metric: percent}}}
 

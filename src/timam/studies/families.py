@@ -13,52 +13,50 @@ top items per query the interaction row re-scores.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from timam.config_tree import build_config
+from pydantic import Field, PositiveInt
+
+from timam.config import ParameterBlock, build, deep_merge, set_by_conf
 from timam.models.config import check_model_parameters
 from timam.models.interaction import InteractionConfig
-from timam.training.config import deep_merge, training_config
+from timam.training.config import training_config
 from timam.training.interaction import check_interaction_training
 
-FAMILIES = ("embedding", "interaction")
 # The base model's keys an interaction row inherits: the frozen encoders it shares with the rest.
 SHARED_MODEL_KEYS = ("image_backbone", "image_library", "image_weights", "image_size", "image_views", "text_model")
 
 
-@dataclass(frozen=True)
-class FamilyRow:
+class FamilyRow(ParameterBlock):
     """One row: its family, the survey's family name for the table, and parameter overrides."""
 
-    family: str
+    family: Literal["embedding", "interaction"]
+    """embedding (params:model is a ModelConfig) | interaction (an InteractionConfig)"""
     label: str = ""
-    model: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
+    """the survey's family name shown in the table (pairwise, adversarial, interaction...)"""
+    model: dict[str, Any] = Field(default_factory=dict)
+    """keys of the row's model to override"""
+    training: dict[str, Any] = Field(default_factory=dict)
+    """keys of params:training to override"""
 
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"a families row's family must be one of {list(FAMILIES)}, got {self.family!r}")
 
-
-@dataclass(frozen=True)
-class TwoStageConfig:
+class TwoStageConfig(ParameterBlock):
     """Re-rank the embedding row's top ``k`` per query (both directions) by the interaction row's
     scores (which rows: the families pipeline's ``TWO_STAGE``)."""
 
-    k: int = 50
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"families.two_stage.k must be >= 1, got {self.k}")
+    k: PositiveInt = 50
+    """how many of the embedding row's top items per query are re-scored"""
 
 
-@dataclass(frozen=True)
-class FamiliesConfig:
-    rows: dict[str, FamilyRow] = field(default_factory=dict)
-    interaction_model: dict[str, Any] = field(default_factory=dict)
-    two_stage: TwoStageConfig = field(default_factory=TwoStageConfig)
+class FamiliesConfig(ParameterBlock):
+    """The rows of the families table, the interaction rows' shared model, the two-stage row."""
+
+    rows: dict[str, FamilyRow] = set_by_conf(default_factory=dict)
+    """row name -> its family and overrides (names match the families pipeline's rows)"""
+    interaction_model: dict[str, Any] = set_by_conf(default_factory=dict)
+    """keys of every interaction row's model (InteractionConfig) before the row's own"""
+    two_stage: TwoStageConfig = TwoStageConfig()
 
     def row(self, name: str) -> FamilyRow:
         if name not in self.rows:
@@ -92,4 +90,4 @@ class FamiliesConfig:
 
 def families_config(values: Mapping[str, Any] | FamiliesConfig | None) -> FamiliesConfig:
     """Build from ``params:families``, naming any misspelt key with its full path."""
-    return build_config(FamiliesConfig, values, "families")
+    return build(FamiliesConfig, values, "families")

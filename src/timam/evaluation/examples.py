@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from timam.figures.ranking import ImageQueryExample, RankedCaption, RankedImage, TextQueryExample
 from timam.formats.tensor_bundle import TensorBundle
-from timam.retrieval.plots import ImageQueryExample, RankedCaption, RankedImage, TextQueryExample
 from timam.retrieval.ranking import topk_indices
 from timam.retrieval.relevance import embedded_split_labels
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tests.png import figure_size, save_png
-from timam.training.plots import training_curves_figure
+from timam.figures.training import training_curves_figure
 
 
 def test_training_curvessave_png(tmp_path):

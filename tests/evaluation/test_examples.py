@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from timam.retrieval.examples import best_and_worst, sample_queries
+from timam.evaluation.examples import best_and_worst, sample_queries
 
 
 def test_sampled_queries_are_distinct_sorted_and_reproducible():

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from timam.figures import DPI, NEUTRAL, message_figure
+from timam.figures.style import DPI, NEUTRAL, message_figure
 
 
 def training_curves_figure(history: pd.DataFrame, *, title: str = "") -> Figure:

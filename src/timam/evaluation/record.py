@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from timam.retrieval.config import EvaluationConfig
-from timam.retrieval.report import mean_recall
+from timam.evaluation.config import EvaluationConfig
+from timam.evaluation.report import mean_recall
 
 # What of the checkpoint's metadata every scored split carries into its metrics.
 CHECKPOINT_SUMMARY = ("best_epoch", "val_t2i_R@1", "train_seconds")

@@ -6,8 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.png import figure_size, save_png
-from timam.figures import message_figure
-from timam.retrieval.plots import (
+from timam.figures.ranking import (
     ImageQueryExample,
     RankedCaption,
     RankedImage,
@@ -16,6 +15,7 @@ from timam.retrieval.plots import (
     recall_curve_figure,
     text_query_figure,
 )
+from timam.figures.style import message_figure
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from timam.retrieval.curves import bidirectional_recall_curves, chance_recall_curve, recall_curve
+from timam.evaluation.curves import bidirectional_recall_curves, chance_recall_curve, recall_curve
 from timam.retrieval.ranking import bidirectional_metrics, ranking_metrics
 
 RULES = ("expected", "optimistic", "pessimistic", "index")

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure, SubFigure
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from timam.figures import DPI, NEUTRAL, message_figure, wrap_text
+from timam.figures.style import DPI, NEUTRAL, message_figure, wrap_text
 
 __all__ = [
     "RankedCaption",

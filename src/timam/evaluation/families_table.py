@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from timam.retrieval.report import mean_recall
+from timam.evaluation.report import mean_recall
 
 _DIRECTIONS = (("text_to_image", "t2i"), ("image_to_text", "i2t"))
 _METRICS = ("R@1", "R@5", "R@10", "mAP")

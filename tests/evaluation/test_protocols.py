@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from timam.retrieval.protocols import (
+from timam.evaluation.protocols import (
     ap_at_depth,
     class_mean_queries,
     fold_bounds,
