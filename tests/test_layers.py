@@ -3,7 +3,8 @@
 Layers, bottom to top (a module may import its own package and any lower layer):
 
 0. ``formats`` (file formats, atomic writes), ``figures`` (figure basics), ``config_tree`` (typed
-   parameter blocks from dicts), the torchvision shim
+   parameter blocks from dicts), the torchvision shim,
+   the oneDNN ISA cap
 1. ``models``, ``losses``, ``retrieval``
 2. ``inference`` (devices, image loading, embedding a split), ``tokenization``, ``tracking`` (MLflow
    logging from the core: a no-op without an active run, never raising)
@@ -27,6 +28,7 @@ LAYERS = {
     "figures": 0,
     "config_tree": 0,
     "_torchvision_compat": 0,
+    "_onednn_isa": 0,
     "models": 1,
     "losses": 1,
     "retrieval": 1,
