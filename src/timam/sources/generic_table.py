@@ -9,8 +9,9 @@ up under its own name.  Example for a CSV with ``file,text,person`` columns::
 =============  ========  ======================================================================
 our name       needed    meaning and default when the table has no such column
 =============  ========  ======================================================================
-``image_path`` required  image file, relative to ``image_root`` (an absolute path is kept as is);
-                         ``image_id`` is this value as written in the table
+``image_path`` required  image file, relative to ``image_root`` (an absolute path is kept as is;
+                         a relative one may not leave ``image_root`` with ``..``: see
+                         ``sources.paths``); ``image_id`` is this value as written in the table
 ``caption``    required  the caption text (an empty cell is an empty caption for the row checks)
 ``identity``   optional  identity used for evaluation and labels; default: one per image
                          (the ``image_path`` value)
@@ -35,10 +36,12 @@ import pandas as pd
 
 from timam.sources.caption_table import SPLITS, BadInputError
 from timam.sources.image_checks import READER_COLUMNS
+from timam.sources.paths import path_under_root
 
 REQUIRED = ("image_path", "caption")
 OPTIONAL = ("identity", "split", "caption_id")
 SPLIT_ALIASES = {"dev": "val", "valid": "val", "validation": "val"}
+_ROOT_SETTING = "params source.image_root"
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
@@ -127,7 +130,10 @@ def read_caption_table(
         {
             "caption_id": caption_ids.to_numpy(),
             "image_id": image_ids.to_numpy(),
-            "image_path": [str(image_root / path) for path in image_ids],
+            "image_path": [
+                str(path_under_root(image_root, path, where=f"Caption table row {position}", setting=_ROOT_SETTING))
+                for position, path in enumerate(image_ids)
+            ],
             "caption": captions.to_numpy(),
             "identity": identities.to_numpy(),
             "split": splits.to_numpy(),

@@ -31,10 +31,12 @@ import pandas as pd
 
 from timam.sources.caption_table import BadInputError
 from timam.sources.image_checks import READER_COLUMNS, report_images_without_captions
+from timam.sources.paths import path_under_root
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_ROOT = "params source.data_root"
 
 
 def read_utf8(path: Path) -> str:
@@ -55,7 +57,12 @@ def _class_list(path: Path) -> list[str]:
             f"Class list {path} does not exist; data_root must be the folder holding images/, text_c10/, "
             "trainvalclasses.txt and testclasses.txt."
         )
-    names = [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
+    names = []
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
+        if line.strip():  # a class folder under text_c10/ and images/: it may not leave them
+            where = f"Class list {path} line {number}"
+            path_under_root(path.parent / "text_c10", line.strip(), where=where, setting=_ROOT, absolute_allowed=False)
+            names.append(line.strip())
     if not names:
         raise BadInputError(f"Class list {path} is empty; it must name one class folder per line.")
     repeated = sorted({name for name in names if names.count(name) > 1})
