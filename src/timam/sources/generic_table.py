@@ -19,7 +19,10 @@ our name       needed    meaning and default when the table has no such column
                          ``val``; case and surrounding spaces are ignored); default:
                          ``default_split`` for every row
 ``caption_id`` optional  unique caption id; default: ``<image_path>#<n>``, n counting the
-                         image's captions from 0 in table order
+                         image's distinct captions from 0 in table order: a row that repeats
+                         an image's caption text gets the same id, so the row checks report
+                         it as a duplicate (an error, or quarantined with ``on_bad_input:
+                         skip``); give a ``caption_id`` column to keep repeated captions
 =============  ========  ======================================================================
 
 A missing required column, a mapping to a column the table lacks, or an unknown key in ``columns``
@@ -123,8 +126,12 @@ def read_caption_table(
     if "caption_id" in found:
         caption_ids = required_cells("caption_id")
     else:
-        counters = image_ids.groupby(image_ids, sort=False).cumcount()
-        caption_ids = image_ids + "#" + counters.astype(str)
+        # n numbers an image's distinct captions, so an exact repeat shares its first copy's id and the
+        # row checks report it as a duplicate (error or quarantine) instead of keeping it twice.
+        # (the (image, caption) groups are numbered in order of first appearance; ranked per image)
+        pairs = pd.DataFrame({"image": image_ids, "caption": captions}).groupby(["image", "caption"], sort=False)
+        numbers = pairs.ngroup().groupby(image_ids).rank(method="dense").astype("int64") - 1
+        caption_ids = image_ids + "#" + numbers.astype(str)
 
     rows = pd.DataFrame(
         {
