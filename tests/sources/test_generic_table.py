@@ -11,6 +11,7 @@ from PIL import Image
 
 from timam.pipelines.prepare.nodes import build_caption_table
 from timam.sources.caption_table import BadInputError, finalise_caption_table
+from timam.sources.encoding import decode_problem
 from timam.sources.generic_table import load_table, read_caption_table
 from timam.sources.image_checks import apply_bad_input_policy
 
@@ -179,3 +180,22 @@ def test_repeated_captions_with_their_own_ids_are_kept(image_root: Path) -> None
     )
     kept, quarantine = apply_bad_input_policy(read_caption_table(table, image_root), policy="error", source="t")
     assert kept["caption_id"].tolist() == ["s1", "s2"] and quarantine.empty
+
+
+LATIN1_CSV = "image_path,caption\ncam1/0001.jpg,a woman in a red coat\ncam2/0002.png,a caf\u00e9 au lait shirt\n"
+
+
+def test_a_latin1_csv_names_the_line_and_byte_instead_of_a_bare_unicode_error(tmp_path: Path) -> None:
+    path = tmp_path / "captions.csv"
+    path.write_bytes(LATIN1_CSV.encode("latin-1"))
+    with pytest.raises(BadInputError) as caught:
+        load_table(path)
+    message = str(caught.value)
+    assert f"Caption table {path} is not valid utf-8: line 3, byte 0xe9 at offset" in message
+    assert "(the header is line 1)" in message and "Re-save it as UTF-8" in message
+
+
+def test_decode_problem_counts_lines_from_one_and_names_the_byte() -> None:
+    assert decode_problem(b"ok\n", "utf-8") is None
+    assert decode_problem(b"a\nb\nc\xe9d", "utf-8") == "line 3, byte 0xe9 at offset 5 (invalid continuation byte)"
+    assert decode_problem(b"\xff", "ascii") == "line 1, byte 0xff at offset 0 (ordinal not in range(128))"

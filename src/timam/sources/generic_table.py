@@ -38,6 +38,7 @@ from pathlib import Path
 import pandas as pd
 
 from timam.sources.caption_table import SPLITS, BadInputError
+from timam.sources.encoding import decode_problem
 from timam.sources.image_checks import READER_COLUMNS
 from timam.sources.paths import path_under_root
 
@@ -56,8 +57,29 @@ def load_table(path: str | Path) -> pd.DataFrame:
     if suffix == ".parquet":
         return pd.read_parquet(path)
     if suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        try:
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        except UnicodeDecodeError as error:
+            found = undecodable_table(str(path), path.read_bytes(), "utf-8", "Re-save it as UTF-8 (iconv -t utf-8).")
+            if found is None:
+                raise
+            raise found from error
     raise BadInputError(f"Caption table {path}: unknown file type {suffix!r}; use .csv, .tsv or .parquet")
+
+
+# What to do about a raw table the catalog reads (raw_annotations, a pandas.CSVDataset) in another encoding.
+CATALOG_ENCODING_FIX = (
+    "Read it in its own encoding with load_args: {encoding: <name>} (often latin-1 or cp1252) on its "
+    "entry in the catalog (raw_annotations in conf/<env>/catalog.yml), or re-save it as UTF-8."
+)
+
+
+def undecodable_table(label: str, data: bytes, encoding: str, fix: str) -> BadInputError | None:
+    """The error for a table whose bytes ``encoding`` cannot decode, naming line and byte; None if they decode."""
+    problem = decode_problem(data, encoding)
+    if problem is None:
+        return None
+    return BadInputError(f"Caption table {label} is not valid {encoding}: {problem} (the header is line 1). {fix}")
 
 
 def _blank(values: pd.Series) -> pd.Series:

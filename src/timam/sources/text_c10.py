@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from timam.sources.caption_table import BadInputError
+from timam.sources.encoding import decode_problem
 from timam.sources.image_checks import READER_COLUMNS, report_images_without_captions
 from timam.sources.paths import path_under_root
 
@@ -46,8 +47,8 @@ def read_utf8(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise BadInputError(
-            f"{path} is not valid UTF-8 (byte {data[error.start : error.start + 1]!r} at offset {error.start}: "
-            f"{error.reason}). Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+            f"{path} is not valid UTF-8 ({decode_problem(data, 'utf-8-sig')}). "
+            "Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
         ) from error
 
 
