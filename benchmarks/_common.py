@@ -6,7 +6,9 @@ Import this module FIRST in a benchmark (before torch, timm or transformers): it
   ``KEDRO_DISABLE_TELEMETRY``, ``TQDM_DISABLE``) unless the caller already set them;
 * puts ``<repo>/src`` on ``sys.path`` when ``timam`` is not installed (the GPU machine runs a bare
   copy of the working tree);
-* imports ``timam`` so its torchvision workaround runs before anything imports timm/transformers.
+* imports ``timam`` so its torchvision workaround runs before anything imports timm/transformers,
+  and so that it caps oneDNN below AMX on CPUs with AMX before the first tensor operation
+  (CPU bfloat16 gives NaN on AMX otherwise: ``timam._onednn_isa``).
 
 The timam core the benchmarks measure (models, losses, retrieval, inference, training,
 tokenization) never imports Kedro; only :func:`project_parameters` uses Kedro's config loader, so
@@ -144,6 +146,8 @@ def device_info(device: torch.device) -> str:
             f"cuDNN {torch.backends.cudnn.version()})"
         )
     parts.append(f"cpu count {os.cpu_count()}, torch threads {torch.get_num_threads()}")
+    if "ONEDNN_MAX_CPU_ISA" in os.environ:  # `import timam` caps oneDNN below AMX on CPUs with AMX
+        parts.append(f"ONEDNN_MAX_CPU_ISA {os.environ['ONEDNN_MAX_CPU_ISA']}")
     try:
         parts.append("load " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
     except OSError:

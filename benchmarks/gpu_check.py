@@ -84,7 +84,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import _common  # noqa: I001  (first: environment, sys.path, torchvision shim)
+import _common  # noqa: I001  (first: environment, sys.path, oneDNN ISA cap, torchvision shim)
 import training_speed
 from _common import REPO, TINY_BERT_CONFIG, result_line
 
@@ -719,6 +719,7 @@ class GpuCheck:
         import torchvision
         import transformers
 
+        from timam import _onednn_isa
         from timam.inference.embedding import default_workers
         from timam.training.config import TrainingConfig
 
@@ -739,6 +740,8 @@ class GpuCheck:
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+            "onednn_max_cpu_isa": os.environ.get(_onednn_isa.VARIABLE),  # set by `import timam` on AMX CPUs
+            "onednn_isa_decision": _onednn_isa.decision,
             "workers": default_workers(),
             "cpu_count": os.cpu_count(),
             "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

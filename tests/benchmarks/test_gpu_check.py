@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from timam import _onednn_isa
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 SECTIONS = ["env", "step", "ddp1", "ranking", "throughput"]
@@ -22,7 +24,10 @@ SECTIONS = ["env", "step", "ddp1", "ranking", "throughput"]
 def tiny_run(tmp_path_factory) -> tuple[dict[str, dict], str]:
     """The JSON line of each section and the last line printed, from one tiny CPU run."""
     out = tmp_path_factory.mktemp("gpu_check")
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # Without ONEDNN_MAX_CPU_ISA, as a user runs it: the script's bf16 steps rely on `import timam`
+    # capping oneDNN below AMX on CPUs with AMX (issue 27: NaN in step, ddp1 and throughput before).
+    env = {key: value for key, value in os.environ.items() if key != "ONEDNN_MAX_CPU_ISA"}
+    env.update(KEDRO_DISABLE_TELEMETRY="true", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     command = [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--out", str(out)]
     finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
@@ -36,6 +41,12 @@ def test_every_section_is_ok(tiny_run):
     for name, record in records.items():
         assert record["ok"] is True, (name, record.get("error"), record.get("failed_checks"), record.get("traceback"))
         assert not record.get("failed_checks"), name
+
+
+def test_env_records_the_onednn_cap_that_import_timam_decided(tiny_run):
+    env = tiny_run[0]["env"]
+    assert env["onednn_max_cpu_isa"] == (_onednn_isa.CAP if _onednn_isa.amx_possible()[0] else None)
+    assert "ONEDNN_MAX_CPU_ISA" in env["onednn_isa_decision"]
 
 
 def test_step_gives_every_trainable_parameter_a_gradient_and_float32_embeddings(tiny_run):

@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 
 from timam.formats import atomic
-from timam.sources import demo
-from timam.sources.demo import generate_demo_dataset
-from timam.sources.demo_people import sample_people
+from timam.sources.demo import generate_demo_dataset, generator
+from timam.sources.demo.people import sample_people
 
 SMALL = dict(num_identities=12, images_per_identity=3, captions_per_image=2, split_identities=(6, 3, 3))
 
@@ -166,7 +165,7 @@ def test_regeneration_removes_a_stale_json_first(tmp_path: Path, monkeypatch: py
     def failing_render(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated crash while drawing")
 
-    monkeypatch.setattr(demo, "render_person", failing_render)
+    monkeypatch.setattr(generator, "render_person", failing_render)
     with pytest.raises(RuntimeError):
         generate_demo_dataset(tmp_path, **SMALL)
     assert not (tmp_path / "reid_raw.json").exists()

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from timam.pipelines.prepare.nodes import build_caption_table
 from timam.sources.caption_table import BadInputError, finalise_caption_table
+from timam.sources.encoding import decode_problem
 from timam.sources.generic_table import load_table, read_caption_table
 from timam.sources.image_checks import apply_bad_input_policy
 
@@ -141,3 +143,59 @@ def test_empty_caption_cells_reach_the_checks(csv_path: Path, image_root: Path) 
 def test_missing_image_root(csv_path: Path, tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="does not exist; set the data_root"):
         read_caption_table(pd.read_csv(csv_path), tmp_path / "nope", columns=MAPPING)
+
+
+DUPLICATED_CSV = """image_path,caption,identity,split
+cam1/0001.jpg,a woman in a red coat,7,train
+cam2/0002.png,a man in blue jeans,8,train
+cam1/0001.jpg,a woman in a red coat,7,train
+cam1/0001.jpg,red coat and black boots,7,train
+"""
+
+
+def test_an_exact_duplicate_row_without_caption_ids_stops_the_run_naming_it(tmp_path: Path, image_root: Path) -> None:
+    """Issue 27, item 5: the generated ids used to differ (#0, #1), so the repeat was kept twice."""
+    csv = tmp_path / "captions.csv"
+    csv.write_text(DUPLICATED_CSV, encoding="utf-8")
+    source = {"format": "table", "image_root": str(image_root)}
+    with pytest.raises(BadInputError, match=r"row 2 \(caption 'cam1/0001.jpg#0'.*duplicate row. Remove the repeated"):
+        build_caption_table(pd.read_csv(csv), source)
+
+
+def test_an_exact_duplicate_row_is_quarantined_with_skip_and_kept_once(tmp_path: Path, image_root: Path) -> None:
+    csv = tmp_path / "captions.csv"
+    csv.write_text(DUPLICATED_CSV, encoding="utf-8")
+    source = {"format": "table", "image_root": str(image_root), "on_bad_input": "skip"}
+    captions, quarantine = build_caption_table(pd.read_csv(csv), source)
+    assert captions["caption"].tolist().count("a woman in a red coat") == 1
+    assert captions["caption_id"].tolist() == ["cam1/0001.jpg#0", "cam2/0002.png#0", "cam1/0001.jpg#1"]
+    assert quarantine["reason"].tolist() == ["duplicate row"]
+    assert quarantine["caption"].tolist() == ["a woman in a red coat"]
+
+
+def test_repeated_captions_with_their_own_ids_are_kept(image_root: Path) -> None:
+    """UCM-Captions repeats a caption for one image under different sentence ids: legitimate."""
+    table = pd.DataFrame(
+        {"image_path": ["cam1/0001.jpg"] * 2, "caption": ["a red coat"] * 2, "caption_id": ["s1", "s2"]}
+    )
+    kept, quarantine = apply_bad_input_policy(read_caption_table(table, image_root), policy="error", source="t")
+    assert kept["caption_id"].tolist() == ["s1", "s2"] and quarantine.empty
+
+
+LATIN1_CSV = "image_path,caption\ncam1/0001.jpg,a woman in a red coat\ncam2/0002.png,a caf\u00e9 au lait shirt\n"
+
+
+def test_a_latin1_csv_names_the_line_and_byte_instead_of_a_bare_unicode_error(tmp_path: Path) -> None:
+    path = tmp_path / "captions.csv"
+    path.write_bytes(LATIN1_CSV.encode("latin-1"))
+    with pytest.raises(BadInputError) as caught:
+        load_table(path)
+    message = str(caught.value)
+    assert f"Caption table {path} is not valid utf-8: line 3, byte 0xe9 at offset" in message
+    assert "(the header is line 1)" in message and "Re-save it as UTF-8" in message
+
+
+def test_decode_problem_counts_lines_from_one_and_names_the_byte() -> None:
+    assert decode_problem(b"ok\n", "utf-8") is None
+    assert decode_problem(b"a\nb\nc\xe9d", "utf-8") == "line 3, byte 0xe9 at offset 5 (invalid continuation byte)"
+    assert decode_problem(b"\xff", "ascii") == "line 1, byte 0xff at offset 0 (ordinal not in range(128))"

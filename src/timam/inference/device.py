@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Iterator
 from typing import TypeVar
 
 import torch
 from torch import nn
 
+from timam import _onednn_isa
 from timam.inference.images import normalise
+
+logger = logging.getLogger(__name__)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -29,13 +34,31 @@ def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """The dtype the encoders' convolutions and transformer layers run in.
 
     "auto": bfloat16 on CUDA (tensor cores), float32 on CPU, where bf16 is slower; "bfloat16" also
-    works on the CPU, so the reduced-precision path can be tested without a GPU.
+    works on the CPU, so the reduced-precision path can be tested without a GPU, except where
+    oneDNN's AMX kernels would compute it (:func:`check_cpu_bfloat16`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+    if precision == "float32":
+        return torch.float32
+    if device.type == "cpu":
+        check_cpu_bfloat16()
+    return torch.bfloat16
+
+
+@functools.cache
+def check_cpu_bfloat16() -> None:
+    """Refuse CPU bfloat16 where oneDNN may run it on AMX (NaN, oneDNN issue 5717); log the cap once.
+
+    ``timam`` caps oneDNN below AMX when it is imported (:mod:`timam._onednn_isa`); this catches a
+    user's own ``ONEDNN_MAX_CPU_ISA`` that allows AMX again.
+    """
+    problem = _onednn_isa.cpu_bfloat16_problem()
+    if problem is not None:
+        raise RuntimeError(problem)
+    logger.info("bfloat16 on the CPU: timam %s", _onednn_isa.decision)
 
 
 @contextlib.contextmanager

@@ -109,7 +109,29 @@ def read_checkpoint(path: str | os.PathLike[str], *, version: str | None = None)
         ) from error
     if header.get("format") != CHECKPOINT_FORMAT:
         raise UnreadableCheckpointError(f"{path} has format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    model = restore_model(json.loads(header["config"]), tensors, source=path)
-    return Checkpoint(
-        model=model, metadata=json.loads(header["metadata"]), version=version or checkpoint_version_of(path)
+    config, metadata = (_header_object(header, key, path) for key in ("config", "metadata"))
+    model = restore_model(config, tensors, source=path)
+    return Checkpoint(model=model, metadata=metadata, version=version or checkpoint_version_of(path))
+
+
+def _header_object(header: dict[str, str], key: str, path: str) -> dict[str, Any]:
+    """The JSON object stored under ``key`` in the safetensors header, or an error naming file and entry."""
+    fix = (
+        "The file is damaged or was not written by timam's checkpoint dataset: load another version "
+        "(--load-versions model_checkpoint:<version>) or train again."
     )
+    if key not in header:
+        raise UnreadableCheckpointError(
+            f"{path}: the safetensors header has no {key!r} entry (it holds {sorted(header)}). {fix}"
+        )
+    try:
+        value = json.loads(header[key])
+    except json.JSONDecodeError as error:
+        raise UnreadableCheckpointError(
+            f"{path}: header entry {key!r} is not valid JSON ({error.msg} at character {error.pos}). {fix}"
+        ) from error
+    if not isinstance(value, dict):
+        raise UnreadableCheckpointError(
+            f"{path}: header entry {key!r} holds a JSON {type(value).__name__}, not an object. {fix}"
+        )
+    return value

@@ -9,8 +9,9 @@ up under its own name.  Example for a CSV with ``file,text,person`` columns::
 =============  ========  ======================================================================
 our name       needed    meaning and default when the table has no such column
 =============  ========  ======================================================================
-``image_path`` required  image file, relative to ``image_root`` (an absolute path is kept as is);
-                         ``image_id`` is this value as written in the table
+``image_path`` required  image file, relative to ``image_root`` (an absolute path is kept as is;
+                         a relative one may not leave ``image_root`` with ``..``: see
+                         ``sources.paths``); ``image_id`` is this value as written in the table
 ``caption``    required  the caption text (an empty cell is an empty caption for the row checks)
 ``identity``   optional  identity used for evaluation and labels; default: one per image
                          (the ``image_path`` value)
@@ -18,7 +19,10 @@ our name       needed    meaning and default when the table has no such column
                          ``val``; case and surrounding spaces are ignored); default:
                          ``default_split`` for every row
 ``caption_id`` optional  unique caption id; default: ``<image_path>#<n>``, n counting the
-                         image's captions from 0 in table order
+                         image's distinct captions from 0 in table order: a row that repeats
+                         an image's caption text gets the same id, so the row checks report
+                         it as a duplicate (an error, or quarantined with ``on_bad_input:
+                         skip``); give a ``caption_id`` column to keep repeated captions
 =============  ========  ======================================================================
 
 A missing required column, a mapping to a column the table lacks, or an unknown key in ``columns``
@@ -34,11 +38,14 @@ from pathlib import Path
 import pandas as pd
 
 from timam.sources.caption_table import SPLITS, BadInputError
+from timam.sources.encoding import decode_problem
 from timam.sources.image_checks import READER_COLUMNS
+from timam.sources.paths import path_under_root
 
 REQUIRED = ("image_path", "caption")
 OPTIONAL = ("identity", "split", "caption_id")
 SPLIT_ALIASES = {"dev": "val", "valid": "val", "validation": "val"}
+_ROOT_SETTING = "params source.image_root"
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
@@ -50,8 +57,29 @@ def load_table(path: str | Path) -> pd.DataFrame:
     if suffix == ".parquet":
         return pd.read_parquet(path)
     if suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        try:
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        except UnicodeDecodeError as error:
+            found = undecodable_table(str(path), path.read_bytes(), "utf-8", "Re-save it as UTF-8 (iconv -t utf-8).")
+            if found is None:
+                raise
+            raise found from error
     raise BadInputError(f"Caption table {path}: unknown file type {suffix!r}; use .csv, .tsv or .parquet")
+
+
+# What to do about a raw table the catalog reads (raw_annotations, a pandas.CSVDataset) in another encoding.
+CATALOG_ENCODING_FIX = (
+    "Read it in its own encoding with load_args: {encoding: <name>} (often latin-1 or cp1252) on its "
+    "entry in the catalog (raw_annotations in conf/<env>/catalog.yml), or re-save it as UTF-8."
+)
+
+
+def undecodable_table(label: str, data: bytes, encoding: str, fix: str) -> BadInputError | None:
+    """The error for a table whose bytes ``encoding`` cannot decode, naming line and byte; None if they decode."""
+    problem = decode_problem(data, encoding)
+    if problem is None:
+        return None
+    return BadInputError(f"Caption table {label} is not valid {encoding}: {problem} (the header is line 1). {fix}")
 
 
 def _blank(values: pd.Series) -> pd.Series:
@@ -120,14 +148,21 @@ def read_caption_table(
     if "caption_id" in found:
         caption_ids = required_cells("caption_id")
     else:
-        counters = image_ids.groupby(image_ids, sort=False).cumcount()
-        caption_ids = image_ids + "#" + counters.astype(str)
+        # n numbers an image's distinct captions, so an exact repeat shares its first copy's id and the
+        # row checks report it as a duplicate (error or quarantine) instead of keeping it twice.
+        # (the (image, caption) groups are numbered in order of first appearance; ranked per image)
+        pairs = pd.DataFrame({"image": image_ids, "caption": captions}).groupby(["image", "caption"], sort=False)
+        numbers = pairs.ngroup().groupby(image_ids).rank(method="dense").astype("int64") - 1
+        caption_ids = image_ids + "#" + numbers.astype(str)
 
     rows = pd.DataFrame(
         {
             "caption_id": caption_ids.to_numpy(),
             "image_id": image_ids.to_numpy(),
-            "image_path": [str(image_root / path) for path in image_ids],
+            "image_path": [
+                str(path_under_root(image_root, path, where=f"Caption table row {position}", setting=_ROOT_SETTING))
+                for position, path in enumerate(image_ids)
+            ],
             "caption": captions.to_numpy(),
             "identity": identities.to_numpy(),
             "split": splits.to_numpy(),

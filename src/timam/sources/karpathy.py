@@ -37,6 +37,7 @@ import pandas as pd
 
 from timam.sources.caption_table import SPLITS, BadInputError
 from timam.sources.image_checks import READER_COLUMNS, report_images_without_captions
+from timam.sources.paths import path_under_root
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ KARPATHY_SPLIT_SIZES: dict[str, dict[str, int]] = {
     "coco": {"train": 82783, "val": 5000, "test": 5000},
 }
 COCO_RESTVAL_IMAGES = 30504
+_ROOT_SETTING = "params source.image_root"
 
 
 def karpathy_split_sizes(dataset: str, *, restval: str = "train") -> dict[str, int]:
@@ -196,7 +198,8 @@ def read_karpathy(
         if missing:
             raise BadInputError(f"{file_label} images[{position}] lacks {missing}; it holds {sorted(image)}")
         relative = "/".join(str(image[key]) for key in keys)
-        return relative, str(image_root / relative), relative
+        where = f"{file_label} images[{position}]"
+        return relative, str(path_under_root(image_root, relative, where=where, setting=_ROOT_SETTING)), relative
 
     return karpathy_rows(
         images,

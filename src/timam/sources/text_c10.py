@@ -30,11 +30,14 @@ from typing import Any
 import pandas as pd
 
 from timam.sources.caption_table import BadInputError
+from timam.sources.encoding import decode_problem
 from timam.sources.image_checks import READER_COLUMNS, report_images_without_captions
+from timam.sources.paths import path_under_root
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_ROOT = "params source.data_root"
 
 
 def read_utf8(path: Path) -> str:
@@ -44,8 +47,8 @@ def read_utf8(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise BadInputError(
-            f"{path} is not valid UTF-8 (byte {data[error.start : error.start + 1]!r} at offset {error.start}: "
-            f"{error.reason}). Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+            f"{path} is not valid UTF-8 ({decode_problem(data, 'utf-8-sig')}). "
+            "Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
         ) from error
 
 
@@ -55,7 +58,12 @@ def _class_list(path: Path) -> list[str]:
             f"Class list {path} does not exist; data_root must be the folder holding images/, text_c10/, "
             "trainvalclasses.txt and testclasses.txt."
         )
-    names = [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
+    names = []
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
+        if line.strip():  # a class folder under text_c10/ and images/: it may not leave them
+            where = f"Class list {path} line {number}"
+            path_under_root(path.parent / "text_c10", line.strip(), where=where, setting=_ROOT, absolute_allowed=False)
+            names.append(line.strip())
     if not names:
         raise BadInputError(f"Class list {path} is empty; it must name one class folder per line.")
     repeated = sorted({name for name in names if names.count(name) > 1})

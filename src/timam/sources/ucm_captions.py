@@ -34,6 +34,7 @@ from timam.formats.atomic import atomic_path
 from timam.sources.caption_table import SPLITS, BadInputError
 from timam.sources.image_checks import READER_COLUMNS, report_images_without_captions
 from timam.sources.karpathy import annotation_images, karpathy_rows, require_image_root
+from timam.sources.paths import path_under_root
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,9 @@ def read_ucm_karpathy(
                 f"{file_label} images[{position}] has filename {filename!r}; UCM-Captions names its images "
                 "1.tif..2100.tif, and the class is derived from that number. Use the original dataset.json."
             )
-        return f"ucm_{number:04d}", str(image_root / filename), ucm_class_of(number)
+        where = f"{file_label} images[{position}]"
+        image_path = path_under_root(image_root, filename, where=where, setting="params source.image_root")
+        return f"ucm_{number:04d}", str(image_path), ucm_class_of(number)
 
     return karpathy_rows(
         images,

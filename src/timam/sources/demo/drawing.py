@@ -7,7 +7,7 @@ import random
 
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance
 
-from timam.sources.demo_people import COLOURS, HAIR_COLOURS, Colour, DemoPerson
+from timam.sources.demo.people import COLOURS, HAIR_COLOURS, Colour, DemoPerson
 
 _SUPERSAMPLING = 2  # draw at twice the size, then downsample: cheap anti-aliasing
 

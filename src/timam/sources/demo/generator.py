@@ -28,8 +28,8 @@ import re
 from pathlib import Path
 
 from timam.formats.atomic import atomic_path
-from timam.sources.demo_drawing import render_person
-from timam.sources.demo_people import DemoPerson, sample_people
+from timam.sources.demo.drawing import render_person
+from timam.sources.demo.people import DemoPerson, sample_people
 
 SPLITS = ("train", "val", "test")
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
