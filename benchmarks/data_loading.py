@@ -106,12 +106,12 @@ def model_rates(config: str, size, batch: int, steps: int, device: torch.device)
     images = to_device_images(torch.randn(batch, 3, *size), device)
 
     def forward() -> None:
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), autocast(device, "auto"):
             backbone(images)
 
     def train_step() -> None:
         backbone.zero_grad(set_to_none=True)
-        with autocast(device):
+        with autocast(device, "auto"):
             out = backbone(images)
         out.float().square().mean().backward()
 

@@ -101,7 +101,7 @@ def main() -> None:
         f"data: {len(paths)} gallery images (cycled demo files), {len(ids)} captions ({token_note}, "
         f"padded to {args.max_length}, mean {mean_length:.1f} real tokens)"
     )
-    common = {"batch_size": args.batch_size, "device": device}
+    common = {"batch_size": args.batch_size, "device": device, "precision": "auto"}
     image_outputs(model, paths[: args.batch_size], project=True, desc="warm-up", **common)
     text_outputs(model, ids[: args.batch_size], mask[: args.batch_size], project=True, desc="warm-up", **common)
     _common.reset_peak(device)

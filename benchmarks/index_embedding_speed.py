@@ -162,6 +162,7 @@ def main() -> None:
             writer=ShardSpec(),
             batch_size=args.batch_size,
             device=device,
+            precision="auto",
             show_progress=False,
         ),
         device,

@@ -59,12 +59,15 @@ def embed(model, collection, folder, writer=ONE_WRITER):
         writer=writer,
         batch_size=4,
         device=CPU,
+        precision="auto",
         show_progress=False,
     )
 
 
 def merge(collection, folder, writers=None):
-    return merge_shards(collection, folder, shard_size=SHARD_SIZE, checkpoint_version=VERSION, writers=writers)
+    return merge_shards(
+        collection, folder, shard_size=SHARD_SIZE, checkpoint_version=VERSION, precision="float32", writers=writers
+    )
 
 
 @pytest.fixture
@@ -203,6 +206,6 @@ def test_a_shard_records_its_key_and_a_foreign_file_counts_as_missing(model, pho
     assert embed(model, collection, shards).embedded == [2]
     other = write_shards(
         model, collection, folder=shards, checkpoint_version="another", shard_size=SHARD_SIZE,
-        writer=ShardSpec(), batch_size=4, device=CPU, show_progress=False,
+        writer=ShardSpec(), batch_size=4, device=CPU, precision="auto", show_progress=False,
     )  # fmt: skip
     assert other.embedded == [0, 1, 2]  # another checkpoint's key never matches

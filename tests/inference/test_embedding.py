@@ -23,8 +23,12 @@ def test_length_batched_outputs_match_one_caption_at_a_time():
         model = TimamModel(TINY_MODEL).eval()
     ids, mask = captions_of_varied_length(23, 12)
     cpu = torch.device("cpu")
-    embeddings = text_outputs(model, ids, mask, project=True, batch_size=5, device=cpu, desc="t", show_progress=False)
-    states = text_outputs(model, ids, mask, project=False, batch_size=5, device=cpu, desc="t", show_progress=False)
+    embeddings = text_outputs(
+        model, ids, mask, project=True, batch_size=5, device=cpu, desc="t", show_progress=False, precision="auto"
+    )
+    states = text_outputs(
+        model, ids, mask, project=False, batch_size=5, device=cpu, desc="t", show_progress=False, precision="auto"
+    )
     assert embeddings.shape == (23, TINY_MODEL.embedding_dim) and states.shape == (
         23,
         12,
@@ -51,7 +55,15 @@ def test_repeated_captions_are_embedded_once_and_tie_exactly():
     original = model.text_encoder.word_states
     model.text_encoder.word_states = lambda i, m: seen.append(len(i)) or original(i, m)
     embeddings = text_outputs(
-        model, ids, mask, project=True, batch_size=4, device=torch.device("cpu"), desc="t", show_progress=False
+        model,
+        ids,
+        mask,
+        project=True,
+        batch_size=4,
+        device=torch.device("cpu"),
+        desc="t",
+        show_progress=False,
+        precision="auto",
     )
     assert sum(seen) == 20, "each distinct caption runs through the encoder once"
     for offset, row in enumerate(repeats.tolist()):

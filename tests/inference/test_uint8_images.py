@@ -73,7 +73,7 @@ def test_image_embeddings_of_a_tiny_model_are_those_of_the_float_path(image_path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights
         model = model_to(TimamModel(TINY_MODEL), CPU).eval()
-    options = {"batch_size": len(image_paths), "device": CPU, "desc": "t", "show_progress": False}
+    options = {"batch_size": len(image_paths), "device": CPU, "desc": "t", "show_progress": False, "precision": "auto"}
     embedded = embedding.image_outputs(model, image_paths, project=True, **options)
     features = embedding.image_outputs(model, image_paths, project=False, **options)
     floats = to_device_images(torch.stack([eval_transform(SIZE)(image) for image in images(image_paths)]), CPU)

@@ -27,6 +27,7 @@ from timam.pipelines.index.nodes import (
     list_image_collection,
     merge_image_shards,
 )
+from timam.search import Searcher
 
 REPO = Path(__file__).resolve().parents[2]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
@@ -46,23 +47,25 @@ def write_images(folder: Path, count: int) -> None:
         Image.new("RGB", (32, 32), (50 * i % 256, 255 - 40 * i % 256, 30 * i % 256)).save(folder / f"{i:02d}.png")
 
 
+EMBEDDING = {"device": "cpu", "batch_size": 4}
+TOKENIZATION = {"tokenizer": "offline:minilm", "max_length": 16}
+
+
 def params(photos: Path, shards: Path, **extra) -> dict:
     return {
         "collection": {"path": str(photos)},
         "shard_size": 2,
         "shard_dir": str(shards),
-        "batch_size": 4,
-        "device": "cpu",
         "show_progress": False,
         **extra,
     }
 
 
-def run_index(checkpoint, index: dict):
+def run_index(checkpoint, index: dict, embedding: dict = EMBEDDING):
     collection = list_image_collection(index)
-    shards = embed_image_collection(checkpoint, collection, index)
+    shards = embed_image_collection(checkpoint, collection, index, embedding)
     vectors, rows, bad = merge_image_shards(collection, shards)
-    return build_image_index(vectors, rows, shards, index), vectors, bad
+    return build_image_index(vectors, rows, shards, index, TOKENIZATION), vectors, bad
 
 
 def test_the_nodes_build_an_index_whose_manifest_names_checkpoint_collection_and_plan(checkpoint, tmp_path):
@@ -72,6 +75,7 @@ def test_the_nodes_build_an_index_whose_manifest_names_checkpoint_collection_and
     image_index, vectors, bad = run_index(checkpoint, params(photos, tmp_path / "shards"))
     manifest = image_index.manifest
     assert (manifest.checkpoint_version, manifest.embedding_dim, manifest.image_count) == (VERSION, 16, 5)
+    assert (manifest.precision, manifest.tokenizer, manifest.max_length) == ("float32", "offline:minilm", 16)
     assert manifest.plan.kind == "flat" and manifest.collection_fingerprint == collection_fingerprint(image_index.rows)
     assert image_index.rows["path"].tolist() == [str(photos / f"{i:02d}.png") for i in range(5)]
     assert bad["path"].tolist() == [str(photos / "broken.png")] and bad["reason"].iloc[0].startswith("unreadable")
@@ -85,16 +89,43 @@ def test_disjoint_writers_then_one_merge_build_the_index_one_writer_builds(check
     alone, vectors, _ = run_index(checkpoint, params(photos, tmp_path / "alone"))
     shared = tmp_path / "shared"
     collection = list_image_collection(params(photos, shared))
-    first = embed_image_collection(checkpoint, collection, params(photos, shared, shard="0/2"))
+    first = embed_image_collection(checkpoint, collection, params(photos, shared, shard="0/2"), EMBEDDING)
     assert first["embedded"] == [0, 2] and first["writer"] == "0/2"
     with pytest.raises(MissingShardsError, match=r"Index shards 1, 3 of 4 .* writer\(s\) 1/2 have not finished"):
         merge_image_shards(collection, first)
-    embed_image_collection(checkpoint, collection, params(photos, shared, shard="1/2"))
+    embed_image_collection(checkpoint, collection, params(photos, shared, shard="1/2"), EMBEDDING)
     together, _, _ = run_index(checkpoint, params(photos, shared))  # the merge run embeds nothing
     for got, want in zip(together.search(vectors, 7), alone.search(vectors, 7), strict=True):
         np.testing.assert_array_equal(got, want)
     pd.testing.assert_frame_equal(together.rows, alone.rows)
     assert together.manifest.collection_fingerprint == alone.manifest.collection_fingerprint
+
+
+def test_a_bfloat16_index_finds_each_image_first_at_score_one(checkpoint, tmp_path):
+    """The index records the precision its images were embedded in, and queries are embedded in it."""
+    photos = tmp_path / "photos"
+    write_images(photos, 6)
+    image_index, _, _ = run_index(
+        checkpoint, params(photos, tmp_path / "shards"), {**EMBEDDING, "precision": "bfloat16"}
+    )
+    assert image_index.manifest.precision == "bfloat16"
+    searcher = Searcher(image_index=image_index, checkpoint=checkpoint, device="cpu")
+    assert searcher.encoder.precision == "bfloat16"
+    for row, path in enumerate(image_index.rows["path"]):
+        best = searcher.by_image(path, k=1)[0]
+        assert best.row == row and f"{best.score:.3f}" == "1.000"
+
+
+def test_shards_of_another_precision_are_refused_at_the_merge(checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    write_images(photos, 4)
+    index = params(photos, tmp_path / "shards")
+    collection = list_image_collection(index)
+    embed_image_collection(checkpoint, collection, index, {**EMBEDDING, "precision": "bfloat16"})
+    shards = embed_image_collection(checkpoint, collection, index, EMBEDDING)  # reuses the bf16 shards
+    assert shards["reused"] == [0, 1] and shards["precision"] == "float32"
+    with pytest.raises(MissingShardsError, match=r"Index shards 0, 1 .* embedded in bfloat16 .* this run in float32"):
+        merge_image_shards(collection, shards)
 
 
 def test_index_embed_is_the_index_pipeline_without_the_merge():

@@ -28,7 +28,7 @@ from timam.search.config import SearchConfig
 from timam.tokenization import load_tokenizer
 
 TOKENIZATION = {"tokenizer": "offline:minilm", "max_length": 16}
-EVALUATION = {"device": "cpu"}
+EMBEDDING = {"device": "cpu"}
 CAPTIONS = [f"a {colour} {thing}" for colour in ("red", "green", "blue") for thing in ("coat", "shirt", "bag", "hat")]
 CPU = torch.device("cpu")
 
@@ -63,7 +63,9 @@ def setup(tmp_path_factory):
     provenance = {"checkpoint_version": checkpoint.version, "split": "test"}
     images = TensorBundle(
         {
-            "embeddings": image_outputs(model, paths, project=True, batch_size=4, device=CPU, desc="images"),
+            "embeddings": image_outputs(
+                model, paths, project=True, batch_size=4, device=CPU, desc="images", precision="auto"
+            ),
             "identity": torch.arange(6),
         },
         {**provenance, "image_paths": paths, "image_ids": [f"img{i}" for i in range(6)]},
@@ -78,6 +80,7 @@ def setup(tmp_path_factory):
                 batch_size=5,
                 device=CPU,
                 desc="captions",
+                precision="auto",
             ),
             "identity": torch.arange(12) // 2,
             "image_index": torch.arange(12) // 2,
@@ -90,13 +93,14 @@ def setup(tmp_path_factory):
 def test_text_query_ranks_the_gallery_like_the_stored_caption_embedding(setup):
     checkpoint, images, texts, paths = setup
     table, figure = search(
-        checkpoint, images, texts, None, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EVALUATION
+        checkpoint, images, texts, None, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EMBEDDING
     )
-    assert list(table.columns) == ["rank", "path", "image_id", "score"]
+    assert list(table.columns) == ["rank", "row", "path", "score"]  # the Searcher's hits table
     assert table["rank"].tolist() == [1, 2, 3, 4]
     scores, found = topk_indices(
         texts.tensors["embeddings"][[CAPTIONS.index("a blue bag")]], images.tensors["embeddings"], 4
     )
+    assert table["row"].tolist() == found[0].tolist()
     assert table["path"].tolist() == [paths[int(j)] for j in found[0]]
     assert table["score"].tolist() == pytest.approx(scores[0].tolist(), abs=1e-5)
     assert isinstance(figure, Figure) and "a blue bag" in figure.subfigs[0].get_suptitle()
@@ -111,12 +115,13 @@ def test_image_query_ranks_the_captions(setup):
         None,
         search_request({"query_image": paths[2], "top_k": 20}),
         TOKENIZATION,
-        EVALUATION,
+        EMBEDDING,
     )
     assert len(table) == 12  # top_k clipped to the 12 captions
-    assert list(table.columns) == ["rank", "caption", "caption_id", "image_path", "score"]
+    assert list(table.columns) == ["rank", "row", "path", "score", "caption"]  # row, path: the captioned image
     scores, found = topk_indices(images.tensors["embeddings"][[2]], texts.tensors["embeddings"], 12)
     assert table["caption"].tolist() == [CAPTIONS[int(j)] for j in found[0]]
+    assert table["path"].tolist() == [paths[int(j) // 2] for j in found[0]]
     assert table["score"].tolist() == pytest.approx(scores[0].tolist(), abs=1e-5)
 
 
@@ -148,12 +153,12 @@ def test_exactly_one_query_counts_the_queries_file(tmp_path):
     (tmp_path / "table.csv").write_text("text\na hat\n")
     with pytest.raises(ValueError, match="has no 'query' column; its columns are \\['text'\\]"):
         search_request({"queries_file": str(tmp_path / "table.csv")})
-    with pytest.raises(ValueError, match="search.use_index must be true or false"):
+    with pytest.raises(ValueError, match="search.use_index must be a valid boolean.*got .maybe."):
         search_request({"query": "a hat", "use_index": "maybe"})
 
 
 def test_bad_top_k_and_unknown_keys_are_named():
-    with pytest.raises(ValueError, match="search.top_k must be a positive integer"):
+    with pytest.raises(ValueError, match="search.top_k must be greater than 0, got 0"):
         search_request({"query": "a hat", "top_k": 0})
     with pytest.raises(ValueError, match="Unknown parameter search.topk; did you mean 'top_k'"):
         search_request({"query": "a hat", "topk": 3})
@@ -194,7 +199,7 @@ def test_embeddings_of_another_checkpoint_are_refused(setup):
     with pytest.raises(
         ValueError, match=r"made with checkpoint 2026-01-01.*Re-run the evaluation with this checkpoint"
     ):
-        search(other, images, texts, None, search_request({"query": "a hat", "top_k": 3}), TOKENIZATION, EVALUATION)
+        search(other, images, texts, None, search_request({"query": "a hat", "top_k": 3}), TOKENIZATION, EMBEDDING)
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +242,7 @@ def test_with_an_index_a_text_query_ranks_its_images_like_the_searcher(setup, im
         image_index,
         search_request({"query": "a blue bag", "top_k": 4}),
         TOKENIZATION,
-        EVALUATION,
+        EMBEDDING,
     )
     assert list(table.columns) == ["rank", "row", "path", "score", "caption"]
     expected = Searcher(image_index=image_index, checkpoint=checkpoint, device="cpu").by_text("a blue bag", k=4)
@@ -245,7 +250,7 @@ def test_with_an_index_a_text_query_ranks_its_images_like_the_searcher(setup, im
     assert table["path"].tolist() == [paths[hit.row] for hit in expected]
     # The index holds the test gallery, so the ranking is also the test-split one.
     split, _ = search(
-        checkpoint, images, texts, None, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EVALUATION
+        checkpoint, images, texts, None, search_request({"query": "a blue bag", "top_k": 4}), TOKENIZATION, EMBEDDING
     )
     assert table["path"].tolist() == split["path"].tolist()
     assert table["score"].tolist() == pytest.approx(split["score"].tolist(), abs=1e-5)
@@ -261,7 +266,7 @@ def test_with_an_index_an_image_query_ranks_images_and_finds_itself(setup, image
         image_index,
         search_request({"query_image": paths[3], "top_k": 3}),
         TOKENIZATION,
-        EVALUATION,
+        EMBEDDING,
     )
     assert table["path"].tolist()[0] == paths[3]
     assert table["score"].tolist()[0] == pytest.approx(1.0, abs=1e-5)
@@ -270,8 +275,10 @@ def test_with_an_index_an_image_query_ranks_images_and_finds_itself(setup, image
 def test_use_index_false_searches_the_test_split_even_with_an_index(setup, image_index):
     checkpoint, images, texts, paths = setup
     request = search_request({"query_image": paths[3], "top_k": 3, "use_index": False})
-    table, _ = search(checkpoint, images, texts, image_index, request, TOKENIZATION, EVALUATION)
-    assert list(table.columns) == ["rank", "caption", "caption_id", "image_path", "score"]  # image -> test captions
+    table, _ = search(checkpoint, images, texts, image_index, request, TOKENIZATION, EMBEDDING)
+    without_index, _ = search(checkpoint, images, texts, None, request, TOKENIZATION, EMBEDDING)
+    pd.testing.assert_frame_equal(table, without_index)  # image -> the test captions, as without an index
+    assert "caption" in table and len(table) == 3
 
 
 @pytest.mark.parametrize("use_index", [True, False])
@@ -292,12 +299,12 @@ def test_a_queries_file_gives_one_table_equal_to_the_single_queries(setup, image
         index,
         search_request({"queries_file": str(path), "top_k": 3}),
         TOKENIZATION,
-        EVALUATION,
+        EMBEDDING,
     )
     assert table.columns[0] == "query" and table["query"].tolist() == [q for q in queries for _ in range(3)]
     for position, query in enumerate(queries):
         single, _ = search(
-            checkpoint, images, texts, index, search_request({"query": query, "top_k": 3}), TOKENIZATION, EVALUATION
+            checkpoint, images, texts, index, search_request({"query": query, "top_k": 3}), TOKENIZATION, EMBEDDING
         )
         part = table.iloc[3 * position : 3 * position + 3].reset_index(drop=True)
         assert part["path"].tolist() == single["path"].tolist()
@@ -311,4 +318,4 @@ def test_an_index_of_another_checkpoint_is_refused_naming_both_versions(setup, i
     with pytest.raises(
         ValueError, match=r"built with model_checkpoint version 2026-01-01.*2026-03-03.*use_index=false"
     ):
-        search(other, images, texts, image_index, search_request({"query": "a hat"}), TOKENIZATION, EVALUATION)
+        search(other, images, texts, image_index, search_request({"query": "a hat"}), TOKENIZATION, EMBEDDING)

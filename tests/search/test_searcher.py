@@ -50,6 +50,7 @@ def _embedded_text(searcher: Searcher, texts: list[str]) -> torch.Tensor:
         device=CPU,
         desc="test",
         show_progress=False,
+        precision="auto",
     )
     return F.normalize(embedded, dim=1)
 

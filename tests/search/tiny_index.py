@@ -61,7 +61,7 @@ def build_tiny_index(base: Path, *, count: int = 6, captions: bool = True) -> Ti
     ModelCheckpointDataset(filepath=str(checkpoint_root), version=Version(None, CHECKPOINT_VERSION)).save(
         Checkpoint(model=model, metadata={})
     )
-    embedded = embed_files(model, images, batch_size=16, device=CPU, show_progress=False)
+    embedded = embed_files(model, images, batch_size=16, device=CPU, precision="auto", show_progress=False)
     assert embedded.good == list(range(count)), embedded.bad
     vectors = F.normalize(embedded.embeddings, dim=1).numpy().astype(np.float32)
     stats = [Path(path).stat() for path in images]

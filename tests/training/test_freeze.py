@@ -75,7 +75,15 @@ def test_building_a_cache_restores_every_module_mode(inputs):
         model = TimamModel(model_config)
     model.train()
     model.image_encoder.backbone.eval()  # a frozen part, as the trainer leaves it
-    image_outputs(model, train.image_paths[:2], project=False, batch_size=2, device=torch.device("cpu"), desc="t")
+    image_outputs(
+        model,
+        train.image_paths[:2],
+        project=False,
+        batch_size=2,
+        device=torch.device("cpu"),
+        desc="t",
+        precision="auto",
+    )
     assert model.training and model.text_encoder.training
     assert not model.image_encoder.backbone.training
 

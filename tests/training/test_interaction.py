@@ -130,7 +130,15 @@ def test_region_cache_round_trip_is_exact_and_keyed_apart_from_pooled_features(t
     again = InteractionSplit(model, data, (0, 1), training, torch.device("cpu")).regions
     assert first.dtype == torch.float16 and first.shape[:2] == (2, len(data.image_paths))
     torch.testing.assert_close(first, again, rtol=0, atol=0)
-    computed = region_outputs(model, data.image_paths, views=(0, 1), batch_size=4, device=torch.device("cpu"), desc="x")
+    computed = region_outputs(
+        model,
+        data.image_paths,
+        views=(0, 1),
+        batch_size=4,
+        device=torch.device("cpu"),
+        desc="x",
+        precision="auto",
+    )
     torch.testing.assert_close(first, computed, rtol=0, atol=0)
     InteractionSplit(model, data, (0,), training, torch.device("cpu")).regions  # noqa: B018  (one view: its own key)
     assert len(list((workdir / "region_cache").glob("*.safetensors"))) == 2

@@ -36,7 +36,7 @@ class ExamplesConfig(ParameterBlock):
 
 
 class EvaluationConfig(ParameterBlock):
-    """How the test split is ranked and reported."""
+    """How the test split is ranked and reported (how it is embedded: ``params:embedding``)."""
 
     dataset: str | None = set_by_conf(None)
     """names the dataset in reports and picks its paper_results entry (conf/base: globals dataset)"""
@@ -59,10 +59,6 @@ class EvaluationConfig(ParameterBlock):
     tie_rules: TieRules = ("expected", "index", "optimistic", "pessimistic")
     """tie rules reported (expected: exact expectation over random tie order; index: ties to the lower
     index, as published tables break them; optimistic; pessimistic)"""
-    batch_size: PositiveInt = 64
-    """images or captions per forward pass"""
-    device: str = "auto"
-    """auto picks CUDA when present | cpu | cuda"""
     curve_max_k: PositiveInt = 50
     """recall_curve.png: R@K for K = 1..curve_max_k (expected over ties)"""
     examples: ExamplesConfig = ExamplesConfig()

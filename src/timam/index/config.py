@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt
 
 from timam.config import ParameterBlock, build, set_by_conf
-from timam.inference.config import Precision
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 CollectionColumn = Literal["image_path", "caption", "identity"]
@@ -101,7 +100,8 @@ def _check_shard(value: str | None) -> str | None:
 class IndexConfig(ParameterBlock):
     """``kedro run --pipelines index``: embed ``collection`` in shards of ``shard_size`` images under
     ``shard_dir/<checkpoint version>/`` (writer ``shard``, "i/N"), then build a FAISS index within
-    ``memory_budget`` (exact flat search up to ``flat_max`` images; None: the planner's default)."""
+    ``memory_budget`` (exact flat search up to ``flat_max`` images; None: the planner's default).
+    How the images are embedded (device, precision, batch) is ``params:embedding``."""
 
     collection: CollectionConfig = CollectionConfig()
     shard_size: PositiveInt = 2048
@@ -111,12 +111,6 @@ class IndexConfig(ParameterBlock):
     every shard); then `kedro run --pipelines index` merges"""
     shard_dir: str = set_by_conf("data/07_model_output/index_shards")
     """<this>/<checkpoint version>/shard-*.safetensors (conf/base: under the dataset's folder)"""
-    batch_size: PositiveInt = 64
-    """images per forward pass"""
-    device: str = "auto"
-    """auto: CUDA when present"""
-    precision: Precision = "auto"
-    """auto: bfloat16 backbone on CUDA, float32 on CPU | float32 | bfloat16"""
     memory_budget: Annotated[str, AfterValidator(_check_budget)] = "1GB"
     """the FAISS index must fit in this (1GB = 2**30 bytes)"""
     flat_max: NonNegativeInt | None = None

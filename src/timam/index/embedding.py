@@ -68,7 +68,7 @@ def embed_files(
     *,
     batch_size: int,
     device: torch.device,
-    precision: str = "auto",
+    precision: str,
     desc: str = "embedding images",
     show_progress: bool = True,
 ) -> EmbeddedFiles:

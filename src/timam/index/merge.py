@@ -71,13 +71,25 @@ def merge_shards(
     *,
     shard_size: int,
     checkpoint_version: str | None,
+    precision: str,
     writers: int | None = None,
 ) -> MergedShards:
-    """Vectors and rows of the collection's good images in collection order, and its bad images."""
+    """Vectors and rows of the collection's good images in collection order, and its bad images.
+
+    Every shard must have been embedded in ``precision`` (a dtype name, as the shards record it):
+    an index whose rows were embedded in two precisions would not give its own image score 1.
+    """
     headers = missing_shards(collection, folder, shard_size, checkpoint_version)
     missing = [shard for shard, header in enumerate(headers) if header is None]
     if missing:
         raise MissingShardsError(missing_message(missing, len(headers), folder, writers))
+    other = [shard for shard, header in enumerate(headers) if header is not None and header["precision"] != precision]
+    if other:
+        raise MissingShardsError(
+            f"Index shards {_ranges(other)} in {folder} were embedded in "
+            f"{headers[other[0]]['precision']} (first of them), this run in {precision}: delete those shard files "
+            "(or the folder) and run the index pipeline again, or set params embedding.precision to match them"
+        )
     good_total = sum(len(header["good"]) for header in headers if header is not None)
     dims = {int(header["embedding_dim"]) for header in headers if header is not None}
     if len(dims) != 1:

@@ -37,7 +37,7 @@ from timam.formats.tensor_bundle import TensorBundle, load_bundle, save_bundle
 from timam.index import embedding
 from timam.index.collection import file_keys
 from timam.index.config import ShardSpec
-from timam.inference.device import compute_dtype
+from timam.inference.device import dtype_name
 from timam.models.timam import TimamModel
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def embed_shard(
         "bad": [[p, bad[p]] for p in sorted(bad)],
         "embedding_dim": int(embedded.embeddings.shape[1]),
         "device": device.type,
-        "precision": str(compute_dtype(device, precision)).removeprefix("torch."),
+        "precision": dtype_name(device, precision),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return TensorBundle(tensors={"embeddings": embedded.embeddings.contiguous()}, metadata=metadata)
@@ -163,7 +163,7 @@ def write_shards(
     writer: ShardSpec,
     batch_size: int,
     device: torch.device,
-    precision: str = "auto",
+    precision: str,
     show_progress: bool = True,
 ) -> ShardRun:
     """Embed this writer's shards of ``collection`` that ``folder`` lacks (``model`` is on ``device``)."""

@@ -47,7 +47,10 @@ class IndexFormatError(ValueError):
 
 @dataclass(frozen=True)
 class IndexManifest:
-    """What an index was built from: checkpoint, embedding size, image count, collection, FAISS plan."""
+    """What an index was built from: checkpoint, embedding size, image count, collection, FAISS plan,
+    and how its queries must be embedded to land in the same space: the compute dtype of the image
+    embeddings (``precision``: "float32" / "bfloat16") and the tokenizer and token length (None in
+    indexes written before they were recorded)."""
 
     checkpoint_version: str | None
     checkpoint_path: str | None
@@ -56,6 +59,9 @@ class IndexManifest:
     collection_fingerprint: str
     plan: IndexPlan
     created_at: str
+    precision: str | None = None
+    tokenizer: str | None = None
+    max_length: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +73,9 @@ class IndexManifest:
             "collection_fingerprint": self.collection_fingerprint,
             "plan": self.plan.to_dict(),
             "created_at": self.created_at,
+            "precision": self.precision,
+            "tokenizer": self.tokenizer,
+            "max_length": self.max_length,
         }
 
     @classmethod
@@ -84,6 +93,9 @@ class IndexManifest:
             collection_fingerprint=str(d["collection_fingerprint"]),
             plan=IndexPlan.from_dict(d["plan"]),
             created_at=str(d["created_at"]),
+            precision=d.get("precision"),
+            tokenizer=d.get("tokenizer"),
+            max_length=None if d.get("max_length") is None else int(d["max_length"]),
         )
 
 

@@ -9,7 +9,7 @@ are embedded the same way). Training has its own ``training.precision`` for its 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 from pydantic import AfterValidator, Field
@@ -19,6 +19,7 @@ from timam.config import ParameterBlock, build
 Precision = Literal["auto", "float32", "bfloat16"]
 """The dtype the image backbone and the transformer compute in: auto (bfloat16 on CUDA, float32 on
 the CPU), float32, or bfloat16 (also on the CPU). Projections, embeddings and scores stay float32."""
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def _check_device(name: str) -> str:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from timam import _onednn_isa
+from timam.inference.config import PRECISIONS
 from timam.inference.images import normalise
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,7 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
-
-
-def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
     """The dtype the encoders' convolutions and transformer layers run in.
 
     "auto": bfloat16 on CUDA (tensor cores), float32 on CPU, where bf16 is slower; "bfloat16" also
@@ -48,6 +46,12 @@ def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     return torch.bfloat16
 
 
+def dtype_name(device: torch.device, precision: str) -> str:
+    """The compute dtype ``precision`` means on ``device``, by name ("float32", "bfloat16"): what an
+    embedding records, so its queries are embedded the same way on any machine."""
+    return str(compute_dtype(device, precision)).removeprefix("torch.")
+
+
 @functools.cache
 def check_cpu_bfloat16() -> None:
     """Refuse CPU bfloat16 where oneDNN may run it on AMX (NaN, oneDNN issue 5717); log the cap once.
@@ -62,7 +66,7 @@ def check_cpu_bfloat16() -> None:
 
 
 @contextlib.contextmanager
-def autocast(device: torch.device, precision: str = "auto") -> Iterator[None]:
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """Autocast to :func:`compute_dtype` around the encoders' heavy layers (nothing when float32).
 
     Close it before a projection whose output must be float32: under autocast a Linear returns

@@ -86,7 +86,7 @@ def image_outputs(
     desc: str,
     show_progress: bool = True,
     per_view: bool = False,
-    precision: str = "auto",
+    precision: str,
 ) -> torch.Tensor:
     """Backbone features (``project=False``) or embeddings of ``paths``, float32 on the CPU, in order.
 
@@ -146,7 +146,7 @@ def text_outputs(
     device: torch.device,
     desc: str,
     show_progress: bool = True,
-    precision: str = "auto",
+    precision: str,
 ) -> torch.Tensor:
     """Token states (``project=False``, float16 to halve the cache) or caption embeddings, in order.
 

@@ -30,7 +30,7 @@ def region_outputs(
     device: torch.device,
     desc: str,
     show_progress: bool = True,
-    precision: str = "auto",
+    precision: str,
 ) -> torch.Tensor:
     """Each image's regions in each of ``views``: ``(views, images, cells, channels)`` float16 on the CPU."""
     outputs: list[torch.Tensor] = []

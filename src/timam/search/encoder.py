@@ -4,7 +4,8 @@ Embeddings come out L2-normalised float32 numpy rows, the form the index stores 
 cosine). Images are embedded in the calling process, not through a DataLoader: a server query is
 one image, and forking decoding workers per request would cost more than the forward pass. The
 steps are those of :func:`timam.inference.embedding.image_outputs` (eval transform, channels_last,
-autocast around the backbone, float32 projection), so an indexed image searched for itself scores 1.
+autocast around the backbone in the index's ``precision``, float32 projection), so an indexed image
+searched for itself scores 1.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ from timam.models.config import OFFLINE_TEXT_MODEL
 from timam.tokenization import load_tokenizer
 from timam.training.model_setup import check_tokenizer
 
-# The project default of params tokenization (conf/base/parameters_prepare.yml).
-DEFAULT_MAX_LENGTH = 64
-
 
 def normalised(vectors: torch.Tensor) -> np.ndarray:
     """Rows scaled to unit length, as contiguous float32 numpy (what FAISS takes)."""
@@ -41,15 +39,17 @@ class QueryEncoder:
     ``tokenizer``: the one the checkpoint was trained with. A transformer text encoder names its
     own (``config.text_model``) and any other is refused; FC-Embed checkpoints do not record theirs,
     so it defaults to the project's (``offline:minilm``) and ids beyond the vocabulary are refused.
+    ``max_length`` and ``precision`` are those the gallery was embedded with (an index's manifest).
     """
 
     def __init__(
         self,
         checkpoint: Checkpoint,
         *,
-        tokenizer: str | None = None,
-        max_length: int = DEFAULT_MAX_LENGTH,
-        device: str = "auto",
+        tokenizer: str | None,
+        max_length: int,
+        precision: str,
+        device: str,
         cache_size: int = 4096,
     ) -> None:
         config = checkpoint.embedding_model.config
@@ -66,6 +66,7 @@ class QueryEncoder:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self.checkpoint = checkpoint
         self.max_length = max_length
+        self.precision = precision
         self.device = pick_device(device)
         self.model = model_to(checkpoint.embedding_model, self.device)
         self._tokenizer = load_tokenizer(self.tokenizer_name)
@@ -98,6 +99,7 @@ class QueryEncoder:
             device=self.device,
             desc="embedding queries",
             show_progress=False,
+            precision=self.precision,
         )
         self.text_forward_passes += len(texts)
         return normalised(embedded)
@@ -135,6 +137,6 @@ class QueryEncoder:
         encoder = self.model.image_encoder
         with self._lock, evaluation_mode(self.model):
             batch = to_device_images(batch, self.device)
-            with autocast(self.device):
+            with autocast(self.device, self.precision):
                 features = encoder.features(batch)
             return normalised(encoder.projection(features.float()))

@@ -10,7 +10,10 @@ No Kedro: the index is read with :func:`timam.index.store.load_image_index` and 
 :func:`timam.models.checkpoint.read_checkpoint`, so a notebook or the web server
 (:mod:`timam.serve`) can search without a project session. An index is only ever queried with the
 checkpoint that embedded it (:func:`timam.index.store.check_index_checkpoint`): other embeddings
-live in another space and their scores would mean nothing.
+live in another space and their scores would mean nothing. Queries are embedded as the index
+records (its manifest's precision, tokenizer and token length), so an indexed image searched for
+itself scores 1 whatever machine serves it. The search pipeline wraps the test split the same way
+(:mod:`timam.search.split_index`), so there is one search path.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +31,29 @@ import torch
 from timam.index.store import ImageIndex, check_index_checkpoint, load_image_index
 from timam.models.checkpoint import Checkpoint, read_checkpoint
 from timam.retrieval.ranking import topk_indices
-from timam.search.encoder import DEFAULT_MAX_LENGTH, QueryEncoder
+from timam.search.encoder import QueryEncoder
 from timam.search.images import ImageSource, query_image
 from timam.search.locate import find_checkpoint_file, find_index_folder, version_of
 from timam.search.results import Hit, hits_table
+from timam.tokenization import TokenizationConfig
 
 
-def _caption_column(rows: pd.DataFrame) -> list[str | None]:
-    """Each row's caption, None where there is none (no column, a missing value or blank text)."""
-    if "caption" not in rows:
-        return [None] * len(rows)
-    return [text if isinstance(text, str) and text.strip() else None for text in rows["caption"].tolist()]
+@dataclass(frozen=True)
+class CaptionGallery:
+    """The captions an image query ranks: each caption's text, the index row of the image it
+    describes, and their unit embeddings when already computed with the index's checkpoint (else
+    the searcher embeds them on first use)."""
+
+    texts: list[str]
+    rows: np.ndarray
+    vectors: torch.Tensor | None = None
+
+    @classmethod
+    def of_rows(cls, rows: pd.DataFrame) -> CaptionGallery:
+        """The captions of an index's rows (a table with a caption column); blank and missing ones left out."""
+        captions = rows["caption"].tolist() if "caption" in rows else []
+        kept = [row for row, text in enumerate(captions) if isinstance(text, str) and text.strip()]
+        return cls(texts=[captions[row] for row in kept], rows=np.asarray(kept, dtype=np.int64))
 
 
 class Searcher:
@@ -45,6 +61,9 @@ class Searcher:
 
     Build it with :meth:`open` (from disk) or directly from loaded objects (the Kedro search node
     does). ``index_name`` and ``index_version`` only word messages and the web page's footer.
+    ``tokenizer`` and ``max_length`` are used only for an index that does not record its own
+    (written before manifests did); ``captions``: what an image query's caption search ranks
+    (default: the rows' captions).
     """
 
     def __init__(
@@ -52,14 +71,22 @@ class Searcher:
         *,
         image_index: ImageIndex,
         checkpoint: Checkpoint,
+        device: str,
         index_name: str = "the image index",
         index_version: str | None = None,
         tokenizer: str | None = None,
-        max_length: int = DEFAULT_MAX_LENGTH,
-        device: str = "auto",
+        max_length: int | None = None,
+        captions: CaptionGallery | None = None,
     ) -> None:
         check_index_checkpoint(image_index.manifest, checkpoint.version, index_name=index_name)
-        self.encoder = QueryEncoder(checkpoint, tokenizer=tokenizer, max_length=max_length, device=device)
+        manifest = image_index.manifest
+        self.encoder = QueryEncoder(
+            checkpoint,
+            tokenizer=manifest.tokenizer or tokenizer,
+            max_length=manifest.max_length or max_length or TokenizationConfig().max_length,
+            precision=manifest.precision or "auto",
+            device=device,
+        )
         if self.encoder.dim != image_index.manifest.embedding_dim:
             raise ValueError(
                 f"{index_name} holds {image_index.manifest.embedding_dim}-d embeddings but checkpoint "
@@ -71,9 +98,9 @@ class Searcher:
         self.index_name = index_name
         self.index_version = index_version
         self._paths = [str(path) for path in image_index.rows["path"].tolist()]
-        self._captions = _caption_column(image_index.rows)
-        self._caption_rows: np.ndarray | None = None  # rows that have a caption, and their embeddings
-        self._caption_vectors: torch.Tensor | None = None
+        own = CaptionGallery.of_rows(image_index.rows)
+        self._row_captions = dict(zip(own.rows.tolist(), own.texts, strict=True))
+        self._gallery = captions or own
         self._caption_lock = threading.Lock()
 
     @classmethod
@@ -84,7 +111,7 @@ class Searcher:
         *,
         project: str | os.PathLike[str] = ".",
         tokenizer: str | None = None,
-        max_length: int = DEFAULT_MAX_LENGTH,
+        max_length: int | None = None,
         device: str = "auto",
     ) -> Searcher:
         """Open an index folder, dataset root or version (:func:`~timam.search.locate.find_index_folder`).
@@ -140,7 +167,7 @@ class Searcher:
 
     @property
     def has_captions(self) -> bool:
-        return any(caption is not None for caption in self._captions)
+        return bool(self._gallery.texts)
 
     @property
     def checkpoint_version(self) -> str | None:
@@ -152,20 +179,29 @@ class Searcher:
             raise IndexError(f"row {row} is not a row of {self.index_name} (0..{self.size - 1})")
         return self._paths[row]
 
-    def _check_k(self, k: int) -> int:
+    @staticmethod
+    def _check_k(k: int) -> int:
+        """``k`` checked once, where a caller hands it in; each gallery then keeps at most its size."""
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        return min(int(k), self.size)
+        return int(k)
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
-        found = [(int(row), float(score)) for score, row in zip(scores, rows, strict=True) if row >= 0]
+    def _hits(self, scores: np.ndarray, rows: np.ndarray, captions: Sequence[str | None] | None = None) -> list[Hit]:
+        """Hits of the found ``rows`` (-1: none) with their ``captions`` (default: each row's own, if any)."""
+        if captions is None:
+            captions = [self._row_captions.get(int(row)) for row in rows]
+        found = [
+            (int(row), float(score), caption)
+            for score, row, caption in zip(scores, rows, captions, strict=True)
+            if row >= 0
+        ]
         return [
-            Hit(rank=rank, row=row, path=self._paths[row], score=score, caption=self._captions[row])
-            for rank, (row, score) in enumerate(found, start=1)
+            Hit(rank=rank, row=row, path=self._paths[row], score=score, caption=caption)
+            for rank, (row, score, caption) in enumerate(found, start=1)
         ]
 
     def _search(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        k = self._check_k(k)
+        k = min(self._check_k(k), self.size)
         if self.size == 0 or len(vectors) == 0:
             return [[] for _ in range(len(vectors))]
         scores, rows = self.image_index.search(vectors, k)
@@ -187,29 +223,30 @@ class Searcher:
         return self._search(self.encoder.images([query_image(image)]), k)[0]
 
     def captions_for_image(self, image: ImageSource, k: int = 10) -> list[Hit]:
-        """The ``k`` captions of the collection closest to ``image``; each hit names the row the caption belongs to.
+        """The ``k`` captions closest to ``image``; each hit names the row of the image the caption describes.
 
-        The captions are embedded once, on first use, and kept. Ties are broken by row.
+        Captions without embeddings are embedded once, on first use, and kept. Ties are broken by
+        the caption's position in the gallery.
         """
         if not self.has_captions:
             raise ValueError(f"{self.index_name} has no captions; index a table with a caption column to rank them")
-        k = self._check_k(k)
-        rows, vectors = self._caption_gallery()
+        k = min(self._check_k(k), len(self._gallery.texts))
         query = torch.from_numpy(self.encoder.images([query_image(image)]))
-        scores, found = topk_indices(query, vectors, min(k, len(rows)), normalize=False)
-        return self._hits(scores[0].numpy(), rows[found[0].numpy()])
+        scores, found = topk_indices(query, self._caption_vectors(), k, normalize=False)
+        positions = found[0].numpy()
+        return self._hits(scores[0].numpy(), self._gallery.rows[positions], [self._gallery.texts[p] for p in positions])
 
-    def _caption_gallery(self) -> tuple[np.ndarray, torch.Tensor]:
+    def _caption_vectors(self) -> torch.Tensor:
         with self._caption_lock:
-            if self._caption_rows is None or self._caption_vectors is None:
-                rows = np.array([row for row, caption in enumerate(self._captions) if caption is not None])
-                texts = [self._captions[row] or "" for row in rows]
+            if self._gallery.vectors is None:
+                texts = self._gallery.texts
                 distinct = list(dict.fromkeys(texts))
                 vectors = self.encoder.texts(distinct, cache=False)
                 position = {text: i for i, text in enumerate(distinct)}
-                self._caption_vectors = torch.from_numpy(vectors[[position[text] for text in texts]])
-                self._caption_rows = rows
-            return self._caption_rows, self._caption_vectors
+                embedded = torch.from_numpy(vectors[[position[text] for text in texts]])
+                self._gallery = CaptionGallery(texts=texts, rows=self._gallery.rows, vectors=embedded)
+            assert self._gallery.vectors is not None
+            return self._gallery.vectors
 
     @staticmethod
     def _check_text(text: str) -> str:

@@ -98,7 +98,7 @@ def _dtype_part(device: torch.device, precision: str) -> list[str]:
     """The compute dtype where ``precision`` differs from the device's default (which the device
     type in the key already stands for), so default keys stay those of earlier versions."""
     dtype = compute_dtype(device, precision)
-    return [] if dtype == compute_dtype(device) else [str(dtype)]
+    return [] if dtype == compute_dtype(device, "auto") else [str(dtype)]
 
 
 def image_feature_key(

@@ -21,7 +21,8 @@ from timam.figures.ranking import image_query_figure, recall_curve_figure, text_
 from timam.figures.style import message_figure
 from timam.figures.training import training_curves_figure
 from timam.formats.tensor_bundle import TensorBundle
-from timam.inference.device import model_to, pick_device
+from timam.inference.config import embedding_config
+from timam.inference.device import dtype_name, model_to, pick_device
 from timam.inference.embedding import image_outputs, text_outputs
 from timam.inference.split_data import split_data
 from timam.models.checkpoint import Checkpoint
@@ -32,39 +33,53 @@ logger = logging.getLogger(__name__)
 
 
 def embed_test_split(
-    model_checkpoint: Checkpoint, captions: pd.DataFrame, caption_tokens: TensorBundle, evaluation: Mapping[str, Any]
+    model_checkpoint: Checkpoint,
+    captions: pd.DataFrame,
+    caption_tokens: TensorBundle,
+    evaluation: Mapping[str, Any],
+    embedding: Mapping[str, Any],
 ) -> tuple[TensorBundle, TensorBundle]:
     """Embeddings of the split's unique images and of its captions, each naming the checkpoint version.
 
     The metadata also carries the image paths and caption texts, so figures and ``search`` can show
-    what they rank without the caption table. ``evaluation``: ``params:evaluation``
-    (:class:`~timam.evaluation.config.EvaluationConfig`).
+    what they rank without the caption table, and how queries must be embedded to match (the
+    precision, the tokenizer and its length). ``evaluation``: ``params:evaluation``
+    (:class:`~timam.evaluation.config.EvaluationConfig`); ``embedding``: ``params:embedding``.
     """
-    config = evaluation_config(evaluation)
+    config, embed = evaluation_config(evaluation), embedding_config(embedding)
     data = split_data(captions, caption_tokens, config.split)
     rows = captions[captions["split"] == data.split]
     if rows["caption_id"].tolist() != data.caption_ids:  # split_data's row order, checked not assumed
         raise ValueError("caption rows of the split are not in the order of their tokens; re-run the prepare pipeline")
-    device = pick_device(config.device)
+    device = pick_device(embed.device)
     model = model_to(model_checkpoint.embedding_model, device)
-    batch_size = config.batch_size
     images = image_outputs(
-        model, data.image_paths, project=True, batch_size=batch_size, device=device, desc="embedding images"
+        model,
+        data.image_paths,
+        project=True,
+        batch_size=embed.batch_size,
+        device=device,
+        desc="embedding images",
+        precision=embed.precision,
     )
     texts = text_outputs(
         model,
         data.input_ids,
         data.attention_mask,
         project=True,
-        batch_size=batch_size,
+        batch_size=embed.batch_size,
         device=device,
         desc="embedding captions",
+        precision=embed.precision,
     )
     provenance = {
         "checkpoint_version": model_checkpoint.version,
         "checkpoint": {k: v for k, v in model_checkpoint.metadata.items() if k in CHECKPOINT_SUMMARY},
         "training": model_checkpoint.metadata.get("training", {}),
         "split": data.split,
+        "precision": dtype_name(device, embed.precision),
+        "tokenizer": caption_tokens.metadata.get("tokenizer"),
+        "max_length": caption_tokens.metadata.get("max_length"),
     }
     image_bundle = TensorBundle(
         tensors={"embeddings": images, "identity": data.image_identity},

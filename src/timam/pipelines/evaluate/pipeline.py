@@ -21,7 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 embed_test_split,
-                inputs=["model_checkpoint", "captions", "caption_tokens", "params:evaluation"],
+                inputs=["model_checkpoint", "captions", "caption_tokens", "params:evaluation", "params:embedding"],
                 outputs=["image_embeddings", "text_embeddings"],
                 name="embed_test_split",
             ),

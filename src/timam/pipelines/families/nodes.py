@@ -15,6 +15,7 @@ from timam.evaluation.families_table import families_table
 from timam.evaluation.record import CHECKPOINT_SUMMARY, metrics_record
 from timam.evaluation.report import markdown_report
 from timam.formats.tensor_bundle import TensorBundle
+from timam.inference.config import embedding_config
 from timam.inference.device import model_to, pick_device
 from timam.inference.interaction import pair_scores
 from timam.inference.split_data import SplitData, split_data
@@ -97,14 +98,18 @@ def _scores_bundle(
 
 
 def score_test_pairs(
-    model_checkpoint: Checkpoint, captions: pd.DataFrame, caption_tokens: TensorBundle, evaluation: Mapping[str, Any]
+    model_checkpoint: Checkpoint,
+    captions: pd.DataFrame,
+    caption_tokens: TensorBundle,
+    evaluation: Mapping[str, Any],
+    embedding: Mapping[str, Any],
 ) -> TensorBundle:
     """Every test caption scored with every test image by the interaction model, both directions."""
-    config = evaluation_config(evaluation)
+    config, embed = evaluation_config(evaluation), embedding_config(embedding)
     data = split_data(captions, caption_tokens, config.split)
-    device = pick_device(config.device)
+    device = pick_device(embed.device)
     model = model_to(_interaction_model(model_checkpoint), device)
-    regions, states, mask = _test_inputs(model_checkpoint, data, config.batch_size, device)
+    regions, states, mask = _test_inputs(model_checkpoint, data, embed.batch_size, device)
     started = time.perf_counter()
     scores = pair_scores(model, regions, states, mask, device=device, show_progress=True)
     seconds = time.perf_counter() - started
@@ -121,19 +126,20 @@ def two_stage_test_pairs(
     caption_tokens: TensorBundle,
     families: Mapping[str, Any],
     evaluation: Mapping[str, Any],
+    embedding: Mapping[str, Any],
 ) -> TensorBundle:
     """The embedding model's top-k per query (both directions) re-scored by the interaction model."""
     k = families_config(families).two_stage.k
-    config = evaluation_config(evaluation)
+    config, embed = evaluation_config(evaluation), embedding_config(embedding)
     data = split_data(captions, caption_tokens, config.split)
     if (
         text_embeddings.metadata.get("caption_ids") != data.caption_ids
         or image_embeddings.metadata.get("image_ids") != data.image_ids
     ):
         raise ValueError("the first stage's embeddings are not of this split's captions and images; re-run its row")
-    device = pick_device(config.device)
+    device = pick_device(embed.device)
     model = model_to(_interaction_model(interaction_checkpoint), device)
-    regions, states, mask = _test_inputs(interaction_checkpoint, data, config.batch_size, device)
+    regions, states, mask = _test_inputs(interaction_checkpoint, data, embed.batch_size, device)
     regions, states, mask = regions.to(device), states.to(device), mask.to(device)
 
     @torch.no_grad()

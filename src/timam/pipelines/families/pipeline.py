@@ -73,7 +73,7 @@ def _interaction_template() -> Pipeline:
             ),
             Node(
                 score_test_pairs,
-                ["model_checkpoint", "captions", "caption_tokens", "params:evaluation"],
+                ["model_checkpoint", "captions", "caption_tokens", "params:evaluation", "params:embedding"],
                 "pair_scores",
                 name="score_test_pairs",
             ),
@@ -106,6 +106,7 @@ def _two_stage_pipeline(seed: int) -> Pipeline:
                     "caption_tokens",
                     "params:families",
                     "params:evaluation",
+                    "params:embedding",
                 ],
                 "pair_scores",
                 name="two_stage_test_pairs",

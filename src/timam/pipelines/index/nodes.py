@@ -16,8 +16,10 @@ from timam.index.faiss_index import DEFAULT_FLAT_MAX, build_index, plan_index
 from timam.index.merge import merge_shards
 from timam.index.shards import checkpoint_folder, write_shards
 from timam.index.store import ImageIndex, IndexManifest, collection_fingerprint
-from timam.inference.device import model_to, pick_device
+from timam.inference.config import embedding_config
+from timam.inference.device import dtype_name, model_to, pick_device
 from timam.models.checkpoint import Checkpoint
+from timam.tokenization import tokenization_config
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +34,18 @@ def list_image_collection(index: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def embed_image_collection(
-    model_checkpoint: Checkpoint, image_collection: pd.DataFrame, index: Mapping[str, Any]
+    model_checkpoint: Checkpoint, image_collection: pd.DataFrame, index: Mapping[str, Any], embedding: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Embed this writer's shards that are missing or stale; returns what was done, for the merge.
+    """Embed this writer's shards that are missing or stale; returns what was done, for the merge
+    (with ``precision``, the compute dtype the images were embedded in: the queries' too).
 
     Shards live in ``index.shard_dir/<checkpoint version>/`` (:mod:`timam.index.shards`); each is
     written as soon as it is finished, so a rerun after a crash resumes at the first missing one.
     They are a side folder (like the training resume state), not a catalog dataset: a catalog save
     happens only after the node returns, which is too late to survive a crash mid-node.
     """
-    config = index_config(index)
-    device = pick_device(config.device)
+    config, embed = index_config(index), embedding_config(embedding)
+    device = pick_device(embed.device)
     run = write_shards(
         model_to(model_checkpoint.embedding_model, device),
         image_collection,
@@ -50,9 +53,9 @@ def embed_image_collection(
         checkpoint_version=model_checkpoint.version,
         shard_size=config.shard_size,
         writer=config.writer,
-        batch_size=config.batch_size,
+        batch_size=embed.batch_size,
         device=device,
-        precision=config.precision,
+        precision=embed.precision,
         show_progress=config.show_progress,
     )
     logger.info(
@@ -64,7 +67,7 @@ def embed_image_collection(
         run.seconds,
         run.bad_images,
     )
-    return run.to_dict()
+    return {**run.to_dict(), "precision": dtype_name(device, embed.precision)}
 
 
 def merge_image_shards(
@@ -81,6 +84,7 @@ def merge_image_shards(
         index_shards["folder"],
         shard_size=int(index_shards["shard_size"]),
         checkpoint_version=index_shards["checkpoint_version"],
+        precision=index_shards["precision"],
         writers=writers,
     )
     if len(merged.bad):
@@ -99,11 +103,16 @@ def merge_image_shards(
 
 
 def build_image_index(
-    index_vectors: np.ndarray, index_rows: pd.DataFrame, index_shards: Mapping[str, Any], index: Mapping[str, Any]
+    index_vectors: np.ndarray,
+    index_rows: pd.DataFrame,
+    index_shards: Mapping[str, Any],
+    index: Mapping[str, Any],
+    tokenization: Mapping[str, Any],
 ) -> ImageIndex:
     """The FAISS index of the vectors, planned from their count and ``index.memory_budget``, with its
-    manifest: checkpoint version, embedding size, image count, collection fingerprint and plan."""
-    config = index_config(index)
+    manifest: checkpoint version, embedding size, image count, collection fingerprint, plan, and how
+    queries must be embedded (the images' precision, the tokenizer and its token length)."""
+    config, tokens = index_config(index), tokenization_config(tokenization)
     count, dim = index_vectors.shape
     plan = plan_index(
         count,
@@ -123,5 +132,8 @@ def build_image_index(
         collection_fingerprint=collection_fingerprint(index_rows),
         plan=plan,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        precision=index_shards["precision"],
+        tokenizer=tokens.tokenizer,
+        max_length=tokens.max_length,
     )
     return ImageIndex(index=faiss_index, manifest=manifest, rows=index_rows)

@@ -50,7 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 embed_image_collection,
-                inputs=["model_checkpoint", "image_collection", "params:index"],
+                inputs=["model_checkpoint", "image_collection", "params:index", "params:embedding"],
                 outputs="index_shards",
                 name="embed_image_collection",
                 tags="index_embed",
@@ -63,7 +63,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 build_image_index,
-                inputs=["index_vectors", "index_rows", "index_shards", "params:index"],
+                inputs=["index_vectors", "index_rows", "index_shards", "params:index", "params:tokenization"],
                 outputs="image_index",
                 name="build_image_index",
             ),

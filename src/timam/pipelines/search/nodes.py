@@ -1,10 +1,9 @@
 """Rank the newest image index, or the test split, for a text query, an image file or a file of queries.
 
-:func:`search_request` checks ``params:search`` (:class:`~timam.evaluation.config.SearchConfig`)
+:func:`search_request` checks ``params:search`` (:class:`~timam.search.config.SearchConfig`)
 before anything heavy is loaded. :func:`search` searches ``search_index`` (the newest index of
-``kedro run --pipelines index``; None when there is none) through :class:`timam.search.Searcher`
-(:func:`index_search`), and otherwise the test split ``evaluate`` embedded: :func:`images_for_text`
-or :func:`captions_for_image`, one function per direction.
+``kedro run --pipelines index``; None when there is none), and otherwise the test split
+``evaluate`` embedded, wrapped as an in-memory index: both through one :class:`timam.search.Searcher`.
 """
 
 from __future__ import annotations
@@ -15,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 
-from timam.evaluation.config import evaluation_config
 from timam.figures.ranking import (
     ImageQueryExample,
     RankedCaption,
@@ -29,16 +26,14 @@ from timam.figures.ranking import (
 )
 from timam.formats.tensor_bundle import TensorBundle
 from timam.index.store import ImageIndex
-from timam.inference.device import model_to, pick_device
-from timam.inference.embedding import image_outputs, text_outputs
+from timam.inference.config import embedding_config
 from timam.models.checkpoint import Checkpoint
-from timam.retrieval.ranking import topk_indices
 from timam.search import Hit, Searcher, hits_table
 from timam.search.config import SearchConfig, search_config
 from timam.search.queries import read_queries
+from timam.search.split_index import split_searcher
 from timam.sources.image_checks import inspect_image
-from timam.tokenization import TokenizationConfig, load_tokenizer, tokenization_config
-from timam.training.model_setup import check_tokenizer
+from timam.tokenization import TokenizationConfig, tokenization_config
 
 logger = logging.getLogger(__name__)
 
@@ -49,19 +44,6 @@ USAGE = (
     'kedro run --pipelines search --params "search.queries_file=queries.txt"  (one query per line -> one table)'
 )
 FIGURE_QUERIES = 6  # a queries file draws its first six queries
-
-
-def check_same_checkpoint(model_checkpoint: Checkpoint, *bundles: tuple[str, TensorBundle]) -> None:
-    """Embeddings must come from the checkpoint that embeds the query, or the scores mean nothing."""
-    for name, bundle in bundles:
-        made_with = bundle.metadata.get("checkpoint_version")
-        if made_with != model_checkpoint.version:
-            raise ValueError(
-                f"{name} (version {bundle.metadata.get('version')}) were made with checkpoint {made_with}, but the "
-                f"loaded model_checkpoint is {model_checkpoint.version}. Re-run the evaluation with this checkpoint "
-                f"(`kedro run --pipelines evaluate --load-versions model_checkpoint:{model_checkpoint.version}`), "
-                f"or search with the checkpoint of the embeddings (`--load-versions model_checkpoint:{made_with}`)."
-            )
 
 
 def check_image_file(path: str, name: str = "search.query_image") -> None:
@@ -103,122 +85,6 @@ def search_request(search: Mapping[str, Any]) -> SearchConfig:
     return config
 
 
-def _embed_texts(
-    model_checkpoint: Checkpoint, queries: list[str], tokenization: TokenizationConfig, device: torch.device
-) -> torch.Tensor:
-    config = model_checkpoint.embedding_model.config
-    check_tokenizer(
-        config,
-        tokenization.tokenizer,
-        tokens="params tokenization.tokenizer is",
-        model=f"checkpoint {model_checkpoint.version} has text model",
-        fix="set the tokenizer the checkpoint was trained with",
-    )
-    tokens = load_tokenizer(tokenization.tokenizer)(
-        queries, padding="max_length", truncation=True, max_length=tokenization.max_length, return_tensors="pt"
-    )
-    if config.text_encoder == "fc_embed" and int(tokens["input_ids"].max()) >= config.vocab_size:
-        raise ValueError(
-            f"tokenizer {tokenization.tokenizer!r} gives ids beyond the checkpoint's vocabulary ({config.vocab_size})"
-        )
-    return text_outputs(
-        model_to(model_checkpoint.embedding_model, device),
-        tokens["input_ids"].to(torch.int32),
-        tokens["attention_mask"].to(torch.int8),
-        project=True,
-        batch_size=64,
-        device=device,
-        desc="embedding the queries",
-        show_progress=len(queries) > 64,
-    )
-
-
-def images_for_text(
-    model_checkpoint: Checkpoint,
-    image_embeddings: TensorBundle,
-    query: str | list[str],
-    top_k: int,
-    tokenization: TokenizationConfig,
-    device: torch.device,
-    title: str,
-) -> tuple[pd.DataFrame, Figure]:
-    """The ``top_k`` gallery images for a text query: table (rank, path, image_id, score) and figure.
-
-    A list of queries gives one table with a leading ``query`` column, queries in the given order.
-    """
-    paths = image_embeddings.metadata.get("image_paths")
-    if paths is None:
-        raise ValueError("image_embeddings have no image paths (older timam); re-run `kedro run --pipelines evaluate`")
-    queries = [query] if isinstance(query, str) else list(query)
-    gallery = image_embeddings.tensors["embeddings"]
-    k = min(top_k, len(gallery))
-    scores, found = topk_indices(_embed_texts(model_checkpoint, queries, tokenization, device).cpu(), gallery, k)
-    ids = image_embeddings.metadata.get("image_ids") or [None] * len(paths)
-    tables = []
-    for text, query_scores, query_found in zip(queries, scores, found, strict=True):
-        table = pd.DataFrame(
-            {
-                "rank": range(1, k + 1),
-                "path": [paths[int(j)] for j in query_found],
-                "image_id": [ids[int(j)] for j in query_found],
-                "score": query_scores.tolist(),
-            }
-        )
-        tables.append(table if isinstance(query, str) else table.assign(query=text)[["query", *table.columns]])
-    examples = [
-        TextQueryExample(
-            caption=f"\u201c{text}\u201d",
-            results=[RankedImage(p, s) for p, s in zip(table["path"], table["score"], strict=True)],
-        )
-        for text, table in list(dict(zip(queries, tables, strict=True)).items())[:FIGURE_QUERIES]
-    ]
-    figure = text_query_figure(examples, title=f"Top {k} images -- {title}", columns=min(k, 5))
-    return pd.concat(tables, ignore_index=True), figure
-
-
-def captions_for_image(
-    model_checkpoint: Checkpoint,
-    image_embeddings: TensorBundle,
-    text_embeddings: TensorBundle,
-    query_image: str,
-    top_k: int,
-    device: torch.device,
-    title: str,
-) -> tuple[pd.DataFrame, Figure]:
-    """The ``top_k`` test captions for an image file: table (rank, caption, caption_id, image_path,
-    score; image_path is the captioned image) and figure."""
-    captions = text_embeddings.metadata.get("captions")
-    if captions is None:
-        raise ValueError("text_embeddings have no caption texts (older timam); re-run `kedro run --pipelines evaluate`")
-    gallery = text_embeddings.tensors["embeddings"]
-    k = min(top_k, len(gallery))
-    embedded = image_outputs(
-        model_to(model_checkpoint.embedding_model, device),
-        [query_image],
-        project=True,
-        batch_size=1,
-        device=device,
-        desc="embedding the query image",
-    )
-    scores, found = topk_indices(embedded, gallery, k)
-    caption_ids = text_embeddings.metadata.get("caption_ids") or [None] * len(captions)
-    image_paths = image_embeddings.metadata.get("image_paths")
-    image_index = text_embeddings.tensors["image_index"]
-    table = pd.DataFrame(
-        {
-            "rank": range(1, k + 1),
-            "caption": [captions[int(j)] for j in found[0]],
-            "caption_id": [caption_ids[int(j)] for j in found[0]],
-            "image_path": [image_paths[int(image_index[j])] if image_paths else None for j in found[0]],
-            "score": scores[0].tolist(),
-        }
-    )
-    example = ImageQueryExample(
-        path=query_image, results=[RankedCaption(c, s) for c, s in zip(table["caption"], table["score"], strict=True)]
-    )
-    return table, image_query_figure([example], title=f"Top {k} captions -- {title}", caption_lines=3)
-
-
 def _hit_examples(queries: list[str], hits: list[list[Hit]], target: str | None = None) -> list[TextQueryExample]:
     return [
         TextQueryExample(caption=text, results=[RankedImage(hit.path, hit.score) for hit in found], target_path=target)
@@ -226,24 +92,76 @@ def _hit_examples(queries: list[str], hits: list[list[Hit]], target: str | None 
     ]
 
 
-def index_search(searcher: Searcher, request: SearchConfig, title: str) -> tuple[pd.DataFrame, Figure]:
-    """Search the image index: the table (``[query,] rank, row, path, score[, caption]``) and the grid figure."""
-    k = min(request.top_k, searcher.size)
+def _image_examples(hits: list[Hit], query_image: str) -> list[ImageQueryExample]:
+    return [ImageQueryExample(path=query_image, results=[RankedCaption(str(hit.caption), hit.score) for hit in hits])]
+
+
+def run_search(
+    searcher: Searcher, request: SearchConfig, title: str, *, image_ranks: str
+) -> tuple[pd.DataFrame, Figure]:
+    """One request through ``searcher``: the hits table (``[query,] rank, row, path, score[, caption]``) and
+    its figure. An image query ranks the searcher's images, or its captions with ``image_ranks="captions"``."""
+    k = request.top_k
     if request.query_image is not None:
-        hits = searcher.by_image(request.query_image, k=k)
-        examples = _hit_examples([f"images like {Path(request.query_image).name}"], [hits], request.query_image)
-        return hits_table(hits), text_query_figure(examples, title=f"Top {k} images -- {title}", columns=min(k, 5))
-    if request.queries_file is not None:
+        if image_ranks == "captions":
+            hits = searcher.captions_for_image(request.query_image, k=k)
+            figure = image_query_figure(_image_examples(hits, request.query_image), title=f"Top captions -- {title}")
+            return hits_table(hits), figure
+        found = searcher.by_image(request.query_image, k=k)
+        examples = _hit_examples([f"images like {Path(request.query_image).name}"], [found], request.query_image)
+        figure = text_query_figure(examples, title=f"Top images -- {title}", columns=max(1, min(len(found), 5)))
+        return hits_table(found), figure
+    if request.queries_file is None:  # one query: no query column
+        queries = [str(request.query)]
+        results = [searcher.by_text(queries[0], k)]
+        table = hits_table(results[0])
+    else:
         queries = read_queries(request.queries_file)
         table = searcher.by_texts(queries, k=k)
-        shown = list(dict.fromkeys(queries))[:FIGURE_QUERIES]  # their embeddings are cached by now
-        examples = _hit_examples([f"\u201c{text}\u201d" for text in shown], [searcher.by_text(t, k) for t in shown])
-        figure = text_query_figure(examples, title=f"Top {k} images -- {title}", columns=min(k, 5))
-        return table, figure
-    assert request.query is not None  # exactly one of the three (search_request)
-    hits = searcher.by_text(request.query, k=k)
-    examples = _hit_examples([f"\u201c{request.query}\u201d"], [hits])
-    return hits_table(hits), text_query_figure(examples, title=f"Top {k} images -- {title}", columns=min(k, 5))
+        results = [searcher.by_text(text, k) for text in list(dict.fromkeys(queries))[:FIGURE_QUERIES]]
+    shown = list(dict.fromkeys(queries))[:FIGURE_QUERIES]  # their embeddings are cached by now
+    examples = _hit_examples([f"\u201c{text}\u201d" for text in shown], results)
+    figure = text_query_figure(examples, title=f"Top images -- {title}", columns=max(1, min(len(results[0]), 5)))
+    return table, figure
+
+
+def search(
+    model_checkpoint: Checkpoint,
+    image_embeddings: TensorBundle,
+    text_embeddings: TensorBundle,
+    search_index: ImageIndex | None,
+    request: SearchConfig,
+    tokenization: Mapping[str, Any],
+    embedding: Mapping[str, Any],
+) -> tuple[pd.DataFrame, Figure]:
+    """Top ``top_k`` results for a text ``query``, an image ``query_image`` or each query of ``queries_file``.
+
+    ``search_index`` (None when no index has been built; ignored with ``search.use_index: false``)
+    is searched when there is one: images for texts and images alike, with the checkpoint that
+    built it (another is refused). Otherwise the test split ``evaluate`` embedded, wrapped as an
+    in-memory index (:func:`~timam.search.split_index.split_searcher`): images for texts, its
+    captions for an image. Queries run on ``embedding.device`` and are embedded as the index (or
+    the split) records. ``request`` comes from :func:`search_request`. Returns the table and a figure.
+    """
+    request = search_config(request)
+    tokens, device = tokenization_config(tokenization), embedding_config(embedding).device
+    if search_index is not None and request.use_index:
+        searcher = _index_searcher(model_checkpoint, search_index, tokens, device)
+        title = f"checkpoint {model_checkpoint.version}, index of {searcher.size} images"
+        table, figure = run_search(searcher, request, title, image_ranks="images")
+    else:
+        searcher = split_searcher(
+            model_checkpoint,
+            image_embeddings,
+            text_embeddings,
+            device=device,
+            tokenizer=tokens.tokenizer,
+            max_length=tokens.max_length,
+        )
+        title = f"checkpoint {model_checkpoint.version}, {image_embeddings.metadata.get('split')} split"
+        table, figure = run_search(searcher, request, title, image_ranks="captions")
+    logger.info("Search results:\n%s", table.to_string(index=False, max_colwidth=100))
+    return table, figure
 
 
 def _index_searcher(
@@ -254,64 +172,10 @@ def _index_searcher(
         return Searcher(
             image_index=search_index,
             checkpoint=model_checkpoint,
+            device=device,
             index_name=name,
             tokenizer=tokenization.tokenizer,
             max_length=tokenization.max_length,
-            device=device,
         )
     except ValueError as error:
         raise ValueError(f"{error} Or search the test split: --params search.use_index=false.") from error
-
-
-def search(
-    model_checkpoint: Checkpoint,
-    image_embeddings: TensorBundle,
-    text_embeddings: TensorBundle,
-    search_index: ImageIndex | None,
-    request: SearchConfig,
-    tokenization: Mapping[str, Any],
-    evaluation: Mapping[str, Any],
-) -> tuple[pd.DataFrame, Figure]:
-    """Top ``top_k`` images for a text ``query``, an image ``query_image`` or each query of ``queries_file``.
-
-    ``search_index`` (None when no index has been built; ignored with ``search.use_index: false``)
-    is searched when there is one: images for texts and images alike, with the checkpoint that
-    built it (another is refused). Otherwise the test split: images for texts, test captions for an image,
-    scored by the cosine similarities the evaluation ranks by (on ``evaluation.device``); ties are
-    broken by gallery index. ``request`` comes from :func:`search_request`. Returns the table and a figure.
-    """
-    request = search_config(request)
-    tokens = tokenization_config(tokenization)
-    device_name = evaluation_config(evaluation).device
-    if search_index is not None and request.use_index:
-        searcher = _index_searcher(model_checkpoint, search_index, tokens, device_name)
-        title = f"checkpoint {model_checkpoint.version}, index of {searcher.size} images"
-        table, figure = index_search(searcher, request, title)
-    else:
-        table, figure = _test_split_search(
-            model_checkpoint, image_embeddings, text_embeddings, request, tokens, device_name
-        )
-    shown = table.drop(columns=[c for c in ("image_id", "caption_id", "image_path") if c in table])
-    logger.info("Search results:\n%s", shown.to_string(index=False, max_colwidth=100))
-    return table, figure
-
-
-def _test_split_search(
-    model_checkpoint: Checkpoint,
-    image_embeddings: TensorBundle,
-    text_embeddings: TensorBundle,
-    request: SearchConfig,
-    tokenization: TokenizationConfig,
-    device_name: str,
-) -> tuple[pd.DataFrame, Figure]:
-    check_same_checkpoint(
-        model_checkpoint, ("image_embeddings", image_embeddings), ("text_embeddings", text_embeddings)
-    )
-    device = pick_device(device_name)
-    title = f"checkpoint {model_checkpoint.version}, {image_embeddings.metadata.get('split')} split"
-    if request.query_image is not None:
-        return captions_for_image(
-            model_checkpoint, image_embeddings, text_embeddings, request.query_image, request.top_k, device, title
-        )
-    query: str | list[str] = read_queries(request.queries_file) if request.queries_file else str(request.query)
-    return images_for_text(model_checkpoint, image_embeddings, query, request.top_k, tokenization, device, title)

@@ -35,7 +35,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "search_index",
                     "search_request",
                     "params:tokenization",
-                    "params:evaluation",
+                    "params:embedding",
                 ],
                 outputs=["search_results", "search_grid"],
                 name="search",
