@@ -264,7 +264,7 @@ def create_app(
     )
     async def thumb(row: Row) -> Response:
         """A JPEG thumbnail of index row ``row``, at most ``thumb_size`` pixels a side."""
-        if row >= searcher.size:
+        if row >= searcher.size:  # only an empty index gets here: Row's bound says size - 1 otherwise
             raise Refusal(*row_message(str(row), searcher.size))
         try:
             data = await run_in_threadpool(thumbnails.get, row)

@@ -71,6 +71,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from timam.search import Searcher
     from timam.serve.app import create_app
+    from timam.serve.guard import HostPolicy
     from timam.serve.server import server_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -109,6 +110,8 @@ def serve(args: argparse.Namespace) -> int:
         args.host,
         args.port,
     )
+    hosts = HostPolicy.for_bind(args.host, args.allow_host)
+    logger.info("Requests must name the server as one of its own: %s", hosts.describe())
     app = create_app(searcher, limits=limits, host=args.host, allow_hosts=tuple(args.allow_host))
     uvicorn.Server(server_config(app, host=args.host, port=args.port, log_level=args.log_level)).run()
     return 0
