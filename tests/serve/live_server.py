@@ -15,6 +15,8 @@ from typing import Any
 
 import uvicorn
 
+from timam.serve.server import server_config
+
 
 @dataclass
 class Reply:
@@ -34,7 +36,7 @@ def live_server(app) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # bound before the server starts: no race for the port
     host, port = sock.getsockname()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(server_config(app, log_level="warning", lifespan="off"))  # what `timam serve` runs
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -56,8 +58,8 @@ def request(
     """One request with the path sent exactly as given (no client-side normalisation)."""
     connection = http.client.HTTPConnection(address, timeout=30)
     try:
-        connection.putrequest(method, path, skip_accept_encoding=True)
         headers = dict(headers or {})
+        connection.putrequest(method, path, skip_host="Host" in headers, skip_accept_encoding=True)
         if body is not None and "Content-Length" not in headers and "Transfer-Encoding" not in headers:
             headers["Content-Length"] = str(len(body))
         for name, value in headers.items():

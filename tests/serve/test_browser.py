@@ -55,6 +55,7 @@ def page(searcher):
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations are logged there
     with live_server(create_app(searcher)) as address:
         driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
         try:
@@ -139,3 +140,12 @@ def test_a_link_with_a_query_runs_it_when_the_page_opens(page, searcher):
     hits = _wait_for_results(page)
     assert page.find_element(By.ID, "query").get_attribute("value") == "a grey road"
     assert [hit.get_attribute("title") for hit in hits] == [hit.path for hit in searcher.by_text("a grey road", k=3)]
+
+
+def test_the_page_works_under_its_content_security_policy(page):
+    """Everything above ran under the server's CSP (only this server's files); the browser refused nothing."""
+    address = page.current_url.split("/")[2]
+    page.get(f"http://{address}/?q=a+red+square&k=2")
+    assert len(_wait_for_results(page)) == 2
+    refused = [entry["message"] for entry in page.get_log("browser") if "Content Security Policy" in entry["message"]]
+    assert refused == []

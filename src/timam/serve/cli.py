@@ -1,7 +1,8 @@
 """The ``timam`` console script: ``timam serve [--host 127.0.0.1] [--port 8000] [--index PATH|VERSION]``.
 
 Bound to 127.0.0.1 unless ``--host`` says otherwise: the page shows the collection's paths and
-thumbnails, which are nobody else's business by default.
+thumbnails, which are nobody else's business by default. Requests must name the server by a name it
+was bound to (see :class:`timam.serve.guard.HostPolicy`; ``--allow-host`` adds one).
 """
 
 from __future__ import annotations
@@ -42,6 +43,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--project", default=".", help="project folder that relative paths start at (default .)")
     serve.add_argument("--max-k", type=int, default=100, help="most results per query (default 100)")
     serve.add_argument("--max-upload-mb", type=float, default=10, help="largest query image upload (default 10 MB)")
+    serve.add_argument(
+        "--max-image-queries",
+        type=int,
+        default=Limits.image_queries,
+        help=f"image queries decoded at once; more wait, then get a 503 (default {Limits.image_queries})",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=Limits.body_timeout_s,
+        help=f"seconds a request body may take to arrive (default {Limits.body_timeout_s:g})",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name clients may reach the server by (repeatable; '*' turns the Host check off)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -51,12 +71,24 @@ def serve(args: argparse.Namespace) -> int:
 
     from timam.search import Searcher
     from timam.serve.app import create_app
+    from timam.serve.guard import HostPolicy
+    from timam.serve.server import server_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.max_k < 1 or args.max_upload_mb <= 0:
-        raise SystemExit("timam serve: --max-k must be >= 1 and --max-upload-mb > 0")
+    try:
+        limits = Limits(
+            max_k=args.max_k,
+            default_k=min(Limits.default_k, args.max_k),
+            max_upload_bytes=int(args.max_upload_mb * MB),
+            image_queries=args.max_image_queries,
+            body_timeout_s=args.body_timeout,
+        )
+    except ValueError as error:
+        raise SystemExit(
+            f"timam serve: {error} (--max-k, --max-upload-mb, --max-image-queries, --body-timeout)"
+        ) from None
     try:
         searcher = Searcher.open(
             args.index,
@@ -78,8 +110,10 @@ def serve(args: argparse.Namespace) -> int:
         args.host,
         args.port,
     )
-    limits = Limits(max_k=args.max_k, default_k=min(10, args.max_k), max_upload_bytes=int(args.max_upload_mb * MB))
-    uvicorn.run(create_app(searcher, limits=limits), host=args.host, port=args.port, log_level=args.log_level)
+    hosts = HostPolicy.for_bind(args.host, args.allow_host)
+    logger.info("Requests must name the server as one of its own: %s", hosts.describe())
+    app = create_app(searcher, limits=limits, host=args.host, allow_hosts=tuple(args.allow_host))
+    uvicorn.Server(server_config(app, host=args.host, port=args.port, log_level=args.log_level)).run()
     return 0
 
 

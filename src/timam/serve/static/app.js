@@ -67,7 +67,8 @@ async function call(url, options, what) {
 
 $("text-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  const params = new URLSearchParams({ q: $("query").value, k: $("k").value });
+  const params = new URLSearchParams({ q: $("query").value });
+  if ($("k").value) params.set("k", $("k").value);  // an empty box means the server's default k
   history.replaceState(null, "", "/?" + params);  // the address bar holds a link to this search
   call("/api/search?" + params, {}, "images");
 });
@@ -82,7 +83,8 @@ $("image-form").addEventListener("submit", (event) => {
   const form = new FormData();
   form.append("image", file);
   const target = $("target").value;
-  const params = new URLSearchParams({ k: $("k").value, target });
+  const params = new URLSearchParams({ target });
+  if ($("k").value) params.set("k", $("k").value);
   call("/api/search/image?" + params, { method: "POST", body: form }, target === "captions" ? "captions" : "images");
 });
 
