@@ -37,8 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--checkpoint", default=None, help="checkpoint file (default: the one the index's manifest names)"
     )
-    serve.add_argument("--tokenizer", default=None, help="tokenizer of an FC-Embed checkpoint (default offline:minilm)")
-    serve.add_argument("--max-length", type=int, default=64, help="query tokens kept (params tokenization.max_length)")
+    serve.add_argument(
+        "--tokenizer", default=None, help="an index that does not record its tokenizer (older indexes): this one"
+    )
+    serve.add_argument(
+        "--max-length", type=int, default=None, help="an index that does not record its token length: this one"
+    )
     serve.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     serve.add_argument("--project", default=".", help="project folder that relative paths start at (default .)")
     serve.add_argument("--max-k", type=int, default=100, help="most results per query (default 100)")
