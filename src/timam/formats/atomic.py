@@ -16,7 +16,8 @@ class ArtifactWriteError(OSError):
     """A save the user must unblock (permissions, disk space); the previous file is left untouched."""
 
 
-def _host() -> str:
+def current_host() -> str:
+    """This machine's name as temporaries carry it (letters, digits and dashes)."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "localhost"
 
 
@@ -28,7 +29,7 @@ def temporary_sibling(target: str | os.PathLike[str], kind: str = "tmp") -> Path
     writers of one process apart. ``kind`` is ``tmp`` (being written) or ``old`` (being replaced).
     """
     target = Path(target)
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.{os.getpid()}@{_host()}.{kind}")
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.{os.getpid()}@{current_host()}.{kind}")
 
 
 @contextmanager
