@@ -127,19 +127,22 @@ def _sweep(folder: Path, *, started: float, max_age_s: float, report: Cleanup, r
         return
     removed_here = False
     for entry in entries:
-        path = Path(entry.path)
-        if entry.is_symlink():
-            continue
-        stale = is_stale(path, started=started, max_age_s=max_age_s)
-        if stale:
-            size = _size(path)
-            if _remove_temporary(path):
-                report.removed.append(path)
-                report.freed_bytes += size
-                removed_here = True
-        elif stale is False:
-            report.kept.append(path)
-        elif recursive and entry.is_dir(follow_symlinks=False):
+        # Only a hidden .tmp/.old name can be ours: the cheap test first, since data/ may hold millions of images.
+        if entry.name.startswith(".") and entry.name.endswith((".tmp", ".old")) and not entry.is_symlink():
+            path = Path(entry.path)
+            stale = is_stale(path, started=started, max_age_s=max_age_s)
+            if stale:
+                size = _size(path)
+                if _remove_temporary(path):
+                    report.removed.append(path)
+                    report.freed_bytes += size
+                    removed_here = True
+                continue
+            if stale is False:
+                report.kept.append(path)
+                continue
+        if recursive and entry.is_dir(follow_symlinks=False):  # never a symbolic link
+            path = Path(entry.path)
             _sweep(path, started=started, max_age_s=max_age_s, report=report, recursive=True)
             if VERSION_NAME.match(entry.name) and _old(path, started, max_age_s) and _remove_if_empty(path):
                 report.removed.append(path)
