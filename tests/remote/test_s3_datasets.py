@@ -222,3 +222,7 @@ def test_searcher_opens_an_index_on_s3_like_timam_serve(
     assert hits[0].row == 3 and hits[0].score == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(FileNotFoundError, match=rf"index folder {root}-missing does not exist"):
         Searcher.open(f"{root}-missing", device="cpu")
+    s3_server.client().put_object(Bucket=index_on_s3["bucket"], Key="foreign.safetensors", Body=b"\x80\x04pickle")
+    foreign = f"s3://{index_on_s3['bucket']}/foreign.safetensors"
+    with pytest.raises(ValueError, match=rf"^{foreign} is not a safetensors checkpoint"):
+        Searcher.open(root, foreign, device="cpu")

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from timam.formats.storage import filesystem, is_remote, local_copy
+from timam.formats.storage import filesystem, is_local, is_remote, local_copy, url
 from timam.index.store import ImageIndex, check_index_checkpoint, load_image_index
 from timam.models.checkpoint import Checkpoint, read_checkpoint
 from timam.retrieval.ranking import topk_indices
@@ -45,7 +45,12 @@ def _read_checkpoint(path: Path | str) -> Checkpoint:
     """The checkpoint at a local path or a URL (read from a temporary local copy), versioned by its Kedro folder."""
     fs, inner = filesystem(path)
     with local_copy(fs, inner) as local:
-        return read_checkpoint(local, version=version_of(path))
+        try:
+            return read_checkpoint(local, version=version_of(path))
+        except ValueError as error:
+            if is_local(fs):
+                raise
+            raise type(error)(str(error).replace(local, url(fs, inner))) from error  # name the object, not the copy
 
 
 class Searcher:
