@@ -125,6 +125,7 @@ class TimamMlflowHook(MlflowHook):
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
+        self._off, self._joined_params = False, None  # settings.HOOKS holds one instance per process
         if os.environ.get("RANK", "0") != "0":
             self._off = True  # torchrun: rank 0 tracks for every rank
             return
