@@ -2,7 +2,6 @@
 
 import errno
 import json
-import os
 import random
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.tiny_run import run
+from tests.training.tiny_run import checkout_env, run
 from timam.formats.atomic import ArtifactWriteError
 from timam.training.resume import restore_rng, rng_state, save_state
 from timam.training.trainer import TimamTrainer
@@ -34,7 +33,7 @@ def test_same_seed_gives_identical_training(tmp_path, uninterrupted):
 
 
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path, uninterrupted):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    env = checkout_env()
     state = tmp_path / "state.pt"
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), str(tmp_path), str(EPOCHS)],

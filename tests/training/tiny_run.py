@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import warnings
 from dataclasses import replace
@@ -23,6 +24,14 @@ from timam.models.config import ModelConfig
 from timam.pipelines.prepare.nodes import build_caption_table, tokenize_captions
 from timam.training.config import training_config
 from timam.training.loop import train_timam
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def checkout_env(**extra: str) -> dict[str, str]:
+    """The environment of a subprocess that runs this checkout: its ``src`` (not the editable install,
+    which may point at another worktree) and its ``tests`` package importable."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), **extra}
 
 
 def tiny_captions(workdir: Path):
