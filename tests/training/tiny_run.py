@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-import timam  # noqa: F401  (torchvision guard before transformers)
+import timam  # first: the torchvision guard runs before transformers is imported
 from timam.inference.split_data import split_data
 from timam.io.demo_dataset import DemoReidRawDataset
 from timam.models.config import ModelConfig
@@ -29,9 +29,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def checkout_env(**extra: str) -> dict[str, str]:
-    """The environment of a subprocess that runs this checkout: its ``src`` (not the editable install,
-    which may point at another worktree) and its ``tests`` package importable."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), **extra}
+    """The environment of a subprocess that runs the ``timam`` this test process imported (not
+    necessarily the editable install's, which may point at another worktree), with this checkout's
+    ``tests`` package importable."""
+    source = Path(timam.__file__).resolve().parents[1]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), str(REPO)]), **extra}
 
 
 def tiny_captions(workdir: Path):
@@ -94,7 +96,9 @@ def tiny_bert_model(workdir: Path) -> ModelConfig:
     return replace(TINY_MODEL, text_encoder="transformer", text_model=str(directory))
 
 
-def run(workdir: Path, epochs: int, state_path: Path | None, save_every_steps: int = 0) -> dict:
+def run(
+    workdir: Path, epochs: int, state_path: Path | None, save_every_steps: int = 0, *, keep_state: bool = False
+) -> dict:
     train, val, model_config = tiny_inputs(workdir)
     config = training_config(
         {
@@ -109,7 +113,8 @@ def run(workdir: Path, epochs: int, state_path: Path | None, save_every_steps: i
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        checkpoint, history = train_timam(train, val, model_config, config, state_path=state_path)
+        kept = {"keep_state": True} if keep_state else {}  # only when asked: older versions lack it
+        checkpoint, history = train_timam(train, val, model_config, config, state_path=state_path, **kept)
     digest = hashlib.sha256()
     for name, tensor in sorted(checkpoint.model.state_dict().items()):
         digest.update(name.encode())
