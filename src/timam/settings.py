@@ -1,12 +1,13 @@
 """Kedro project settings."""
 
 from timam.hooks import NodeTimingHook, ParameterCheckHook
+from timam.io.cleanup_hook import StaleTemporaryCleanupHook
 from timam.tracking_hooks import TimamMlflowHook
 
 # ParameterCheckHook: every typed parameter block is built when the run starts, before any node.
 # TimamMlflowHook replaces kedro-mlflow's auto-registered hook (disabled below): it is that hook,
 # plus checkpoint-aware runs, test metrics and artifacts, and never breaking a run.
-HOOKS = (ParameterCheckHook(), NodeTimingHook(), TimamMlflowHook())
+HOOKS = (ParameterCheckHook(), NodeTimingHook(), TimamMlflowHook(), StaleTemporaryCleanupHook())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 # Dataset environments (conf/<env>/) override single parameters, not whole blocks: with "soft"

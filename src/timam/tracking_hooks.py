@@ -2,65 +2,64 @@
 
 kedro-mlflow (``conf/<env>/mlflow.yml``) opens one MLflow run per ``kedro run`` and logs every
 ``params:`` input of the nodes. :class:`TimamMlflowHook` subclasses its hook (registered in
-``settings.py`` in place of the plugin's auto-registered one) to add what a retrieval run needs:
+``settings.py`` in place of the plugin's auto-registered one) to add what the plugin cannot do:
 
-- the checkpoint version and best epoch as tags of the run that trained it, and an evaluate-only
-  run (``--pipelines evaluate``, ``--load-versions model_checkpoint:<v>``) joining the run of the
-  checkpoint it scores instead of starting a new one (a new run tagged with the version when no
-  run trained it);
-- test metrics (every tie rule, both directions, mR) as metrics, and reports, tables and figures
-  as artifacts, logged from the data as each dataset is saved (checkpoint weights only with
-  ``params:tracking.log_checkpoint``);
-- one nested run per ablation variant and seed (tagged ``variant`` and ``seed``); tuning trials
-  open their own nested runs in :mod:`timam.tuning.objective`;
+- join an evaluate-only run (``--pipelines evaluate``, ``--load-versions model_checkpoint:<v>``) to
+  the run that trained the checkpoint it scores, keeping that run's name, command and parameters
+  (a changed one becomes a ``rerun.`` tag); a checkpoint no run trained gets a new run tagged with
+  its version;
+- one nested run per ablation variant or families row and seed (tagged ``variant`` and ``seed``);
+  tuning trials open their own nested runs in :mod:`timam.tuning.objective`;
+- from the data as it is saved: the checkpoint version and best epoch as tags, test metrics (every
+  tie rule, both directions, mR) as metrics, the best tuned parameters as parameters, and every
+  dataset whose catalog entry says ``metadata: {mlflow: {artifact: true}}`` as an artifact;
 - never breaking a run: an unreachable tracking server, or any failing call, gives one warning and
   the run goes on untracked; under torchrun only rank 0 tracks.
+
+Why not kedro-mlflow's ``MlflowArtifactDataset`` for the artifacts: with Kedro 1.x it cannot wrap a
+versioned dataset (it builds the inner dataset with a save version of its own, and the catalog of a
+``kedro run`` refuses it with ``VersionAlreadyExistsError``), a failed upload fails the save, and it
+uploads the local path of the file, which an ``s3://`` catalog does not have.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
+import tempfile
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pandas as pd
+import mlflow
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
-from kedro.io import CatalogProtocol
+from kedro.io import AbstractDataset, CatalogProtocol, DataCatalog
 from kedro.pipeline import Node, Pipeline
 from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
-from matplotlib.figure import Figure
 from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 
 from timam.tracking.config import tracking_config
-from timam.tracking.log import WHERE_THE_NUMBERS_ARE, guarded, log_metrics, log_params, numeric_leaves, set_tags
+from timam.tracking.log import (
+    PARAM_VALUE_LIMIT,
+    WHERE_THE_NUMBERS_ARE,
+    flat_values,
+    guarded,
+    log_metrics,
+    log_params,
+    metric_name,
+    numeric_leaves,
+    set_tags,
+)
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "model_checkpoint"
-# Datasets logged as artifacts (by their name without namespace), with the file name's extension.
-ARTIFACTS = {
-    "training_history": "csv",
-    "training_curves": "png",
-    "retrieval_metrics": "json",
-    "retrieval_report": "md",
-    "recall_curve": "png",
-    "example_grid": "png",
-    "example_grid_image_to_text": "png",
-    "best_worst_text_to_image": "png",
-    "best_worst_image_to_text": "png",
-    "best_training_parameters": "json",
-    "tuning_trials": "csv",
-    "tuning_optimisation_history": "png",
-    "tuning_parameter_importance": "png",
-    "ablation_summary": "csv",
-    "ablation_report": "md",
-    "families_summary": "csv",
-    "families_report": "md",
-}
+MLFLOW_METADATA_KEYS = {"artifact", "artifact_path"}  # a catalog entry's metadata: {mlflow: {...}}
 _VARIANT_RUN = re.compile(r"^(?P<study>ablation|families)\.(?P<variant>.+)_seed(?P<seed>\d+)$")
 
 
@@ -80,26 +79,53 @@ def _split(dataset_name: str) -> tuple[str | None, str]:
     return namespace or None, name
 
 
+def check_mlflow_metadata(conf_catalog: Mapping[str, Any]) -> None:
+    """Refuse a misspelt ``metadata.mlflow`` in the catalog before any node runs (it would silently
+    track nothing)."""
+    for name, entry in conf_catalog.items():
+        metadata = entry.get("metadata") if isinstance(entry, Mapping) else None
+        declared = metadata.get("mlflow") if isinstance(metadata, Mapping) else None
+        if declared is None:
+            continue
+        if (
+            not isinstance(declared, Mapping)
+            or set(declared) - MLFLOW_METADATA_KEYS
+            or not isinstance(declared.get("artifact"), bool)
+        ):
+            raise ValueError(
+                f"Catalog entry {name!r}: metadata.mlflow must be a mapping with artifact: true|false and an "
+                f"optional artifact_path (got {declared!r}); fix it in conf/<env>/catalog*.yml."
+            )
+        if declared["artifact"] and "filepath" not in entry:
+            raise ValueError(
+                f"Catalog entry {name!r}: only a dataset saved to one file (a `filepath`) can be an MLflow "
+                "artifact; set metadata.mlflow.artifact: false or remove it."
+            )
+
+
 class TimamMlflowHook(MlflowHook):
     """The kedro-mlflow hook with timam's runs, tags and artifacts; off for the whole run on failure."""
+
+    run_id: str | None  # the plugin's: the pipeline's run, None while none is open
 
     def __init__(self) -> None:
         super().__init__()
         self._off = False
         self._catalog: CatalogProtocol | None = None
         self._log_checkpoint = False
-        self._variant_runs: dict[str, str] = {}  # ablation namespace -> nested run id
+        self._variant_runs: dict[str, str] = {}  # namespace of an ablation variant or families row -> run id
         self._configured_run_id: str | None = None
+        self._joined_params: dict[str, str] | None = None  # the training run's parameters, on a joined rerun
 
     def _turn_off(self, why: str) -> None:
         if not self._off:
             logger.warning("MLflow tracking is off for this run: %s; %s", why, WHERE_THE_NUMBERS_ARE)
         self._off = True
         self.run_id = None
-        self._is_mlflow_enabled = False
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
+        self._off, self._joined_params = False, None  # settings.HOOKS holds one instance per process
         if os.environ.get("RANK", "0") != "0":
             self._off = True  # torchrun: rank 0 tracks for every rank
             return
@@ -140,15 +166,23 @@ class TimamMlflowHook(MlflowHook):
         save_version: str,
         load_versions: dict[str, str],
     ) -> None:
+        check_mlflow_metadata(conf_catalog)
         self._catalog = catalog
         if not self._off:
             super().after_catalog_created(catalog, conf_catalog, conf_creds, parameters, save_version, load_versions)
+
+    def _tracks(self, run_params: Mapping[str, Any]) -> bool:
+        """kedro-mlflow's rule: a run makes no MLflow run when each of its pipelines is listed in
+        mlflow.yml's ``tracking.disable_tracking.pipelines``."""
+        names = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+        return not all(name in self.mlflow_config.tracking.disable_tracking.pipelines for name in names)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol) -> None:
         if self._off:
             return
-        scored = self._scored_checkpoint(pipeline, catalog)
+        tracked = self._tracks(run_params)
+        scored = self._scored_checkpoint(pipeline, catalog) if tracked else None
         trained_it = self._run_of_checkpoint(scored) if scored else None
         if self._configured_run_id is None:  # a run id set in mlflow.yml wins
             self.mlflow_config.tracking.run.id = trained_it.info.run_id if trained_it else None  # None: a new run
@@ -159,26 +193,28 @@ class TimamMlflowHook(MlflowHook):
         except Exception as error:
             self._turn_off(f"starting the run failed ({error})")
             return
+        if self.run_id is None:  # tracking disabled for this pipeline in mlflow.yml
+            return
         if trained_it is not None:
             self._keep_training_tags(trained_it.data.tags)
+            self._joined_params = dict(trained_it.data.params)
             logger.info("MLflow: this run joins run %s, which trained checkpoint %s", self.run_id, scored)
-        elif scored and self.run_id:
+        elif scored:
             set_tags({"checkpoint_version": scored}, run_id=self.run_id)
 
     def _keep_training_tags(self, before: Mapping[str, str]) -> None:
         """kedro-mlflow tags the run with this command's settings; on a joined training run those go
         under ``rerun.`` and the training's own values stay."""
         with guarded("keep the training run's tags"):
-            client = self.mlflow_config.server._mlflow_client
-            now = client.get_run(self.run_id).data.tags
-            for key, value in now.items():
+            client, run_id = MlflowClient(), str(self.run_id)
+            for key, value in client.get_run(run_id).data.tags.items():
                 if key.startswith("mlflow.") or before.get(key) == value:
                     continue
-                client.set_tag(self.run_id, f"rerun.{key}", value)
+                client.set_tag(run_id, f"rerun.{key}", value)
                 if key in before:
-                    client.set_tag(self.run_id, key, before[key])
+                    client.set_tag(run_id, key, before[key])
                 else:
-                    client.delete_tag(self.run_id, key)
+                    client.delete_tag(run_id, key)
 
     def _scored_checkpoint(self, pipeline: Pipeline, catalog: CatalogProtocol) -> str | None:
         """The version of the checkpoint a pipeline loads without training it (evaluate-only runs)."""
@@ -191,8 +227,10 @@ class TimamMlflowHook(MlflowHook):
     def _run_of_checkpoint(self, version: str) -> Run | None:
         """The run that trained checkpoint ``version``, if this experiment has it."""
         with guarded("find the run of the checkpoint"):
-            experiment = self.mlflow_config.tracking.experiment._experiment
-            runs = self.mlflow_config.server._mlflow_client.search_runs(
+            experiment = mlflow.get_experiment_by_name(self.mlflow_config.tracking.experiment.name)
+            if experiment is None:
+                return None
+            runs = MlflowClient().search_runs(
                 [experiment.experiment_id],
                 filter_string=f"tags.checkpoint_version = '{version}' and tags.trained_checkpoint = 'true'",
                 max_results=1,
@@ -200,30 +238,33 @@ class TimamMlflowHook(MlflowHook):
             return runs[0] if runs else None
         return None
 
-    def _log_param(self, name: str, value: Any) -> None:
-        # A rerun joining its training run may change an evaluation parameter; MLflow refuses to
-        # change a logged value, so the new one becomes a tag instead of stopping the run.
-        try:
-            super()._log_param(name, value)
-        except Exception as error:
-            logger.debug("MLflow kept the earlier value of %s (%s)", name, error)
-            set_tags({f"rerun.{name}": value}, run_id=self.run_id)
-
     @hook_impl
     def before_node_run(self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any], is_async: bool) -> None:
         if self._off:
             return
         with guarded("before_node_run"):
-            super().before_node_run(node, catalog, inputs, is_async)
+            if self._joined_params is None:
+                super().before_node_run(node, catalog, inputs, is_async)
+            else:  # MLflow refuses to change a logged parameter: the joined run gets only new ones
+                super().before_node_run(node, catalog, {}, is_async)
+                self._log_rerun_params(inputs, self._joined_params)
             self._enter_variant_run(node, inputs)
+
+    def _log_rerun_params(self, inputs: Mapping[str, Any], known: dict[str, str]) -> None:
+        """A joined run keeps the training's parameters (``known``, updated here): a new one is
+        logged, a changed one becomes the tag ``rerun.<name>``."""
+        given = {key.removeprefix("params:"): value for key, value in inputs.items() if key.startswith("params:")}
+        flat = {metric_name(key): str(value)[:PARAM_VALUE_LIMIT] for key, value in flat_values(given).items()}
+        new = {key: value for key, value in flat.items() if key not in known}
+        log_params(new, run_id=self.run_id)
+        known.update(new)
+        set_tags({f"rerun.{key}": value for key, value in flat.items() if known[key] != value}, run_id=self.run_id)
 
     def _enter_variant_run(self, node: Node, inputs: Mapping[str, Any]) -> None:
         """Make an ablation variant's (or families row's) nested run active while its nodes run."""
         match = _VARIANT_RUN.match(node.namespace or "")
         if match is None or self.run_id is None:
             return
-        import mlflow
-
         namespace = node.namespace or ""
         run_id = self._variant_runs.get(namespace)
         if run_id is None:
@@ -240,8 +281,6 @@ class TimamMlflowHook(MlflowHook):
     def _leave_variant_run(self, node: Node, status: str) -> None:
         """Back to the pipeline's run; a later node of the variant reopens its run."""
         if node.namespace in self._variant_runs:
-            import mlflow
-
             with guarded("end the variant run"):
                 mlflow.end_run(status)
 
@@ -268,8 +307,8 @@ class TimamMlflowHook(MlflowHook):
                 log_metrics(self._test_metrics(data), run_id=run_id)
             elif name == "best_training_parameters" and isinstance(data, Mapping):
                 log_params(data, prefix="best", run_id=run_id)
-            if name in ARTIFACTS:
-                self._log_artifact(data, f"{name}.{ARTIFACTS[name]}", run_id)
+        with guarded(f"log {dataset_name} as an artifact"):
+            self._log_artifact(dataset_name, data, run_id)
 
     @staticmethod
     def _test_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -292,21 +331,28 @@ class TimamMlflowHook(MlflowHook):
             return
         version = str(self._catalog[dataset_name].resolve_save_version())
         set_tags({"checkpoint_version": version, "trained_checkpoint": "true"}, run_id=run_id)
-        if self._log_checkpoint:
-            dataset = self._catalog[dataset_name]
-            path = dataset._get_versioned_path(version)
-            self.mlflow_config.server._mlflow_client.log_artifact(run_id, str(path), artifact_path="checkpoint")
 
-    def _log_artifact(self, data: Any, file_name: str, run_id: str) -> None:
-        client = self.mlflow_config.server._mlflow_client
-        if isinstance(data, Figure):
-            client.log_figure(run_id, data, file_name)
-        elif isinstance(data, pd.DataFrame):
-            client.log_text(run_id, data.to_csv(index=False), file_name)
-        elif isinstance(data, str):
-            client.log_text(run_id, data, file_name)
-        elif isinstance(data, Mapping):
-            client.log_dict(run_id, dict(data), file_name)
+    def _log_artifact(self, dataset_name: str, data: Any, run_id: str) -> None:
+        """Log ``data`` as the catalog entry declares (``metadata: {mlflow: {artifact: true,
+        artifact_path: ...}}``), under its file's name (``retrieval_metrics.json``, whatever the
+        version folder); checkpoint weights only with ``params:tracking.log_checkpoint``.
+
+        The data is written once more, by the entry's own dataset type and arguments, into a
+        temporary folder: the artifact holds the catalog file's bytes wherever the catalog keeps it
+        (a local version folder, ``s3://``...)."""
+        if not isinstance(self._catalog, DataCatalog):
+            return
+        config = copy.deepcopy(self._catalog.config_resolver.resolve_pattern(dataset_name))
+        declared = (config.get("metadata") or {}).get("mlflow") or {}
+        if not declared.get("artifact") or (_split(dataset_name)[1] == CHECKPOINT and not self._log_checkpoint):
+            return
+        for local_only in ("versioned", "credentials"):
+            config.pop(local_only, None)
+        with tempfile.TemporaryDirectory(prefix="timam-artifact-") as folder:
+            path = Path(folder) / PurePosixPath(str(config["filepath"])).name
+            config["filepath"] = str(path)
+            AbstractDataset.from_config(dataset_name, config).save(data)
+            MlflowClient().log_artifact(run_id, str(path), artifact_path=declared.get("artifact_path"))
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol) -> None:
@@ -328,7 +374,7 @@ class TimamMlflowHook(MlflowHook):
 
     def _end_variant_runs(self, status: str) -> None:
         with guarded("end the variant runs"):
-            client = self.mlflow_config.server._mlflow_client
+            client = MlflowClient()
             for run_id in self._variant_runs.values():
                 client.set_terminated(run_id, status)
         self._variant_runs.clear()

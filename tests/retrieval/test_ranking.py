@@ -85,17 +85,6 @@ def count_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return request.param
 
 
-@pytest.fixture(params=["onednn", "torch-mm"])
-def score_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test through each CPU score product: oneDNN with the gallery packed once, and the
-    padded ``torch.mm`` used on CUDA and where torch has no oneDNN."""
-    if request.param == "onednn" and not scoring._ONEDNN_SCORES:
-        pytest.skip("this torch build has no oneDNN packed linear")
-    if request.param == "torch-mm":
-        monkeypatch.setattr(scoring, "_ONEDNN_SCORES", False)
-    return request.param
-
-
 def _random_case(seed: int, n_q: int = 40, n_g: int = 300, dim: int = 16, n_labels: int = 25):
     gen = torch.Generator().manual_seed(seed)
     gl = torch.randint(0, n_labels, (n_g,), generator=gen)
@@ -120,15 +109,15 @@ def _tied_case(seed: int, n_q: int = 6, n_g: int = 7):
 # ----------------------------------------------------------------------------- tests
 
 
-def test_scores_do_not_depend_on_the_number_of_query_rows(score_path: str) -> None:
+def test_scores_do_not_depend_on_the_number_of_query_rows() -> None:
     """A pair's float32 score is the same whatever chunk its query is scored in (duplicates stay
-    exact ties), and both score products agree with float64 to float32 rounding."""
+    exact ties), and agrees with float64 to float32 rounding."""
     gen = torch.Generator().manual_seed(7)
     q = F.normalize(torch.randn(70, 64, generator=gen))
     g = F.normalize(torch.randn(300, 64, generator=gen))
     g[11] = g[250]
     q[40] = q[2]
-    scorer = scoring._GalleryScorer(g, chunk_size=32)
+    scorer = scoring._GalleryScorer(g)
     full = scorer(q)
     for rows in (1, 5, 16, 33):
         parts = torch.cat([scorer(q[lo : lo + rows]) for lo in range(0, q.shape[0], rows)])
@@ -150,7 +139,7 @@ def test_similarity_matches_numpy_float64() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_index_rule_matches_naive_numpy(seed: int, count_path: str, score_path: str) -> None:
+def test_index_rule_matches_naive_numpy(seed: int, count_path: str) -> None:
     q, g, ql, gl = _random_case(seed)
     g[5] = g[17]  # a few exact duplicates on top of random data
     g[200] = g[17]
@@ -171,9 +160,7 @@ def test_all_rules_match_permutation_enumeration(seed: int, count_path: str) -> 
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_rules_match_enumeration_with_duplicate_embeddings_normalized(
-    seed: int, count_path: str, score_path: str
-) -> None:
+def test_rules_match_enumeration_with_duplicate_embeddings_normalized(seed: int, count_path: str) -> None:
     gen = torch.Generator().manual_seed(100 + seed)
     base = torch.randn(3, 8, generator=gen)
     g = base[torch.tensor([0, 1, 0, 2, 1, 0, 2])]  # exact duplicate rows (rescaled ones would not be)
@@ -188,7 +175,7 @@ def test_rules_match_enumeration_with_duplicate_embeddings_normalized(
         _assert_close(ours[rule], ref[rule])
 
 
-def test_chunk_size_independence(count_path: str, score_path: str) -> None:
+def test_chunk_size_independence(count_path: str) -> None:
     q, g, ql, gl = _random_case(3, n_q=23, n_g=150)
     g[10:20] = g[0]  # a block of exact duplicates
     q[3] = g[0]
@@ -369,5 +356,5 @@ def test_per_query_metrics_average_to_ranking_metrics() -> None:
             assert float(index_rule[key][i]) == pytest.approx(value, abs=1e-12), (i, key)
 
 
-def test_similarity_with_an_empty_gallery_is_empty(score_path: str) -> None:
+def test_similarity_with_an_empty_gallery_is_empty() -> None:
     assert similarity(torch.randn(3, 8), torch.zeros(0, 8)).shape == (3, 0)

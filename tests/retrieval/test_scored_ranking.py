@@ -89,16 +89,6 @@ def count_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return request.param
 
 
-@pytest.fixture(params=["onednn", "torch-mm"])
-def score_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both CPU score products of the embedding path (oneDNN packed, padded ``torch.mm``)."""
-    if request.param == "onednn" and not scoring._ONEDNN_SCORES:
-        pytest.skip("this torch build has no oneDNN packed linear")
-    if request.param == "torch-mm":
-        monkeypatch.setattr(scoring, "_ONEDNN_SCORES", False)
-    return request.param
-
-
 def _paired(seed: int, n_images: int = 24, per_image: int = 5, dim: int = 16):
     """Image/caption embeddings, each caption labelled by its image, with duplicated captions
     (exact ties, some across images) and a duplicated image."""
@@ -124,20 +114,20 @@ def _tied_scores(seed: int, n_q: int = 6, n_g: int = 7, levels: int = 3):
 # ----------------------------------------------------------------------------- tests
 
 
-def test_similarity_is_the_matrix_the_embedding_path_ranks(score_path: str) -> None:
+def test_similarity_is_the_matrix_the_embedding_path_ranks() -> None:
     """``similarity`` is ``_GalleryScorer(gallery)(queries)``, the product ``ranking_metrics`` runs
     per chunk; a pair's score does not depend on the chunk, so the matrix is the one it ranks."""
     images, texts, _, _ = _paired(0)
     q, g = F.normalize(texts), F.normalize(images)
     full = similarity(texts, images)
     assert full.dtype == torch.float32
-    scorer = scoring._GalleryScorer(g, chunk_size=7)
+    scorer = scoring._GalleryScorer(g)
     assert torch.equal(torch.cat([scorer(q[lo : lo + 7]) for lo in range(0, q.shape[0], 7)]), full)
     assert torch.equal(full[:, 9], full[:, 2]) and torch.equal(full[3], full[100])  # exact ties
 
 
 @pytest.mark.parametrize("chunk", [7, 1024])
-def test_equals_ranking_metrics_bit_for_bit(chunk: int, count_path: str, score_path: str) -> None:
+def test_equals_ranking_metrics_bit_for_bit(chunk: int, count_path: str) -> None:
     images, texts, il, tl = _paired(1)
     kwargs = {"ks": KS, "tie_rules": RULES, "chunk_size": chunk}
     for q, g, ql, gl in ((texts, images, tl, il), (images, texts, il, tl)):

@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
 from tests.pipelines.test_kedro_project import checkpoint_versions, copy_project, kedro, latest_metrics
@@ -22,9 +23,13 @@ def project(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("tracked"))
 
 
+def uri(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"
+
+
 @pytest.fixture(scope="module")
 def client(project) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    return MlflowClient(uri(project))
 
 
 def runs(client: MlflowClient, **tags: str) -> list:
@@ -57,6 +62,11 @@ def test_a_training_run_has_its_parameters_epoch_curves_tags_and_artifacts(proje
     artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
     assert {"training_history.csv", "training_curves.png", "retrieval_metrics.json", "retrieval_report.md"} <= artifacts
     assert not any(path.startswith("checkpoint") for path in artifacts)  # weights stay in the catalog by default
+    logged = download_artifacts(
+        run_id=run.info.run_id, artifact_path="retrieval_metrics.json", tracking_uri=uri(project)
+    )
+    [saved_file] = (project / "data/08_reporting/demo/retrieval_metrics.json").glob("*/retrieval_metrics.json")
+    assert Path(logged).read_bytes() == saved_file.read_bytes()  # the catalog's file, as the catalog wrote it
     metrics = run.data.metrics
     for direction in ("text_to_image", "image_to_text"):
         for rule in ("expected", "optimistic", "pessimistic"):
@@ -73,7 +83,8 @@ def test_an_evaluate_only_rerun_joins_the_run_that_trained_its_checkpoint(projec
     assert not any(key.startswith("test.") for key in newest.data.metrics)  # trained only, not evaluated
     uploaded = [artifact.path for artifact in client.list_artifacts(newest.info.run_id, "checkpoint")]
     assert uploaded == ["checkpoint/model_checkpoint.safetensors"]  # params:tracking.log_checkpoint
-    kedro(project, "run", "--pipelines", "evaluate", "--load-versions", f"model_checkpoint:{first}")
+    changed = ("--params", "evaluation.curve_max_k=40")  # an evaluation setting the training run logged as 50
+    kedro(project, "run", "--pipelines", "evaluate", "--load-versions", f"model_checkpoint:{first}", *changed)
     [older] = runs(client, checkpoint_version=first)
     [newest] = runs(client, checkpoint_version=second)
     assert len(runs(client)) == 2, "the rerun started a run of its own"
@@ -83,6 +94,19 @@ def test_an_evaluate_only_rerun_joins_the_run_that_trained_its_checkpoint(projec
     assert older.info.run_name == "__default__"  # the training run keeps its name and command
     assert older.data.tags["kedro_command"] == "kedro run --pipeline=__default__"
     assert "load-version=model_checkpoint" in older.data.tags["rerun.kedro_command"]
+    assert older.data.params["evaluation.curve_max_k"] == "50"  # MLflow keeps a logged value...
+    assert older.data.tags["rerun.evaluation.curve_max_k"] == "40"  # ...the rerun's goes beside it
+
+
+def test_a_pipeline_with_tracking_disabled_makes_no_run_and_says_nothing_of_mlflow(project, client, two_trainings):
+    first, _ = two_trainings  # the checkpoint of the latest test-split embeddings (the rerun above)
+    before = len(runs(client))
+    query = ("--params", "search.query=a man in a red shirt")
+    result = kedro(project, "run", "--pipelines", "search", "--load-versions", f"model_checkpoint:{first}", *query)
+    log = result.stdout + result.stderr
+    assert "logging is deactivated for this pipeline" in log  # search is in mlflow.yml's disable_tracking
+    assert "MLflow tracking failed" not in log and "joins run" not in log
+    assert len(runs(client)) == before
 
 
 def test_a_tuning_run_has_one_nested_run_per_trial(project, client, two_trainings):
@@ -102,6 +126,8 @@ def test_a_tuning_run_has_one_nested_run_per_trial(project, client, two_training
         assert len(client.get_metric_history(trial.info.run_id, "val_t2i_R1")) >= 1
         assert any(key.startswith("training.") for key in trial.data.params)
     assert any(key.startswith("best.training.") for key in parent.data.params)
+    artifacts = {artifact.path for artifact in client.list_artifacts(parent.info.run_id)}
+    assert {"tuning_trials.csv", "tuning_optimisation_history.png", "best_training_parameters.yml"} <= artifacts
 
 
 def test_an_ablation_variant_is_its_own_run_tagged_variant_and_seed(project, client, two_trainings):
@@ -112,6 +138,8 @@ def test_an_ablation_variant_is_its_own_run_tagged_variant_and_seed(project, cli
     assert (variant.data.tags["variant"], variant.data.tags["seed"]) == ("cmpm", "0")
     assert "test.text_to_image.expected.R1" in variant.data.metrics
     assert len(client.get_metric_history(variant.info.run_id, "val_t2i_R1")) == 1
+    variant_artifacts = {artifact.path for artifact in client.list_artifacts(variant.info.run_id)}
+    assert variant_artifacts == {"retrieval_metrics.json"}  # the namespaced dataset, in the variant's run
 
 
 def _closed_port() -> int:
@@ -131,3 +159,20 @@ def test_an_unreachable_tracking_server_warns_once_and_the_run_completes(project
     assert log.count("MLflow tracking is off for this run") == 1
     assert "does not answer" in log and "data/08_reporting" in log
     assert "Pipeline execution completed successfully" in log
+
+
+def test_a_failing_artifact_store_warns_once_and_every_file_is_still_saved(project, client, two_trainings):
+    store = project / "mlartifacts"
+    store.rename(project / "mlartifacts.kept")
+    store.write_text("a file where the artifact folders should go")  # every upload fails: Not a directory
+    reports = project / "data/08_reporting/demo/retrieval_report.md"
+    saved_before = len(list(reports.iterdir()))
+    try:
+        result = kedro(project, "run", "--pipelines", "evaluate")
+    finally:
+        store.unlink()
+        (project / "mlartifacts.kept").rename(store)
+    log = result.stdout + result.stderr
+    assert log.count("MLflow tracking failed") == 1 and "as an artifact" in log
+    assert "Pipeline execution completed successfully" in log
+    assert len(list(reports.iterdir())) == saved_before + 1

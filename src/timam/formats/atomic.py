@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -14,18 +16,34 @@ class ArtifactWriteError(OSError):
     """A save the user must unblock (permissions, disk space); the previous file is left untouched."""
 
 
+def current_host() -> str:
+    """This machine's name as temporaries carry it (letters, digits and dashes)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "localhost"
+
+
+def temporary_sibling(target: str | os.PathLike[str], kind: str = "tmp") -> Path:
+    """A hidden sibling name for a temporary copy of ``target``: ``.<name>.<32 hex>.<pid>@<host>.<kind>``.
+
+    The writer's pid and host are in the name so that :mod:`timam.formats.cleanup` can tell the
+    leftovers of a killed writer from the work of one still running; the hex token keeps two
+    writers of one process apart. ``kind`` is ``tmp`` (being written) or ``old`` (being replaced).
+    """
+    target = Path(target)
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.{os.getpid()}@{current_host()}.{kind}")
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; move it onto ``target`` only if the block succeeds.
 
-    The temporary file is a hidden sibling, so ``os.replace`` is an atomic rename on POSIX and
-    Kedro never mistakes it for a version. It is not pre-created, so the writer creates it with the
-    usual umask permissions. A permission or disk-space error becomes an :class:`ArtifactWriteError`
-    that names the file and the fix; on any failure the temporary file (and a folder created for it,
-    such as a new version folder) is removed.
+    The temporary file is a hidden sibling (:func:`temporary_sibling`), so ``os.replace`` is an
+    atomic rename on POSIX and Kedro never mistakes it for a version. It is not pre-created, so the
+    writer creates it with the usual umask permissions. A permission or disk-space error becomes an
+    :class:`ArtifactWriteError` that names the file and the fix; on any failure the temporary file
+    (and a folder created for it, such as a new version folder) is removed.
     """
     target = Path(target)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temporary = temporary_sibling(target)
     created_parent = not target.parent.exists()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

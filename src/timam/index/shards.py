@@ -15,6 +15,9 @@ checkpoint version (``<shard_dir>/<version>/``).
   torchrun ranks) can write one folder at once; :mod:`timam.index.merge` combines them.
 * Bad images are recorded in their shard (position and reason), so a reused shard still reports
   them; they never stop a run.
+* Shared storage: ``shard_dir`` may be a URL (``s3://bucket/shards``), so writers on several
+  machines fill one folder; each shard is one PUT, whole or absent. Credentials come from the
+  filesystem's environment (``AWS_*`` for S3): parameters are no place for secrets.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,12 +37,13 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from timam.formats.tensor_bundle import TensorBundle, load_bundle, save_bundle
+from timam.formats.storage import filesystem, is_remote, join
+from timam.formats.tensor_bundle import TensorBundle, bundle_bytes, bundle_from_bytes, load_bundle, save_bundle
 from timam.index import embedding
 from timam.index.collection import file_keys
 from timam.index.config import ShardSpec
 from timam.inference.device import dtype_name
-from timam.models.timam import TimamModel
+from timam.models.families import EmbeddingModel
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +54,18 @@ def shard_count(images: int, shard_size: int) -> int:
     return -(-images // shard_size)
 
 
-def shard_path(folder: str | Path, shard: int) -> Path:
-    return Path(folder) / f"shard-{shard:06d}.safetensors"
+def _child(folder: str | Path, name: str) -> Path | str:
+    """``folder/name``: a Path for a local folder, a URL string for a remote one (``s3://...``)."""
+    return join(os.fspath(folder), name) if is_remote(folder) else Path(folder) / name
 
 
-def checkpoint_folder(shard_dir: str | Path, checkpoint_version: str | None) -> Path:
+def shard_path(folder: str | Path, shard: int) -> Path | str:
+    return _child(folder, f"shard-{shard:06d}.safetensors")
+
+
+def checkpoint_folder(shard_dir: str | Path, checkpoint_version: str | None) -> Path | str:
     """The shard folder of one checkpoint version (``unversioned`` for a checkpoint without one)."""
-    return Path(shard_dir) / (checkpoint_version or "unversioned")
+    return _child(shard_dir, checkpoint_version or "unversioned")
 
 
 def shard_rows(collection: pd.DataFrame, shard: int, shard_size: int) -> pd.DataFrame:
@@ -71,12 +81,23 @@ def shard_key(checkpoint_version: str | None, files: list[list[Any]]) -> str:
 def read_shard_header(path: str | Path) -> dict[str, Any] | None:
     """The metadata of a shard file without reading its tensors; None when absent or unreadable."""
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
+        if is_remote(path):
+            header = _remote_header(os.fspath(path))
+        else:
+            with safe_open(str(path), framework="pt") as handle:
+                header = handle.metadata() or {}
         metadata = json.loads(header.get("timam_metadata", "{}"))
     except Exception:  # noqa: BLE001 -- a foreign or damaged file is a missing shard, re-embedded
         return None
     return metadata if metadata.get("format") == SHARD_FORMAT else None
+
+
+def _remote_header(path: str) -> dict[str, str]:
+    """The safetensors ``__metadata__`` of a remote file, from two ranged reads (not the whole object)."""
+    fs, inner = filesystem(path)
+    with fs.open(inner, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        return json.loads(handle.read(size)).get("__metadata__") or {}
 
 
 def valid_shard(path: str | Path, key: str) -> dict[str, Any] | None:
@@ -86,7 +107,19 @@ def valid_shard(path: str | Path, key: str) -> dict[str, Any] | None:
 
 
 def load_shard(path: str | Path) -> TensorBundle:
+    if is_remote(path):
+        fs, inner = filesystem(path)
+        return bundle_from_bytes(fs.cat_file(inner), os.fspath(path))
     return load_bundle(str(path))
+
+
+def save_shard(bundle: TensorBundle, path: str | Path) -> None:
+    """Write a finished shard: atomically on the local disk, as one PUT (whole or nothing) on an object store."""
+    if is_remote(path):
+        fs, inner = filesystem(path)
+        fs.pipe_file(inner, bundle_bytes(bundle))
+    else:
+        save_bundle(bundle, str(path))
 
 
 @dataclass
@@ -109,7 +142,7 @@ class ShardRun:
 
 
 def embed_shard(
-    model: TimamModel,
+    model: EmbeddingModel,
     rows: pd.DataFrame,
     *,
     shard: int,
@@ -154,7 +187,7 @@ def embed_shard(
 
 
 def write_shards(
-    model: TimamModel,
+    model: EmbeddingModel,
     collection: pd.DataFrame,
     *,
     folder: str | Path,
@@ -207,7 +240,7 @@ def write_shards(
             show_progress=show_progress,
             desc=f"index shard {shard} ({number}/{len(todo)})",
         )
-        save_bundle(bundle, str(shard_path(folder, shard)))
+        save_shard(bundle, shard_path(folder, shard))
         run.embedded.append(shard)
         bad = bundle.metadata["bad"]
         run.bad_images += len(bad)

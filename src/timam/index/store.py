@@ -5,6 +5,8 @@ checkpoint that embedded the images, sizes, the collection fingerprint, the plan
 ``rows.parquet`` (one row per index id: path, size, mtime_ns, optional caption / identity). A save
 writes a hidden sibling folder and renames it into place, so a crash never leaves a half index
 that a later load would take; a load checks that the three agree and names the folder when not.
+The folder may be a URL (``s3://...``): FAISS reads and writes local files only, so a remote index
+passes through a local temporary folder, and it is uploaded manifest last (see :func:`save_image_index`).
 
 Search on a flat index returns exactly timam's ranking (``timam.retrieval.ranking.topk_indices``
 without normalisation): see :class:`timam.index.faiss_index.ExactFlatSearch`.
@@ -16,7 +18,8 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from timam.formats.atomic import temporary_sibling
+from timam.formats.storage import fetch_folder, filesystem, is_remote, publish_folder, url
 from timam.index.faiss_index import (
     ExactFlatSearch,
     IndexPlan,
@@ -169,26 +174,43 @@ def _check_consistent(image_index: ImageIndex, where: str) -> None:
         )
 
 
-def save_image_index(folder: str | os.PathLike[str], image_index: ImageIndex) -> None:
-    """Write ``folder/{index.faiss, manifest.json, rows.parquet}`` atomically (a sibling temp folder + rename).
+def save_image_index(
+    folder: str | os.PathLike[str], image_index: ImageIndex, *, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Write ``folder/{index.faiss, manifest.json, rows.parquet}``; ``folder`` may be a URL (``s3://...``).
 
-    An existing ``folder`` is replaced only once the new one is complete.
+    Local: atomically (a sibling temp folder + rename); an existing ``folder`` is replaced only once
+    the new one is complete. Remote (``storage_options`` as fsspec takes them): written to a local
+    temporary folder, then uploaded with the manifest last (:func:`timam.formats.storage.publish_folder`);
+    each object is all-or-nothing, the folder is not, and a reader refuses it until the manifest is there.
     """
+    if is_remote(folder):
+        fs, path = filesystem(folder, storage_options)
+        _check_rows(image_index.rows, f"cannot save the index to {url(fs, path)}")
+        _check_consistent(image_index, f"cannot save the index to {url(fs, path)}")
+        with tempfile.TemporaryDirectory(prefix="timam-index-") as staging:
+            _write_folder(Path(staging), image_index)
+            publish_folder(Path(staging), fs, path, last=MANIFEST_FILE)
+        return
     target = Path(folder)
     _check_rows(image_index.rows, f"cannot save the index to {target}")
     _check_consistent(image_index, f"cannot save the index to {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temporary = temporary_sibling(target)
     try:
         temporary.mkdir()
-        faiss.write_index(image_index.index, str(temporary / INDEX_FILE))
-        image_index.rows.reset_index(drop=True).to_parquet(temporary / ROWS_FILE, index=False)
-        manifest = json.dumps(image_index.manifest.to_dict(), indent=2, sort_keys=True)
-        (temporary / MANIFEST_FILE).write_text(manifest + "\n", encoding="utf-8")
+        _write_folder(temporary, image_index)
         _fsync_folder(temporary)
         _swap_into_place(temporary, target)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _write_folder(folder: Path, image_index: ImageIndex) -> None:
+    faiss.write_index(image_index.index, str(folder / INDEX_FILE))
+    image_index.rows.reset_index(drop=True).to_parquet(folder / ROWS_FILE, index=False)
+    manifest = json.dumps(image_index.manifest.to_dict(), indent=2, sort_keys=True)
+    (folder / MANIFEST_FILE).write_text(manifest + "\n", encoding="utf-8")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -202,7 +224,7 @@ def _swap_into_place(temporary: Path, target: Path) -> None:
     if not target.exists():
         os.replace(temporary, target)
         return
-    old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+    old = temporary_sibling(target, "old")
     os.replace(target, old)
     try:
         os.replace(temporary, target)
@@ -212,37 +234,59 @@ def _swap_into_place(temporary: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_image_index(folder: str | os.PathLike[str]) -> ImageIndex:
-    """The index saved in ``folder``; ``IndexFormatError`` naming the folder when it is incomplete or corrupt."""
-    root = Path(folder)
+def load_image_index(folder: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> ImageIndex:
+    """The index saved in ``folder`` (a folder or a URL); ``IndexFormatError`` naming it when incomplete or corrupt.
+
+    A remote folder without its manifest is refused before anything is downloaded: the manifest is
+    uploaded last, so its absence means an upload that has not finished (or never will).
+    """
+    if not is_remote(folder):
+        return _load_folder(Path(folder), str(Path(folder)))
+    fs, path = filesystem(folder, storage_options)
+    where = url(fs, path)
+    fs.invalidate_cache(path)
+    if not fs.isdir(path):
+        raise FileNotFoundError(f"no image index at {where}: build one with `kedro run --pipelines index`")
+    if not fs.isfile(f"{path.rstrip('/')}/{MANIFEST_FILE}"):
+        raise IndexFormatError(
+            f"the image index at {where} has no {MANIFEST_FILE}: its upload never finished (the manifest is "
+            "written last). Rebuild it with `kedro run --pipelines index`."
+        )
+    with tempfile.TemporaryDirectory(prefix="timam-index-") as staging:
+        fetch_folder(fs, path, (INDEX_FILE, MANIFEST_FILE, ROWS_FILE), Path(staging))
+        return _load_folder(Path(staging), where)
+
+
+def _load_folder(root: Path, where: str) -> ImageIndex:
+    """Load the local folder ``root``; messages name ``where`` (the folder, or the URL it was downloaded from)."""
     if not root.is_dir():
-        raise FileNotFoundError(f"no image index at {root}: build one with `kedro run --pipelines index`")
+        raise FileNotFoundError(f"no image index at {where}: build one with `kedro run --pipelines index`")
     absent = [name for name in (INDEX_FILE, MANIFEST_FILE, ROWS_FILE) if not (root / name).is_file()]
     if absent:
         raise IndexFormatError(
-            f"the image index at {root} is incomplete: {', '.join(absent)} missing. "
+            f"the image index at {where} is incomplete: {', '.join(absent)} missing. "
             "Rebuild it with `kedro run --pipelines index`."
         )
-    manifest = _read_manifest(root)
+    manifest = _read_manifest(root, where)
     try:
         index = faiss.read_index(str(root / INDEX_FILE))
     except RuntimeError as error:
-        raise IndexFormatError(f"cannot read {root / INDEX_FILE}: {_first_line(error)}. Rebuild the index.") from error
+        raise IndexFormatError(f"cannot read {where}/{INDEX_FILE}: {_first_line(error)}. Rebuild the index.") from error
     try:
         rows = pd.read_parquet(root / ROWS_FILE)
     except Exception as error:  # pyarrow raises several types for a damaged file
-        raise IndexFormatError(f"cannot read {root / ROWS_FILE}: {_first_line(error)}. Rebuild the index.") from error
-    _check_rows(rows, str(root))
+        raise IndexFormatError(f"cannot read {where}/{ROWS_FILE}: {_first_line(error)}. Rebuild the index.") from error
+    _check_rows(rows, where)
     image_index = ImageIndex(index=index, manifest=manifest, rows=rows)
-    _check_consistent(image_index, str(root))
+    _check_consistent(image_index, where)
     apply_search_params(index, manifest.plan.search_params)
     return image_index
 
 
-def _read_manifest(root: Path) -> IndexManifest:
-    path = root / MANIFEST_FILE
+def _read_manifest(root: Path, where: str) -> IndexManifest:
+    path = f"{where}/{MANIFEST_FILE}"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise IndexFormatError(f"{path} is not valid JSON ({error}). Rebuild the index.") from error
     if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:

@@ -6,9 +6,12 @@ the load path and Kedro versioning of their parent, and only move where the byte
 hidden temporary sibling that :func:`timam.formats.atomic.atomic_path` renames onto the real (possibly
 versioned) path once the write succeeded. Permission and disk-space errors name the file and the fix.
 
-Only local files (the ``file`` protocol) are made atomic; for other protocols (``s3://``, ``gs://``
-...) the parent's direct write is used unchanged, since object stores publish an upload only when it
-completes and have no rename.
+Only local files (the ``file`` protocol) go through a temporary and a rename. For other protocols
+(``s3://``, ``gs://``, ``abfs://`` ...; ``credentials`` and ``fs_args`` as kedro-datasets document)
+the parent's own write is used unchanged: an object store has no rename, and publishes an object
+only when its upload completes (one PUT, or a multipart upload completed in one call), so a reader
+sees the previous object or the new one, never a part. A folder of figures
+(:class:`AtomicMatplotlibDataset` with a list or dict) is atomic per file only, on any storage.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from matplotlib.figure import Figure
 
 from timam.formats.atomic import atomic_path
 from timam.io.errors import as_dataset_error
+from timam.io.fsspec_dataset import existing_load_path
 
 if TYPE_CHECKING:
     from kedro.io.core import AbstractVersionedDataset
@@ -45,6 +49,11 @@ class AtomicLocalSaveMixin(_FsspecDataset):
 
     _protocol: str
     _atomic_save_path: PurePosixPath | None = None
+
+    def load(self) -> Any:
+        # A missing file is named by its URL, with the versions there, before the parent opens it.
+        existing_load_path(self)
+        return inspect.unwrap(super().load)(self)  # type: ignore[safe-super]  # the kedro-datasets class implements it
 
     def _get_save_path(self) -> PurePosixPath:
         return self._atomic_save_path or super()._get_save_path()

@@ -3,20 +3,24 @@
 A checkpoint is the model's tensors plus, in the safetensors header, the model config that rebuilds
 the architecture and the training metadata. Anything that is not a safetensors file (a pickle, a
 ``torch.save`` archive) is refused rather than unpickled.
+
+Storage: any fsspec filesystem (``filepath: s3://bucket/...`` with ``credentials``/``fs_args``, as
+kedro-datasets take them). A local save is atomic (a temporary sibling renamed into place); on an
+object store the file is one PUT, published whole or not at all. A remote checkpoint is read from
+a temporary local copy, since the safetensors reader maps a local file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import PurePosixPath
-from typing import Any
 
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
+from kedro.io.core import DatasetError
 from safetensors.torch import save as safetensors_bytes
 
 from timam.formats.atomic import atomic_path
-from timam.io.errors import as_dataset_error, missing_version_error
+from timam.formats.storage import local_copy
+from timam.io.errors import as_dataset_error
+from timam.io.fsspec_dataset import FsspecVersionedDataset
 from timam.models.checkpoint import (
     CHECKPOINT_FORMAT,
     Checkpoint,
@@ -26,41 +30,34 @@ from timam.models.checkpoint import (
 )
 
 
-class ModelCheckpointDataset(AbstractVersionedDataset[Checkpoint, Checkpoint]):
+class ModelCheckpointDataset(FsspecVersionedDataset[Checkpoint, Checkpoint]):
     """Saves a :class:`Checkpoint` atomically; loads it back with ``version`` set to the file version."""
 
-    def __init__(
-        self, *, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None
-    ) -> None:
-        _, path = get_protocol_and_path(filepath, version)
-        super().__init__(filepath=PurePosixPath(path), version=version)
-        self.metadata = metadata  # kedro-viz reads its layer here
-
     def save(self, data: Checkpoint) -> None:
-        path = get_filepath_str(self._get_save_path(), "file")
+        path = self._path(self._get_save_path())
         header = {
             "format": CHECKPOINT_FORMAT,
             "config": json.dumps(data.model.config.to_dict()),
             "metadata": json.dumps(data.metadata),
         }
-        with as_dataset_error(), atomic_path(path) as temporary:
-            temporary.write_bytes(safetensors_bytes(checkpoint_tensors(data.model), metadata=header))
+        with as_dataset_error():
+            if self._is_local:
+                with atomic_path(path) as temporary:
+                    temporary.write_bytes(safetensors_bytes(checkpoint_tensors(data.model), metadata=header))
+            else:
+                contents = safetensors_bytes(checkpoint_tensors(data.model), metadata=header)
+                with self._fs.open(path, "wb", **self._fs_open_args_save) as handle:
+                    handle.write(contents)
+        self._invalidate_cache()
 
     def load(self) -> Checkpoint:
-        load_path = self._get_load_path()
-        if not os.path.exists(load_path):
-            raise missing_version_error(self._filepath, load_path, self._version.load if self._version else None)
-        path = get_filepath_str(load_path, "file")
-        try:
-            return read_checkpoint(path, version=self.resolve_load_version())
-        except UnreadableCheckpointError as error:
-            raise DatasetError(str(error)) from error
-
-    def _exists(self) -> bool:
-        try:
-            return os.path.exists(self._get_load_path())
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
+        path = self._existing_load_path()
+        with local_copy(self._fs, path) as local:
+            try:
+                return read_checkpoint(local, version=self.resolve_load_version())
+            except ValueError as error:
+                # A downloaded copy's messages name the temporary file: name the object instead.
+                message = str(error).replace(local, self._url(self._get_load_path()))
+                if isinstance(error, UnreadableCheckpointError):
+                    raise DatasetError(message) from error
+                raise ValueError(message) from error  # an architecture mismatch: Kedro adds the dataset's name

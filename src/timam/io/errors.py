@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
+from fsspec import AbstractFileSystem
 from kedro.io.core import DatasetError
 
 from timam.formats.atomic import ArtifactWriteError
+from timam.formats.storage import url, version_folders
 
 
 class ArtifactSaveError(DatasetError):
@@ -30,21 +32,19 @@ def as_dataset_error(*errors: type[Exception]) -> Iterator[None]:
         raise DatasetError(str(error)) from error
 
 
-def missing_version_error(root: PurePosixPath, load_path: PurePosixPath, version: str | None) -> DatasetError:
-    """The error for a load of ``load_path`` that is absent, naming the versions that do exist.
+def missing_version_error(
+    fs: AbstractFileSystem, root: PurePosixPath, load_path: PurePosixPath, version: str | None
+) -> DatasetError:
+    """The error for a load of ``load_path`` (on ``fs``) that is absent, naming its URL and the versions that exist.
 
     Without it a mistyped ``--load-versions name:<version>`` surfaces as a format error of a file that
-    was never there.
+    was never there, and an object store's bare "not found" names no bucket.
     """
-    existing = (
-        sorted((entry.name for entry in Path(root).iterdir() if (entry / root.name).is_file()), reverse=True)
-        if Path(root).is_dir()
-        else []
-    )
+    existing = version_folders(fs, root.as_posix())[::-1]
     shown = ", ".join(existing[:5]) + (f" (and {len(existing) - 5} older)" if len(existing) > 5 else "")
     if version is None:
-        return DatasetError(f"{load_path} does not exist; run the pipeline that saves it first.")
+        return DatasetError(f"{url(fs, load_path.as_posix())} does not exist; run the pipeline that saves it first.")
     return DatasetError(
-        f"Version {version!r} of {root} does not exist. "
+        f"Version {version!r} of {url(fs, root.as_posix())} does not exist. "
         + (f"Versions there, newest first: {shown}." if existing else "There are no saved versions yet.")
     )

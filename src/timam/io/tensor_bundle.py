@@ -1,47 +1,47 @@
-"""The versioned Kedro dataset for :class:`~timam.formats.tensor_bundle.TensorBundle` files."""
+"""The versioned Kedro dataset for :class:`~timam.formats.tensor_bundle.TensorBundle` files, on any fsspec filesystem.
+
+A local file is written atomically (a temporary sibling renamed into place); on an object store the
+file is one PUT, which publishes it whole or not at all, so no temporary is needed there.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import PurePosixPath
-from typing import Any
+from timam.formats.tensor_bundle import (
+    TensorBundle,
+    UnreadableBundleError,
+    bundle_bytes,
+    bundle_from_bytes,
+    load_bundle,
+    save_bundle,
+)
+from timam.io.errors import as_dataset_error
+from timam.io.fsspec_dataset import FsspecVersionedDataset
 
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
 
-from timam.formats.tensor_bundle import TensorBundle, UnreadableBundleError, load_bundle, save_bundle
-from timam.io.errors import as_dataset_error, missing_version_error
+class TensorBundleDataset(FsspecVersionedDataset[TensorBundle, TensorBundle]):
+    """Kedro dataset for tensor bundles; on load, ``metadata["version"]`` names the file version.
 
-
-class TensorBundleDataset(AbstractVersionedDataset[TensorBundle, TensorBundle]):
-    """Kedro dataset for tensor bundles; on load, ``metadata["version"]`` names the file version."""
-
-    def __init__(
-        self, *, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None
-    ) -> None:
-        _, path = get_protocol_and_path(filepath, version)
-        super().__init__(filepath=PurePosixPath(path), version=version)
-        self.metadata = metadata  # kedro-viz reads its layer here
+    Arguments as kedro-datasets' file datasets: ``filepath`` (with a protocol for remote storage),
+    ``version``, ``credentials``, ``fs_args``, ``metadata``.
+    """
 
     def load(self) -> TensorBundle:
-        load_path = self._get_load_path()
-        if not os.path.exists(load_path):
-            raise missing_version_error(self._filepath, load_path, self._version.load if self._version else None)
-        path = get_filepath_str(load_path, "file")
+        path = self._existing_load_path()
         with as_dataset_error(UnreadableBundleError):
-            bundle = load_bundle(path)
+            if self._is_local:
+                bundle = load_bundle(path)
+            else:
+                with self._fs.open(path, "rb", **self._fs_open_args_load) as handle:
+                    bundle = bundle_from_bytes(handle.read(), self._url(self._get_load_path()))
         bundle.metadata["version"] = self.resolve_load_version()
         return bundle
 
     def save(self, data: TensorBundle) -> None:
+        path = self._path(self._get_save_path())
         with as_dataset_error():
-            save_bundle(data, get_filepath_str(self._get_save_path(), "file"))
-
-    def _exists(self) -> bool:
-        try:
-            path = self._get_load_path()
-        except DatasetError:
-            return False
-        return os.path.exists(path)
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
+            if self._is_local:
+                save_bundle(data, path)
+            else:
+                with self._fs.open(path, "wb", **self._fs_open_args_save) as handle:
+                    handle.write(bundle_bytes(data))
+        self._invalidate_cache()

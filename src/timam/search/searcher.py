@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from timam.formats.storage import filesystem, is_local, is_remote, local_copy, url
 from timam.index.store import ImageIndex, check_index_checkpoint, load_image_index
 from timam.models.checkpoint import Checkpoint, read_checkpoint
 from timam.retrieval.ranking import topk_indices
@@ -54,6 +55,18 @@ class CaptionGallery:
         captions = rows["caption"].tolist() if "caption" in rows else []
         kept = [row for row, text in enumerate(captions) if isinstance(text, str) and text.strip()]
         return cls(texts=[captions[row] for row in kept], rows=np.asarray(kept, dtype=np.int64))
+
+
+def _read_checkpoint(path: Path | str) -> Checkpoint:
+    """The checkpoint at a local path or a URL (read from a temporary local copy), versioned by its Kedro folder."""
+    fs, inner = filesystem(path)
+    with local_copy(fs, inner) as local:
+        try:
+            return read_checkpoint(local, version=version_of(path))
+        except ValueError as error:
+            if is_local(fs):
+                raise
+            raise type(error)(str(error).replace(local, url(fs, inner))) from error  # name the object, not the copy
 
 
 class Searcher:
@@ -123,7 +136,7 @@ class Searcher:
         folder = find_index_folder(index, project=project)
         image_index = load_image_index(folder)
         if not isinstance(checkpoint, Checkpoint):
-            checkpoint = read_checkpoint(
+            checkpoint = _read_checkpoint(
                 find_checkpoint_file(cls._checkpoint_path(image_index, folder, checkpoint, project))
             )
         return cls(
@@ -138,9 +151,14 @@ class Searcher:
 
     @staticmethod
     def _checkpoint_path(
-        image_index: ImageIndex, folder: Path, given: str | os.PathLike[str] | None, project: str | os.PathLike[str]
-    ) -> Path:
+        image_index: ImageIndex,
+        folder: Path | str,
+        given: str | os.PathLike[str] | None,
+        project: str | os.PathLike[str],
+    ) -> Path | str:
         if given is not None:
+            if is_remote(given):
+                return os.fspath(given)
             path = Path(given)
             return path if path.is_absolute() or path.exists() else Path(project) / path
         named = image_index.manifest.checkpoint_path
@@ -149,6 +167,8 @@ class Searcher:
                 f"index {folder} does not name the checkpoint file that built it (checkpoint version "
                 f"{image_index.manifest.checkpoint_version}); pass checkpoint=<that checkpoint file>"
             )
+        if is_remote(named):
+            return named  # find_checkpoint_file names the URL when it is missing
         path = Path(named)
         if not path.is_absolute() and not path.exists():
             path = Path(project) / path

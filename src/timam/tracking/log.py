@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 WHERE_THE_NUMBERS_ARE = (
     "every number is still in the catalog (data/08_reporting/<dataset>/: training_history.csv, retrieval_metrics.json)"
 )
+PARAM_VALUE_LIMIT = 6000  # MLflow's longest parameter value; longer ones are cut here, not refused
 _INVALID = re.compile(r"[^/\w.\- :]")
 _warned = False
 
@@ -152,5 +153,8 @@ def log_params(params: Mapping[str, Any], *, prefix: str = "", run_id: str | Non
         import mlflow
         from mlflow.entities import Param
 
-        entries = [Param(metric_name(key), str(value)[:6000]) for key, value in flat_values(params, prefix).items()]
+        entries = [
+            Param(metric_name(key), str(value)[:PARAM_VALUE_LIMIT])
+            for key, value in flat_values(params, prefix).items()
+        ]
         mlflow.tracking.MlflowClient().log_batch(target, params=entries, synchronous=True)

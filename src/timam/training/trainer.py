@@ -100,7 +100,7 @@ class TimamTrainer:
         self.schedulers = plateau_schedulers(self.optimizers, config.schedule)
         # uint8 out of the workers, normalised on the device (to_device_images)
         self.train_transform = train_pixels(
-            model.config.image_size,
+            model.config.preprocessing,
             flip=config.augmentation.flip,
             crop_padding=config.augmentation.crop_padding,
             colour_jitter=config.augmentation.colour_jitter,

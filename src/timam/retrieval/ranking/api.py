@@ -201,7 +201,7 @@ def _query_block_values(
     """Per-query values for all queries (or the listed ``rows``), chunk by chunk."""
     q, ql = (inp.query, inp.query_labels) if rows is None else (inp.query[rows], inp.query_labels[rows])
     rel = inp.relevance if rows is None else _relevance(ql, inp.gallery_labels)
-    scorer = _GalleryScorer(inp.gallery, chunk_size)
+    scorer = _GalleryScorer(inp.gallery)
 
     def chunk_scores(lo: int, hi: int) -> Tensor:
         return scorer(q[lo:hi], ws)

@@ -126,7 +126,7 @@ def _shared_recall(
     top_v = txt.new_zeros(0, n_txt)
     top_i = torch.zeros(0, n_txt, dtype=torch.long, device=img.device)
     i2t = {rule: torch.empty(len(plan.keys), n_img, dtype=torch.float64, device=img.device) for rule in plan.tie_rules}
-    scorer = _GalleryScorer(txt, chunk_size)
+    scorer = _GalleryScorer(txt)
     for lo in range(0, n_img, chunk_size):
         hi = min(lo + chunk_size, n_img)
         scores = scorer(img[lo:hi], ws)

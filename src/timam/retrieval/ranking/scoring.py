@@ -2,11 +2,12 @@
 
 BLAS libraries switch to different kernels for very small matrices (on MKL a 1-row product can
 round differently from the same row inside a big product, which can even split exact duplicates).
-On CPU the products therefore go through oneDNN with the gallery packed once (its kernels do not
-depend on the number of query rows, see :class:`_GalleryScorer`); elsewhere both sides are padded
-to at least ``_MIN_GEMM_ROWS`` rows. Either way the score of a (query, item) pair -- and hence every
-metric -- does not depend on ``chunk_size``. (On CUDA, cuBLAS may choose shape-dependent
-algorithms; keep ``torch.get_float32_matmul_precision() == "highest"`` so scores stay float32.)
+Both sides of every product are therefore padded to at least ``_MIN_GEMM_ROWS`` rows, so the score
+of a (query, item) pair -- and hence every metric -- does not depend on ``chunk_size``. (A oneDNN
+packed-gallery product was twice as fast on CPU, but only through torch's private
+``torch.ops.mkldnn._linear_pointwise``; benchmarks/RESULTS.md has both timings.) On CUDA, cuBLAS
+may choose shape-dependent algorithms; keep ``torch.get_float32_matmul_precision() == "highest"``
+so scores stay float32.
 """
 
 from __future__ import annotations
@@ -84,44 +85,19 @@ class _Workspace:
         return flat[:need].view(rows, cols)
 
 
-def _onednn_usable() -> bool:
-    """Whether this torch build has oneDNN's packed-weight linear (the CPU fast path)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    ops = torch.ops.mkldnn
-    return hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")
-
-
-_ONEDNN_SCORES = _onednn_usable()
-
-
 class _GalleryScorer:
-    """float32 scores of query chunks against one prepared gallery.
+    """float32 scores of query chunks against one prepared gallery: ``torch.mm`` with both sides
+    padded to ``_MIN_GEMM_ROWS`` rows, which keeps BLAS on one kernel whatever the chunk's size."""
 
-    On CPU the gallery is packed once into oneDNN's blocked layout and every chunk is one
-    oneDNN product: on the 2-core AVX-512 development machine that is about twice as fast as
-    MKL's ``torch.mm`` (0.36 vs 0.72 s for 5,000 x 25,000 x 512). oneDNN's kernels do not depend
-    on the number of query rows (checked down to one row in the tests), so a pair's score is the
-    same in every chunk size. Elsewhere (CUDA, or torch without oneDNN) products go through
-    ``torch.mm`` with both sides padded to ``_MIN_GEMM_ROWS`` rows, which keeps MKL on one kernel.
-    """
-
-    def __init__(self, gallery: Tensor, chunk_size: int = 1024) -> None:
+    def __init__(self, gallery: Tensor) -> None:
         self.n_gallery = gallery.shape[0]
-        self._packed: Tensor | None = None
-        self._padded = gallery
-        if gallery.device.type == "cpu" and _ONEDNN_SCORES and self.n_gallery > 0:
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(gallery, max(1, chunk_size))
-        else:
-            self._padded = _pad_rows(gallery)
+        self._padded = _pad_rows(gallery)
 
     def __call__(self, query: Tensor, workspace: _Workspace | None = None) -> Tensor:
         with exact_float32_products():
             return self._product(query, workspace)
 
     def _product(self, query: Tensor, workspace: _Workspace | None) -> Tensor:
-        if self._packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(query, self._packed, None, "none", [], "")
         rows = query.shape[0]
         regular = rows >= _MIN_GEMM_ROWS and self._padded.shape[0] == self.n_gallery
         if workspace is None:

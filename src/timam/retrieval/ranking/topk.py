@@ -53,7 +53,7 @@ class GalleryTopK:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.chunk_size = chunk_size
-        self._scorer = _GalleryScorer(self.gallery, chunk_size)
+        self._scorer = _GalleryScorer(self.gallery)
 
     def __len__(self) -> int:
         return self.gallery.shape[0]
