@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINTED := src tests benchmarks scripts
+LINTED := src tests benchmarks scripts docs/hooks
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
