@@ -144,7 +144,7 @@ def test_search_and_compare_read_the_saved_evaluation(trained):
     )
     results = next((trained / "data/08_reporting/demo/search_results.csv").glob("*/search_results.csv"))
     lines = results.read_text().splitlines()
-    assert lines[0] == "rank,path,image_id,score" and len(lines) == 11  # top_k 10
+    assert lines[0] == "rank,row,path,score" and len(lines) == 11  # top_k 10, the Searcher's hits table
     assert next((trained / "data/08_reporting/demo/search_grid.png").glob("*/search_grid.png")).stat().st_size > 10_000
     comparison = next((trained / "data/08_reporting/demo/metrics_comparison.md").glob("*/metrics_comparison.md"))
     assert scored in comparison.read_text()

@@ -152,8 +152,8 @@ def test_sync_batchnorm_when_several_gpu_ranks_train_the_backbone():
     assert not wants_sync_batchnorm(False, TWO_RANKS, GPU, backbone_trains=True)
     with pytest.raises(ValueError, match="cannot train; set it to auto or false"):
         wants_sync_batchnorm(True, TWO_RANKS, CPU, backbone_trains=True)
-    with pytest.raises(ValueError, match="training.sync_batchnorm must be auto, true or false"):
-        training_config({"sync_batchnorm": "yes"})
+    with pytest.raises(ValueError, match="training.sync_batchnorm must be auto, true or false, got 'maybe'"):
+        training_config({"sync_batchnorm": "maybe"})
 
 
 def test_sync_batchnorm_keeps_the_parameters_buffers_and_eval_outputs():

@@ -24,6 +24,9 @@ from timam.training.interaction import (
     train_interaction,
 )
 
+# Every term off (the base turns identification, CMPM and the adversarial term on); rows turn theirs on.
+ALL_TERMS_OFF = {"identification": 0.0, "cmpm": 0.0, "triplet": 0.0, "adversarial": 0.0}
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -56,7 +59,7 @@ def _training(workdir: Path, **values) -> dict:
         "batch_size": 8,
         "embed_batch_size": 8,
         "device": "cpu",
-        "loss_weights": {"identification": 0.0, "cmpm": 0.0, "triplet": 1.0},
+        "loss_weights": {**ALL_TERMS_OFF, "triplet": 1.0},
         "matching": "instance",
         "validation_relevance": "instance",
         "feature_cache_dir": str(workdir / "cache"),
@@ -153,8 +156,11 @@ def test_region_cache_round_trip_is_exact_and_keyed_apart_from_pooled_features(t
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"loss_weights": {"identification": 1.0, "cmpm": 0.0, "triplet": 1.0}}, "identification"),
-        ({"loss_weights": {"identification": 0.0, "cmpm": 0.0, "triplet": 0.0}}, "triplet or .cmpm"),
+        ({"loss_weights": {"identification": 1.0, "cmpm": 0.0, "triplet": 1.0, "adversarial": 0.0}}, "identification"),
+        (
+            {"loss_weights": {"identification": 0.0, "cmpm": 0.0, "triplet": 0.0, "adversarial": 0.0}},
+            "triplet or .cmpm",
+        ),
         ({"freeze": {"image_backbone_epochs": 0}}, "frozen"),
         ({"augmentation": {"flip": True}}, "augmentation"),
     ],
@@ -167,7 +173,7 @@ def test_settings_an_interaction_run_cannot_honour_are_refused(workdir: Path, va
 def test_cmpm_on_pair_scores_trains_too(tiny, workdir: Path) -> None:
     captions, tokens, config = tiny
     train, val = split_data(captions, tokens, "train"), split_data(captions, tokens, "val")
-    weights = {"identification": 0.0, "cmpm": 1.0, "triplet": 0.0}
+    weights = {**ALL_TERMS_OFF, "cmpm": 1.0}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning: the weights come from a file, not random
         checkpoint, history = train_interaction(
@@ -183,7 +189,9 @@ def test_an_interrupted_interaction_run_resumes_to_the_uninterrupted_result(tiny
     resumes mid-epoch as TIMAM does, and finishes where an uninterrupted run finishes."""
     captions, tokens, config = tiny
     train, val = split_data(captions, tokens, "train"), split_data(captions, tokens, "val")
-    values = _training(workdir, epochs=3, loss_weights={"identification": 0.0, "cmpm": 1.0, "triplet": 0.5})
+    values = _training(
+        workdir, epochs=3, loss_weights={"identification": 0.0, "cmpm": 1.0, "triplet": 0.5, "adversarial": 0.0}
+    )
     reference, reference_history = train_interaction(train, val, config, training_config(values))
     state = workdir / "interaction_state.pt"
     resumable = training_config({**values, "state_path": str(state), "save_every_steps": 2})

@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 
 from timam.config import ParameterBlock, build, set_by_conf
 from timam.inference.config import DeviceName, Precision
@@ -110,6 +118,12 @@ class AugmentationConfig(ParameterBlock):
         return self.flip or self.crop_padding > 0 or self.colour_jitter > 0
 
 
+def _auto_or_bool(value: object) -> object:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ValueError("must be auto, true or false")
+
+
 class TrainingConfig(ParameterBlock):
     """How a model trains: data order, losses, optimisers, schedules, freezing, devices, resume."""
 
@@ -153,7 +167,7 @@ class TrainingConfig(ParameterBlock):
     """compute dtype of the image backbone and the transformer while training: auto (bfloat16 on CUDA,
     float32 on the CPU) | float32 | bfloat16 (also on the CPU); projections, embeddings and losses
     stay float32"""
-    sync_batchnorm: Literal["auto"] | bool = Field(default="auto", union_mode="left_to_right")
+    sync_batchnorm: Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)] = "auto"
     """SyncBatchNorm under DDP: auto (when several GPU ranks train the backbone) | true | false"""
     deterministic: bool = False
     """true: deterministic CUDA kernels, cudnn.benchmark off (bitwise repeatable GPU runs, slower)"""
