@@ -75,7 +75,8 @@ def caption_terms(caption: str, *, pairs: bool = True, stop_words: frozenset[str
     content = [token not in stop_words and len(token) > 1 for token in tokens]
     terms = {token for token, keep in zip(tokens, content, strict=True) if keep}
     if pairs:
-        terms.update(f"{a} {b}" for a, b, x, y in zip(tokens, tokens[1:], content, content[1:]) if x and y)
+        adjacent = zip(tokens[:-1], tokens[1:], content[:-1], content[1:], strict=True)
+        terms.update(f"{a} {b}" for a, b, x, y in adjacent if x and y)
     return terms
 
 

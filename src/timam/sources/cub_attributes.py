@@ -63,7 +63,11 @@ def _id_table(path: Path) -> dict[int, str]:
 
 
 def _attribute_names(cub_root: Path) -> dict[int, str]:
-    places = [cub_root / "attributes" / "attributes.txt", cub_root / "attributes.txt", cub_root.parent / "attributes.txt"]
+    places = [
+        cub_root / "attributes" / "attributes.txt",
+        cub_root / "attributes.txt",
+        cub_root.parent / "attributes.txt",
+    ]
     for path in places:
         if path.is_file():
             return _id_table(path)
@@ -74,7 +78,9 @@ def _attribute_names(cub_root: Path) -> dict[int, str]:
 
 def _image_keys(cub_root: Path) -> dict[int, str]:
     """``image_id -> <class folder>/<stem>`` from images.txt."""
-    return {image: str(PurePosixPath(name).with_suffix("")) for image, name in _id_table(cub_root / "images.txt").items()}
+    return {
+        image: str(PurePosixPath(name).with_suffix("")) for image, name in _id_table(cub_root / "images.txt").items()
+    }
 
 
 def read_cub_attributes(cub_root: str | Path, *, min_certainty: int = 1) -> dict[str, list[str]]:
