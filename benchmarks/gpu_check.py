@@ -601,7 +601,7 @@ class GpuCheck:
 
         started = time.perf_counter()
         values = _common.training_values("paper")
-        fields = {field.name for field in dataclasses.fields(TrainingConfig)}
+        fields = set(TrainingConfig.model_fields)
         knobs: dict[str, Any] = {}
         precision = self.args.precision or ("bfloat16" if self.tiny and self.device.type == "cpu" else None)
         if precision is not None:
@@ -749,7 +749,7 @@ class GpuCheck:
             "training_fields": sorted(
                 knob
                 for knob in ("precision", "deterministic", "sync_batchnorm", "cache_device")
-                if knob in {field.name for field in dataclasses.fields(TrainingConfig)}
+                if knob in TrainingConfig.model_fields
             ),
             "deadline_s": self.args.deadline_s,
             "imports_s": IMPORTED_AT,

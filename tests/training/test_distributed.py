@@ -1,6 +1,5 @@
 """DDP on CPU (gloo, two processes launched by torchrun) equals one process on the same global batch."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ import torch
 from torch import nn
 
 from tests.training.ddp_worker import CONFIG, one_step, short_run
-from tests.training.tiny_run import tiny_bert_model, tiny_inputs
+from tests.training.tiny_run import checkout_env, tiny_bert_model, tiny_inputs
 from timam.launch import runtime_parameters
 from timam.models.timam import TimamModel
 from timam.training.cached_split import CachedSplit
@@ -29,7 +28,7 @@ CPU = torch.device("cpu")
 
 
 def torchrun(workdir: Path, mode: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+    env = checkout_env(OMP_NUM_THREADS="1")
     command = [
         sys.executable,
         "-m",

@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from timam.inference.device import autocast, to_device_images
 from timam.inference.images import ImageFileDataset, eval_pixels
+from timam.models.families import AnyModel, EmbeddingModel
 from timam.models.interaction import InteractionModel
-from timam.models.timam import TimamModel
+from timam.models.preprocessing import ImagePreprocessing
 
 
 def default_workers(ranks: int | None = None) -> int:
@@ -43,14 +44,16 @@ def default_workers(ranks: int | None = None) -> int:
     return max(1, min(8, cores // max(1, ranks) - 1))
 
 
-def image_loader(paths: Sequence[str], image_size: Sequence[int], *, batch_size: int, device: torch.device):
+def image_loader(
+    paths: Sequence[str], preprocessing: ImagePreprocessing, *, batch_size: int, device: torch.device
+) -> DataLoader:
     """Resized uint8 images (normalised on the device by ``to_device_images``), in order.
 
     Built per call: it reads each image once, so persistent workers would only outlive it.
     """
     workers = default_workers()
     return DataLoader(
-        ImageFileDataset(paths, eval_pixels(image_size)),
+        ImageFileDataset(paths, eval_pixels(preprocessing)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -77,7 +80,7 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def image_outputs(
-    model: TimamModel,
+    model: EmbeddingModel,
     paths: Sequence[str],
     *,
     project: bool,
@@ -98,7 +101,7 @@ def image_outputs(
         raise ValueError("per_view gives backbone features of every view; it cannot be combined with project")
     encoder = model.image_encoder
     outputs = []
-    loader = image_loader(paths, model.config.image_size, batch_size=batch_size, device=device)
+    loader = image_loader(paths, model.config.preprocessing, batch_size=batch_size, device=device)
     with evaluation_mode(model):
         for images, _ in tqdm(loader, desc=desc, disable=not show_progress):
             images = to_device_images(images, device)
@@ -137,7 +140,7 @@ def distinct_captions(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
 
 @torch.no_grad()
 def text_outputs(
-    model: TimamModel | InteractionModel,
+    model: AnyModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     *,

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from timam.config import ParameterBlock, build, set_from_data
+from timam.models.preprocessing import ImagePreprocessing
 
 OFFLINE_TEXT_MODEL = "offline:minilm"
 OFFLINE_IMAGE_WEIGHTS = "offline"
@@ -69,6 +70,11 @@ class ModelConfig(ParameterBlock):
     def _square_for_turns(self) -> ModelConfig:
         check_square_for_turns(self.image_views, self.image_size)
         return self
+
+    @property
+    def preprocessing(self) -> ImagePreprocessing:
+        """Resize to ``image_size`` (bilinear) and ImageNet's statistics: what the backbones were trained with."""
+        return ImagePreprocessing(size=self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (the checkpoint header's ``config``)."""

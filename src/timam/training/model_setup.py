@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from timam.models.config import ModelConfig, model_config
+from timam.models.dual_encoder import DualEncoderConfig
 from timam.models.interaction import InteractionConfig
 
 
@@ -23,7 +24,7 @@ def train_classes(captions: pd.DataFrame) -> int:
 
 
 def check_tokenizer(
-    config: ModelConfig | InteractionConfig,
+    config: ModelConfig | InteractionConfig | DualEncoderConfig,
     tokenizer: str | None,
     *,
     tokens: str = "caption_tokens were made by tokenizer",

@@ -15,6 +15,7 @@ from timam.losses import (
     hardest_negative_triplet_loss,
 )
 from timam.training.config import TrainingConfig
+from timam.training.epoch import weighted_total
 
 
 class TimamObjective(nn.Module):
@@ -68,7 +69,7 @@ class TimamObjective(nn.Module):
         return terms
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sum(getattr(self.weights, name) * value for name, value in terms.items())
+        return weighted_total(terms, self.weights)
 
     def discriminator_term(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         return discriminator_loss(

@@ -9,6 +9,7 @@ position; the position survives only in the resume state, whose lists follow :da
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -63,9 +64,10 @@ class Optimizers:
 
 
 def plateau_schedulers(
-    optimizers: Optimizers, config: ScheduleConfig
+    optimizers: Mapping[str, torch.optim.Optimizer], config: ScheduleConfig
 ) -> dict[str, torch.optim.lr_scheduler.ReduceLROnPlateau]:
-    """One scheduler per branch, stepped on validation t2i R@1 (higher is better)."""
+    """One scheduler per branch (``optimizers`` by branch name), stepped on validation t2i R@1
+    (higher is better)."""
     return {
         name: torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
@@ -74,5 +76,5 @@ def plateau_schedulers(
             patience=config.patience,
             min_lr=config.min_lr,
         )
-        for name, optimizer in optimizers.named().items()
+        for name, optimizer in optimizers.items()
     }
