@@ -66,7 +66,8 @@ def test_two_ranks_give_the_loss_and_gradients_of_one_process(workdir):
     single = one_step(workdir, DistributedContext())
     ranks = torchrun(workdir, "step")
     assert torch.equal(ranks["batch"], single["batch"])
-    assert set(ranks["terms"]) == {"identification", "cmpm", "cmpc", "adversarial"} == set(single["terms"])
+    terms = {"identification", "cmpm", "cmpc", "adversarial", "infonce", "sdm", "siglip"}
+    assert set(ranks["terms"]) == terms == set(single["terms"])
     for name, value in single["terms"].items():
         assert torch.allclose(ranks["terms"][name], value, rtol=1e-6, atol=1e-6), name
     print(f"loss {float(single['total']):.6f}, difference {float((ranks['total'] - single['total']).abs()):.3e}")
@@ -75,6 +76,7 @@ def test_two_ranks_give_the_loss_and_gradients_of_one_process(workdir):
     assert any(name.startswith("image_encoder.projection") for name in single["grads"])
     assert any(name.startswith("text_encoder.lstm") for name in single["grads"])
     assert any(name.startswith("objective.identification") for name in single["grads"])
+    assert {"objective.infonce_scale.log_scale", "objective.siglip_bias.bias"} <= set(single["grads"])
     largest = max(float((ranks["grads"][name] - grad).abs().max()) for name, grad in single["grads"].items())
     scale = max(float(grad.abs().max()) for grad in single["grads"].values())
     print(f"largest gradient difference {largest:.3e} (largest gradient {scale:.3e})")

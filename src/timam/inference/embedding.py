@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from timam.inference.device import autocast, to_device_images
 from timam.inference.images import ImageFileDataset, eval_pixels
+from timam.models.dual_encoder import DualEncoderModel
 from timam.models.families import AnyModel, EmbeddingModel
 from timam.models.interaction import InteractionModel
 from timam.models.preprocessing import ImagePreprocessing
@@ -159,7 +160,7 @@ def text_outputs(
     padding: on CPU that doubled caption throughput (benchmarks/embedding_speed.py). Token states
     are padded back with zeros to the input length; the BiLSTM reads only the real tokens, so the
     padding's value never matters. An interaction model gives token states only (it has no
-    caption embedding).
+    caption embedding); a dual encoder's pooled text embedding stands for its token states.
     """
     if isinstance(model, InteractionModel):
         if project:
@@ -183,13 +184,16 @@ def text_outputs(
                 states = word_states(ids, mask)
             if project:
                 result = encoder.encode_states(states, mask).float().cpu()
-            else:
+            elif states.dim() == 3:  # per token: padded back to the input length
                 result = F.pad(states.to(torch.float16), (0, 0, 0, input_ids.shape[1] - longest)).cpu()
+            else:  # a dual encoder's pooled text embedding stands for its token states
+                result = states.to(torch.float16).cpu()
             if outputs is None:
                 outputs = result.new_empty((len(input_ids), *result.shape[1:]))
             outputs[rows] = result
     if outputs is None:
-        shape = (encoder.projection.out_features,) if project else (input_ids.shape[1], state_dim)
+        per_token = not isinstance(model, DualEncoderModel)
+        shape = (encoder.projection.out_features,) if project else (input_ids.shape[1], state_dim)[1 - per_token :]
         return torch.empty(0, *shape)
     # All distinct (first is then every row in order): no second copy of what may be gigabytes.
     return outputs if len(first) == len(inverse) else outputs[inverse]

@@ -22,17 +22,19 @@ interpolation, mean, std) and its learned temperature are read from the library 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from timam.config import ParameterBlock, build, set_from_data
-from timam.models.config import ImageSize
+from timam.config import build, set_from_data
+from timam.models.config import DualEncoderSource, ImageSize
 from timam.models.preprocessing import ImagePreprocessing, Interpolation, ResizeRule
 
 DUAL_ENCODER_FAMILY = "dual_encoder"
@@ -44,21 +46,12 @@ _IMAGE_PARTS = {"open_clip": ("visual",), "transformers": ("vision_model", "visu
 _LOGIT_PARTS = ("logit_scale", "logit_bias")
 
 
-class DualEncoderConfig(ParameterBlock):
-    """A CLIP-family dual encoder (``params:model`` with ``family: dual_encoder``)."""
+class DualEncoderConfig(DualEncoderSource):
+    """A CLIP-family dual encoder's architecture: where it comes from (``params:model.dual_encoder``)
+    and what the checkpoint says of itself, recorded so a saved model rebuilds offline."""
 
-    library: Literal["open_clip", "transformers"] = "open_clip"
-    """open_clip | transformers (CLIPModel, SiglipModel)"""
     model_name: str
-    """open_clip: an architecture name (ViT-B-32, RN50...); transformers: a local directory or a hub name"""
-    pretrained: str | None = None
-    """open_clip: a local checkpoint file (open_clip's format) or a pretrained tag (needs a network);
-    null: random weights (warned). transformers: the weights are model_name's"""
-    model_config_file: str | None = None
-    """open_clip: a JSON model config (a folder of them) registered before building, for architectures
-    open_clip does not list"""
-    gradient_checkpointing: bool = False
-    """recompute the towers' activations in the backward pass (less GPU memory, slower steps)"""
+    """open_clip: an architecture name; transformers: a local directory or a hub name"""
     num_classes: int = set_from_data(1, ge=1)
     """identities of the train split (the identification head; counted from the data)"""
     embedding_dim: int = set_from_data(0, ge=0)
@@ -115,6 +108,24 @@ class DualEncoderConfig(ParameterBlock):
 
 def is_dual_encoder_config(values: Mapping[str, Any]) -> bool:
     return values.get("family") == DUAL_ENCODER_FAMILY
+
+
+def weights_identity(config: DualEncoderConfig) -> dict[str, Any]:
+    """Which pretrained weights a model holds: the source as given and, for files on disk, their
+    sha256 (a model directory: of each weight file), so a zero-shot evaluation names what it scored."""
+    source = config.pretrained if config.library == "open_clip" else config.model_name
+    path = Path(str(source))
+    files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) if path.is_dir() else [path]
+    hashes = {file.name: _sha256(file) for file in files if file.is_file()}
+    return {"library": config.library, "model_name": config.model_name, "source": source, "sha256": hashes}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _register_open_clip_architecture(config: DualEncoderConfig) -> None:
@@ -228,9 +239,17 @@ def _towers(library: Any, kind: str) -> tuple[_ImageTower, Callable[[torch.Tenso
     method: Any = type(library)
     if kind == "open_clip":
         image = _ImageTower(library, _IMAGE_PARTS[kind], lambda tower, x: method.encode_image(tower, x))
+        context = int(library.context_length)
 
         def text(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return library.encode_text(ids.long())
+            # open_clip's text tower adds its whole positional table: ids cut to a batch's longest
+            # caption are padded back (with 0, as its tokenizer pads; it pools at the end-of-text token).
+            if ids.shape[1] > context:
+                raise ValueError(
+                    f"{ids.shape[1]} tokens exceed the text tower's context of {context}: set params "
+                    f"tokenization.max_length to at most {context}"
+                )
+            return library.encode_text(F.pad(ids.long(), (0, context - ids.shape[1])))
     else:
         image = _ImageTower(
             library, _IMAGE_PARTS[kind], lambda tower, x: method.get_image_features(tower, pixel_values=x).pooler_output

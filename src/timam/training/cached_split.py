@@ -21,8 +21,7 @@ from timam.inference.device import to_device
 from timam.inference.embedding import default_workers, image_outputs, text_outputs
 from timam.inference.images import load_rgb, seeded
 from timam.inference.split_data import SplitData
-from timam.models.interaction import InteractionModel
-from timam.models.timam import TimamModel
+from timam.models.families import AnyModel, EmbeddingModel
 from timam.training.feature_cache import cached_tensor, image_feature_key, token_state_key
 
 
@@ -36,7 +35,7 @@ class CachedCaptions:
 
     def __init__(
         self,
-        model: TimamModel | InteractionModel,
+        model: AnyModel,
         data: SplitData,
         *,
         batch_size: int,
@@ -99,11 +98,11 @@ class CachedSplit(CachedCaptions):
     model with several ``image_views``) keeps every view's features, ``(views, images, features)``,
     so that each step can draw one; otherwise their mean."""
 
-    model: TimamModel
+    model: EmbeddingModel
 
     def __init__(
         self,
-        model: TimamModel,
+        model: EmbeddingModel,
         data: SplitData,
         *,
         batch_size: int,

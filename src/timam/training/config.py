@@ -49,6 +49,12 @@ class LossWeights(ParameterBlock):
     """the modality discriminator's term (L_D)"""
     triplet: NonNegativeFloat = 0.0
     """VSE++ hardest-negative triplet"""
+    infonce: NonNegativeFloat = 0.0
+    """CLIP's symmetric InfoNCE with a learnable temperature"""
+    sdm: NonNegativeFloat = 0.0
+    """IRRA's similarity distribution matching (training.sdm_temperature)"""
+    siglip: NonNegativeFloat = 0.0
+    """SigLIP's pairwise sigmoid loss with a learnable temperature and bias"""
 
 
 class AdversarialConfig(ParameterBlock):
@@ -145,6 +151,8 @@ class TrainingConfig(ParameterBlock):
     """margin of the hardest-negative triplet loss (loss_weights.triplet)"""
     score_temperature: PositiveFloat = 0.05
     """interaction models: CMPM on softmax(pair scores / this)"""
+    sdm_temperature: PositiveFloat = 0.02
+    """SDM's fixed temperature tau (IRRA: 0.02)"""
     grad_clip: NonNegativeFloat = 0.0
     """max gradient norm; 0: no clipping"""
     embed_batch_size: PositiveInt = 64

@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from timam.models.interaction import InteractionModel
-from timam.models.timam import TimamModel
+from timam.models.families import AnyModel
 from timam.training.batches import epoch_batches
 from timam.training.cached_split import CachedCaptions
 from timam.training.config import TrainingConfig
@@ -59,7 +58,7 @@ class EpochTrainer:
 
     def __init__(
         self,
-        model: TimamModel | InteractionModel,
+        model: AnyModel,
         train: CachedCaptions,
         val: CachedCaptions,
         config: TrainingConfig,

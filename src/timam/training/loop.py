@@ -28,9 +28,7 @@ from tqdm.auto import tqdm
 from timam.inference.device import model_to, pick_device
 from timam.inference.split_data import SplitData
 from timam.models.checkpoint import Checkpoint
-from timam.models.config import ModelConfig
-from timam.models.interaction import InteractionModel
-from timam.models.timam import TimamModel
+from timam.models.families import AnyModel
 from timam.tracking.log import log_epoch
 from timam.training.cached_split import CachedSplit
 from timam.training.config import TrainingConfig
@@ -44,6 +42,7 @@ from timam.training.distributed import (
     rank_device,
 )
 from timam.training.epoch import SCORE, EpochTrainer
+from timam.training.model_setup import EmbeddingConfig, build_model
 from timam.training.progress import EpochProgress
 from timam.training.resume import (
     load_state,
@@ -116,7 +115,7 @@ def train_epochs(
 def train_timam(
     train: SplitData,
     val: SplitData,
-    model_config: ModelConfig,
+    model_config: EmbeddingConfig,
     config: TrainingConfig,
     *,
     state_path: str | Path | None = None,
@@ -140,7 +139,7 @@ def train_timam(
 def _train_timam(
     train: SplitData,
     val: SplitData,
-    model_config: ModelConfig,
+    model_config: EmbeddingConfig,
     config: TrainingConfig,
     *,
     state_path: str | Path | None,
@@ -160,7 +159,7 @@ def _train_timam(
             train.num_captions,
             val.num_captions,
         )
-    model = model_to(TimamModel(model_config), device)
+    model = model_to(build_model(model_config), device)
     cached_train, cached_val = (
         CachedSplit(
             model,
@@ -279,7 +278,7 @@ def fit(
 
 
 def best_checkpoint(
-    model: TimamModel | InteractionModel, best: BestEpoch, config: TrainingConfig, train: SplitData, started: float
+    model: AnyModel, best: BestEpoch, config: TrainingConfig, train: SplitData, started: float
 ) -> Checkpoint:
     """``model`` on the CPU with the best epoch's state, in eval mode, and what produced it."""
     model = model.cpu()

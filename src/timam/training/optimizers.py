@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from timam.models.timam import TimamModel
+from timam.models.families import EmbeddingModel
 from timam.training.config import OptimizerConfig, ScheduleConfig, TrainingConfig
 from timam.training.objective import TimamObjective
 
@@ -31,8 +31,9 @@ def make_optimizer(parameters: list[nn.Parameter], config: OptimizerConfig) -> t
 
 @dataclass
 class Optimizers:
-    """``image``: the image encoder (backbone and projection); ``text``: the text encoder and the
-    identification classifiers; ``discriminator``: the modality discriminator, stepped on its own.
+    """``image``: the image encoder (backbone and projection); ``text``: the text encoder, the
+    identification classifiers and the contrastive terms' temperatures; ``discriminator``: the
+    modality discriminator, stepped on its own.
 
     Frozen parts sit in them from the start with no gradient (optimisers skip them), so unfreezing
     is only ``requires_grad_(True)`` and the optimiser and scheduler states stay valid.
@@ -43,11 +44,13 @@ class Optimizers:
     discriminator: torch.optim.Optimizer
 
     @classmethod
-    def build(cls, model: TimamModel, objective: TimamObjective, config: TrainingConfig) -> Optimizers:
+    def build(cls, model: EmbeddingModel, objective: TimamObjective, config: TrainingConfig) -> Optimizers:
         return cls(
             image=make_optimizer(list(model.image_encoder.parameters()), config.image_optimizer),
             text=make_optimizer(
-                list(model.text_encoder.parameters()) + list(objective.identification.parameters()),
+                list(model.text_encoder.parameters())
+                + list(objective.identification.parameters())
+                + objective.temperatures(),
                 config.text_optimizer,
             ),
             discriminator=make_optimizer(list(objective.discriminator.parameters()), config.discriminator_optimizer),

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from timam.inference.device import to_device, to_device_images
 from timam.inference.embedding import distinct_captions, image_outputs
 from timam.inference.images import train_pixels
-from timam.models.timam import TimamModel
+from timam.models.dual_encoder import DualEncoderConfig
+from timam.models.families import EmbeddingModel
 from timam.retrieval.ranking import ranking_metrics
 from timam.retrieval.relevance import relevance_labels
 from timam.training.cached_split import (
@@ -55,6 +56,17 @@ from timam.training.progress import EpochProgress
 logger = logging.getLogger(__name__)
 
 
+def checkpoint_temperatures(model: EmbeddingModel) -> dict[str, float]:
+    """A CLIP-family checkpoint's learned temperature (and SigLIP's bias): the contrastive terms
+    continue from them; other models start from the papers' initial values."""
+    config = model.config
+    if not isinstance(config, DualEncoderConfig):
+        return {}
+    if config.logit_bias is None:
+        return {"logit_scale": config.logit_scale}
+    return {"siglip_scale": config.logit_scale, "siglip_bias": config.logit_bias}
+
+
 class TimamTrainer(EpochTrainer):
     """Holds the model, objective, optimisers and caches; one method per stage of an epoch.
 
@@ -64,13 +76,13 @@ class TimamTrainer(EpochTrainer):
     (see ``timam.training.distributed``); every rank validates, so schedulers agree without messages.
     """
 
-    model: TimamModel
+    model: EmbeddingModel
     train: CachedSplit
     val: CachedSplit
 
     def __init__(
         self,
-        model: TimamModel,
+        model: EmbeddingModel,
         train: CachedSplit,
         val: CachedSplit,
         config: TrainingConfig,
@@ -86,7 +98,9 @@ class TimamTrainer(EpochTrainer):
         self.pair_encoder = PairEncoder(model, device, config.precision)
         self.forward_encoders: nn.Module = self.pair_encoder
         self.wrapped_for: tuple[bool, ...] | None = None
-        self.objective = TimamObjective(model.config.embedding_dim, model.config.num_classes, config).to(device)
+        self.objective = TimamObjective(
+            model.config.embedding_dim, model.config.num_classes, config, **checkpoint_temperatures(model)
+        ).to(device)
         # Each branch's optimiser is configurable; the paper uses SGD for the image branch.
         self.optimizers = Optimizers.build(model, self.objective, config)
         self.schedulers = plateau_schedulers(self.optimizers.named(), config.schedule)
@@ -289,8 +303,12 @@ class TimamTrainer(EpochTrainer):
     def backward(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """The weighted total's gradients, equal on every rank to one process's on the global batch."""
         total = super().backward(terms)
-        average_gradients(list(self.objective.identification.parameters()), self.context)
+        average_gradients([*self.objective.identification.parameters(), *self.objective.temperatures()], self.context)
         return total
+
+    def clip_and_step(self) -> None:
+        super().clip_and_step()
+        self.objective.after_step()
 
     def after_backward(self, terms: dict[str, torch.Tensor]) -> None:
         """The discriminator trains on the detached embeddings, apart from the encoders' update:
