@@ -13,12 +13,6 @@ import pytest
 from tests.kedro_project import copy_project, kedro
 from tests.models.dual_encoders import OPEN_CLIP_NAME, open_clip_checkpoint
 
-CATALOG = """
-raw_annotations:
-  type: timam.io.demo_dataset.DemoReidRawDataset
-  filepath: data/01_raw/demo/reid_raw.json
-  generator: {num_identities: 24, split_identities: [12, 6, 6], seed: 1}
-"""
 ONLY = "training.loss_weights.identification=0,training.loss_weights.cmpm=0,training.loss_weights.adversarial=0"
 # Each objective's --params; InfoNCE also trains both towers from the first epoch (fine-tuning end to end).
 OBJECTIVES = {
@@ -44,7 +38,7 @@ training: {{epochs: 2, batch_size: 16, adversarial: {{warmup_epochs: 0}}}}
 def project(tmp_path_factory) -> Path:
     config_file, checkpoint = open_clip_checkpoint(tmp_path_factory.mktemp("weights"))
     root = tmp_path_factory.mktemp("project")
-    return copy_project(root, catalog=CATALOG, parameters=parameters(config_file, checkpoint))
+    return copy_project(root, parameters=parameters(config_file, checkpoint))
 
 
 def versions(project: Path, dataset: str) -> list[str]:
