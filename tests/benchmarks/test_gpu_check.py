@@ -17,7 +17,7 @@ from timam import _onednn_isa
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-SECTIONS = ["env", "step", "ddp1", "ranking", "throughput"]
+SECTIONS = ["env", "step", "ddp1", "ranking", "throughput", "clip"]
 
 
 @pytest.fixture(scope="module")

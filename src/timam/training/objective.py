@@ -58,6 +58,10 @@ class TimamObjective(nn.Module):
         self.infonce_scale = LogitScale(min(logit_scale, 100.0))
         self.siglip_scale = LogitScale(siglip_scale)
         self.siglip_bias = LogitBias(siglip_bias)
+        # A term that is off does not train its temperature (no parameter without a gradient).
+        self.infonce_scale.requires_grad_(bool(self.weights.infonce))
+        self.siglip_scale.requires_grad_(bool(self.weights.siglip))
+        self.siglip_bias.requires_grad_(bool(self.weights.siglip))
 
     def temperatures(self) -> list[nn.Parameter]:
         """The contrastive terms' learnable temperature and bias (trained with the text branch)."""
