@@ -117,8 +117,8 @@ def plan_binary_index(count: int, bits: int, *, memory_budget_bytes: int, flat_m
     flat = flat_plan(count, bits)
     if count <= limit and flat.estimated_bytes <= memory_budget_bytes:
         return flat
-    ivf = ivf_plan(count, bits)
-    if count > limit and ivf.estimated_bytes <= memory_budget_bytes:
+    ivf = ivf_plan(count, bits)  # larger than the flat plan: it fits only where the flat one would
+    if ivf.estimated_bytes <= memory_budget_bytes:
         return ivf
     if flat.estimated_bytes <= memory_budget_bytes:
         return flat
