@@ -163,7 +163,7 @@ def test_the_planner_goes_exact_then_ivf_by_count_and_budget():
     assert at.kind == "binary_flat"
     above = plan_binary_index(10_000_001, 64, memory_budget_bytes=GIB)
     assert above.kind == "binary_ivf" and above.factory == "BIVF4096" and above.search_params == {"nprobe": 64}
-    assert 10_000_001 * 16 <= above.estimated_bytes <= GIB  # codes and int64 ids
+    assert 10_000_001 * 16 * 1.3 <= above.estimated_bytes <= GIB  # codes and int64 ids, in lists grown by doubling
     million = plan_binary_index(1_000_000, 64, memory_budget_bytes=GIB, flat_max=0)
     assert (million.factory, million.search_params, million.train_size) == ("BIVF1024", {"nprobe": 16}, 65536)
     assert plan_binary_index(100, 64, memory_budget_bytes=GIB, flat_max=0).factory == "BIVF2"  # 39+ codes a list
@@ -172,6 +172,8 @@ def test_the_planner_goes_exact_then_ivf_by_count_and_budget():
 def test_a_budget_too_small_for_the_ivf_keeps_exact_search_and_one_too_small_for_the_codes_is_refused():
     hundred_million = plan_binary_index(100_000_000, 64, memory_budget_bytes=GIB)
     assert hundred_million.kind == "binary_flat" and hundred_million.estimated_bytes == 800_000_000
+    ivf_mib = 100_000_000 * 16 * 1.3 / 2**20  # codes and ids in lists grown by doubling: 1,984 MiB
+    assert plan_binary_index(100_000_000, 64, memory_budget_bytes=int(0.99 * ivf_mib * 2**20)).kind == "binary_flat"
     assert plan_binary_index(100_000_000, 64, memory_budget_bytes=2 * GIB).kind == "binary_ivf"
     with pytest.raises(ValueError, match=r"too small for 100,000,000 codes of 64 bits.*762\.9 MiB"):
         plan_binary_index(100_000_000, 64, memory_budget_bytes=700 * 2**20)
