@@ -2,7 +2,7 @@
 
 Run, one size per process, alone on the machine from 10M up:
 ``.venv/bin/python benchmarks/hamming_speed.py --n 1000000`` (the default; about a minute),
-``--n 10000000`` (a few minutes, ~0.3 GB), ``--n 100000000`` (~15 minutes, ~3 GB at its peak:
+``--n 10000000`` (~5 minutes, 0.6 GB), ``--n 100000000`` (~17 minutes, 3.1 GB at its peak:
 the exact index and the IVF side by side), or ``--tiny`` (20,000 codes, seconds; the test suite runs it).
 ``--real CODES.npy`` measures a file of packed codes too (uint8, ``(n, bits / 8)``, e.g. a hashing
 model's gallery codes), queried by ``--real-queries`` or by its own first rows.
