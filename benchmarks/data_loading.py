@@ -65,10 +65,12 @@ def parse_args() -> argparse.Namespace:
 
 def make_transform(kind: str, size: tuple[int, int]):
     from timam.inference.images import eval_transform, train_transform
+    from timam.models.preprocessing import ImagePreprocessing
 
+    preprocessing = ImagePreprocessing(size=size)
     if kind == "eval":
-        return eval_transform(size)
-    return train_transform(size, flip=True, crop_padding=10, colour_jitter=0.1)
+        return eval_transform(preprocessing)
+    return train_transform(preprocessing, flip=True, crop_padding=10, colour_jitter=0.1)
 
 
 def loader_rate(paths, transform, workers: int, batch: int, device: torch.device) -> tuple[float, float]:

@@ -42,6 +42,12 @@ as soon as the section ends (flushed and fsynced, so a run killed by a timeout k
     D = B with ``torch.compile`` if enough time is left. A, B, C and D run with cudnn.benchmark off
     (the training loop turns it on unless ``training.deterministic``: E is what it trains at).
     Images of A, B, D and E come from a pool in device memory (the model step alone).
+``clip``
+    InfoNCE training steps of a CLIP-family dual encoder (open_clip's ViT-B-16, random weights, both
+    towers trainable, at 224 px, batch 128, 77 tokens, bfloat16 autocast on CUDA) through timam's
+    model wrapper, the contrastive loss with its learnable temperature and AdamW: images/s, ms/step,
+    peak MiB, and whether the loss and every tower gradient are finite. ``--tiny``: a 2-layer ViT at
+    32 px, batch 8, 16 tokens.
 
 The run stops itself: a deadline (``--deadline-s``, 480) is checked between sections and after every
 training step; sections not started by then are recorded as skipped. A watchdog ends the process
@@ -72,6 +78,7 @@ import os
 import platform
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -102,7 +109,7 @@ def process_age() -> float:
 
 IMPORTED_AT = process_age()
 STARTED = time.perf_counter() - IMPORTED_AT
-SECTIONS = ("env", "step", "ddp1", "ranking", "throughput")
+SECTIONS = ("env", "step", "ddp1", "ranking", "throughput", "clip")
 TARGET_PAIRS_PER_S = 1200.0
 EPOCH = 10**6  # past the adversarial warm-up epochs (as training_speed.run_epochs): every weighted term is on
 TRACEBACK_CHARS = 3000
@@ -114,6 +121,12 @@ TINY_MODEL = {
     "lstm_hidden": 32,
     "embedding_dim": 32,
     "transformer_config": TINY_BERT_CONFIG,
+}
+# The clip section's --tiny tower pair: open_clip's own config format, registered through its API.
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 # Throughput variants: name -> (what, (image backbone, text model) freeze epochs, images, cudnn.benchmark, compile).
 VARIANTS = {
@@ -601,7 +614,7 @@ class GpuCheck:
 
         started = time.perf_counter()
         values = _common.training_values("paper")
-        fields = {field.name for field in dataclasses.fields(TrainingConfig)}
+        fields = set(TrainingConfig.model_fields)
         knobs: dict[str, Any] = {}
         precision = self.args.precision or ("bfloat16" if self.tiny and self.device.type == "cpu" else None)
         if precision is not None:
@@ -749,7 +762,7 @@ class GpuCheck:
             "training_fields": sorted(
                 knob
                 for knob in ("precision", "deterministic", "sync_batchnorm", "cache_device")
-                if knob in {field.name for field in dataclasses.fields(TrainingConfig)}
+                if knob in TrainingConfig.model_fields
             ),
             "deadline_s": self.args.deadline_s,
             "imports_s": IMPORTED_AT,
@@ -1080,6 +1093,72 @@ class GpuCheck:
         b = variants["B"].get("pairs_per_s")
         if not self.tiny and b is not None:
             print(f"  B: {b:.0f} pairs/s = {b / TARGET_PAIRS_PER_S:.2f} x the target of {TARGET_PAIRS_PER_S:.0f}")
+        return out
+
+    def section_clip(self) -> dict[str, Any]:
+        from timam.inference.device import autocast
+        from timam.losses import LogitScale, info_nce_loss
+        from timam.models.dual_encoder import DualEncoderConfig, DualEncoderModel
+
+        name, batch, tokens = ("ViT-B-16", 128, 77)
+        if self.tiny:
+            import open_clip
+
+            folder = Path(tempfile.mkdtemp(prefix="gpu-check-clip-"))
+            (folder / "gpu-check-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+            open_clip.add_model_config(folder)
+            name, batch, tokens = ("gpu-check-tiny-clip", 8, TINY_CLIP["text_cfg"]["context_length"])
+        torch.manual_seed(0)
+        model = DualEncoderModel(DualEncoderConfig(model_name=name)).to(self.device).train()
+        scale = LogitScale().to(self.device)
+        optimizer = torch.optim.AdamW([*model.parameters(), *scale.parameters()], lr=1e-5)
+        size = model.config.image_size
+        images = torch.randn(batch, 3, *size, device=self.device)
+        ids = torch.randint(1, 49000, (batch, tokens), device=self.device)
+        ids[:, -1] = 49407  # the end-of-text token the text tower pools at
+        mask = torch.ones_like(ids)
+        precision = "auto" if self.device.type == "cuda" else "float32"
+
+        def step() -> float:
+            with autocast(self.device, precision):
+                image_features = model.image_encoder.features(images)
+                text_states = model.text_encoder.word_states(ids, mask)
+            image_emb = model.image_encoder.projection(image_features.float())
+            text_emb = model.text_encoder.encode_states(text_states, mask)
+            loss = sum(info_nce_loss(image_emb, text_emb, scale()))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scale.clamp_()
+            return float(loss.detach())
+
+        for _ in range(self.warmup):
+            self.deadline.check("clip warm-up")
+            step()
+        _common.reset_peak(self.device)
+        losses = []
+        started = time.perf_counter()
+        for _ in range(self.steps):
+            self.deadline.check("clip steps")
+            losses.append(step())
+        _common.sync(self.device)
+        seconds = time.perf_counter() - started
+        gradients_finite = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+        out = {
+            "model": name,
+            "image_size": list(size),
+            "batch": batch,
+            "tokens": tokens,
+            "steps": self.steps,
+            "precision": precision,
+            "images_per_s": _common.rate(self.steps * batch, seconds),
+            "ms_per_step": 1000 * seconds / self.steps,
+            "peak_mib": _common.peak_memory_mb(self.device),
+            "loss_first_last": [losses[0], losses[-1]],
+            "checks": {"loss_finite": all(math.isfinite(v) for v in losses), "gradients_finite": gradients_finite},
+        }
+        print(f"  {name} at {size[0]} px, batch {batch}: {out['images_per_s']:.1f} images/s, "
+              f"{out['ms_per_step']:.0f} ms/step, peak {out['peak_mib']:.0f} MiB")  # fmt: skip
         return out
 
     def _compile_wanted(self, row: dict[str, Any]) -> bool:

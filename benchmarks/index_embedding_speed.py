@@ -98,7 +98,8 @@ def main() -> None:
     device = _common.pick(args.device)
     model, weights = _common.build_model("default", weights=args.weights)
     model = model_to(model, device).eval()
-    size = tuple(model.config.image_size)
+    size = model.config.image_size
+    preprocessing = model.config.preprocessing
     workers = default_workers()
     scratch = Path(tempfile.mkdtemp(prefix="timam_index_bench_"))  # the collection and its shards, removed at exit
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
@@ -120,7 +121,7 @@ def main() -> None:
 
     def loader(num_workers: int) -> DataLoader:
         return DataLoader(
-            CheckedImageFiles(paths, size),
+            CheckedImageFiles(paths, preprocessing),
             batch_size=args.batch_size,
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
@@ -131,7 +132,7 @@ def main() -> None:
     decode_s = time.perf_counter() - start
     one = min(len(paths), 512)
     start = time.perf_counter()
-    for _ in DataLoader(CheckedImageFiles(paths[:one], size), batch_size=args.batch_size, num_workers=0):
+    for _ in DataLoader(CheckedImageFiles(paths[:one], preprocessing), batch_size=args.batch_size, num_workers=0):
         pass
     decode_1proc_s = time.perf_counter() - start
 

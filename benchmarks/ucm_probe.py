@@ -43,10 +43,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import timam  # noqa: F401  (the torchvision import guard runs first)
-from timam.inference.images import IMAGENET_MEAN, IMAGENET_STD
 from timam.losses.identification import IdentificationLoss
 from timam.losses.projection import cmpm_loss, cmpm_loss_from_matches
 from timam.models.image_encoder import apply_views, build_backbone, image_view
+from timam.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from timam.models.text_encoder import resolve_text_model
 from timam.retrieval.ranking import bidirectional_metrics, ranking_metrics
 

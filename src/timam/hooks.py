@@ -137,3 +137,28 @@ class ParameterCheckHook:
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
         check_parameters(context.params)
+
+
+class TrainingStateHook:
+    """Deletes a training run's resume state once the catalog has saved every output of the node
+    that trained it (the checkpoint and its history), not before: the node returns before Kedro
+    saves them, so a kill during that save leaves the state, and the rerun rebuilds the checkpoint
+    from it instead of training from epoch 1. The state to delete is the one the saved checkpoint
+    names (its ``training.state_path``: each ablation or families row has its own)."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, set[str]] = {}
+        self._states: dict[str, Any] = {}  # node name -> the checkpoint whose state waits for deletion
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:
+        from timam.models.checkpoint import Checkpoint
+        from timam.training.resume import discard_state_of
+
+        saved = self._saved.setdefault(node.name, set())
+        saved.add(dataset_name)
+        if isinstance(data, Checkpoint):
+            self._states[node.name] = data
+        if node.name in self._states and saved >= set(node.outputs):
+            discard_state_of(self._states.pop(node.name))
+            del self._saved[node.name]

@@ -21,7 +21,9 @@ from kedro.framework.startup import bootstrap_project
 from kedro.pipeline import Node
 from omegaconf import OmegaConf
 
+from timam.models.checkpoint import Checkpoint
 from timam.training.distributed import context_from_environment
+from timam.training.resume import discard_state_of
 
 logger = logging.getLogger("timam.launch")  # not __name__: run with -m it is "__main__"
 
@@ -40,6 +42,16 @@ def runtime_parameters(text: str) -> dict[str, Any]:
 def training_node() -> Node:
     """The ``train`` pipeline's ``train_model`` node: its inputs and outputs come from the pipeline."""
     return next(node for node in pipelines["train"].nodes if node.name == "train_model")
+
+
+def save_outputs(catalog: Any, outputs: dict[str, Any]) -> None:
+    """Save the training node's outputs, then delete the resume state (as ``TrainingStateHook`` does
+    under ``kedro run``): a kill during the save leaves the state for the rerun to finish from."""
+    for name, data in outputs.items():
+        catalog.save(name, data)
+    for data in outputs.values():
+        if isinstance(data, Checkpoint):
+            discard_state_of(data)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,8 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         node = training_node()
         outputs = node.run({name: catalog.load(name) for name in node.inputs})
         if context.is_main:
-            for name, data in outputs.items():
-                catalog.save(name, data)
+            save_outputs(catalog, outputs)
             logger.info("Saved %s (%d ranks)", ", ".join(outputs), context.world_size)
     if context.active:
         dist.destroy_process_group()

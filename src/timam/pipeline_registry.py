@@ -12,6 +12,7 @@ from timam.pipelines.prepare.pipeline import create_pipeline as create_prepare_p
 from timam.pipelines.search.pipeline import create_pipeline as create_search_pipeline
 from timam.pipelines.train.pipeline import create_pipeline as create_train_pipeline
 from timam.pipelines.tune.pipeline import create_pipeline as create_tune_pipeline
+from timam.pipelines.zero_shot.pipeline import create_pipeline as create_zero_shot_pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -28,5 +29,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "tune": create_tune_pipeline(),
         "index": create_index_pipeline(),
         "index_embed": create_index_embed_pipeline(),
+        "zero_shot": create_zero_shot_pipeline(),
         "__default__": train + evaluate,
     }

@@ -43,8 +43,41 @@ def tokenization_config(values: Mapping[str, Any] | TokenizationConfig | None) -
     return build(TokenizationConfig, values, "tokenization")
 
 
+OPEN_CLIP_PREFIX = "open_clip:"
+
+
+class OpenClipTokenizer:
+    """open_clip's tokenizer for an architecture, called like a transformers tokenizer.
+
+    Its BPE vocabulary ships inside the open_clip wheel, so it works offline. open_clip pads with 0
+    and has no attention mask (the text tower pools at the end-of-text token); the mask here marks
+    the real tokens, as the caches and the trainer expect one.
+    """
+
+    def __init__(self, architecture: str) -> None:
+        import open_clip
+
+        self.architecture = architecture
+        self._tokenizer = open_clip.get_tokenizer(architecture)
+
+    def get_vocab(self) -> dict[str, int]:
+        inner = getattr(self._tokenizer, "encoder", None) or self._tokenizer.tokenizer.get_vocab()
+        return dict(inner)
+
+    def __len__(self) -> int:
+        return len(self.get_vocab())
+
+    def __call__(self, texts: list[str], *, max_length: int, **_: object) -> dict[str, torch.Tensor]:
+        """Token ids padded (and truncated, end-of-text kept) to ``max_length``, and their mask."""
+        ids = self._tokenizer(list(texts), context_length=max_length)
+        return {"input_ids": ids, "attention_mask": (ids != 0).to(torch.int64)}
+
+
 def load_tokenizer(name: str):
-    """Tokenizer by hub name, directory, or the offline alias (always via ``from_pretrained``)."""
+    """Tokenizer by hub name, directory, the offline alias (always via ``from_pretrained``), or
+    ``open_clip:<architecture>`` for open_clip's own."""
+    if name.startswith(OPEN_CLIP_PREFIX):
+        return OpenClipTokenizer(name.removeprefix(OPEN_CLIP_PREFIX))
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_text_model(name))

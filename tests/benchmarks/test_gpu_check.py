@@ -17,7 +17,7 @@ from timam import _onednn_isa
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-SECTIONS = ["env", "step", "ddp1", "ranking", "throughput"]
+SECTIONS = ["env", "step", "ddp1", "ranking", "throughput", "clip"]
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +133,10 @@ def test_sync_points_are_counted_per_line_and_other_warnings_kept(gpu_check_modu
     assert "warnings.warn" in site["code"]
     assert len(recorder.other_warnings) == 1 and "resized" in recorder.other_warnings[0]
     assert gpu_check_module.SyncPoints(torch.device("cpu")).count is None  # not counted off CUDA
+
+
+def test_clip_runs_infonce_steps_of_a_dual_encoder_with_finite_loss_and_gradients(tiny_run):
+    clip = tiny_run[0]["clip"]
+    assert (clip["model"], clip["batch"], clip["image_size"]) == ("gpu-check-tiny-clip", 8, [32, 32])
+    assert clip["checks"] == {"loss_finite": True, "gradients_finite": True}
+    assert clip["images_per_s"] > 0 and clip["peak_mib"] > 0 and clip["loss_first_last"][0] > 0

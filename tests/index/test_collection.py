@@ -103,7 +103,9 @@ def test_the_index_block_rejects_unknown_keys_and_bad_values():
         index_config({"shard_sise": 10})
     with pytest.raises(ValueError, match=r"index\.collection\.colums; did you mean 'columns'"):
         index_config({"collection": {"colums": {}}})
-    with pytest.raises(ValueError, match="maps unknown name"):
+    with pytest.raises(
+        ValueError, match=r"index.collection.columns.split must be one of \[.image_path., .caption., .identity.\]"
+    ):
         index_config({"collection": {"columns": {"split": "s"}}})
     with pytest.raises(ValueError, match="memory_budget"):
         index_config({"memory_budget": "lots"})

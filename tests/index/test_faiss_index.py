@@ -30,7 +30,7 @@ def clustered(count: int, dim: int, clusters: int, seed: int = 0, spread: float 
 def test_flat_up_to_the_threshold_approximate_above_it():
     at = plan_index(DEFAULT_FLAT_MAX, 512, memory_budget_bytes=GIB)
     assert (at.kind, at.factory, at.search_params) == ("flat", "Flat", {})
-    assert at.estimated_bytes == 2 * DEFAULT_FLAT_MAX * 512 * 4  # the vectors and the packed copy searched
+    assert at.estimated_bytes == DEFAULT_FLAT_MAX * 512 * 4  # the vectors, scored in place
     above = plan_index(DEFAULT_FLAT_MAX + 1, 512, memory_budget_bytes=GIB)
     assert above.kind == "ivfpq" and above.factory.startswith("IVF")
     assert plan_index(5000, 64, memory_budget_bytes=GIB, flat_max=4999).kind == "ivfpq"

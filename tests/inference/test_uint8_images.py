@@ -15,10 +15,11 @@ from tests.training.tiny_run import TINY_MODEL
 from timam.inference import embedding
 from timam.inference.device import model_to, to_device_images
 from timam.inference.images import eval_pixels, eval_transform, seeded, train_pixels, train_transform
+from timam.models.preprocessing import ImagePreprocessing
 from timam.models.timam import TimamModel
 
 CPU = torch.device("cpu")
-SIZE = (32, 16)
+SIZE = ImagePreprocessing(size=(32, 16))
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from timam.inference.images import IMAGENET_MEAN, IMAGENET_STD
 from timam.models.image_encoder import (
     OFFLINE_EFFICIENTNETS,
     _offline_efficientnet_state,
     build_backbone,
     offline_weight_file,
 )
+from timam.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 timm = pytest.importorskip("timm")
 

@@ -35,7 +35,7 @@ def test_each_run_is_the_train_and_evaluate_pipelines_own_nodes_on_its_variant_p
     nodes = {node.name.removeprefix(f"{run}."): node for node in create_pipeline().nodes if node.name.startswith(run)}
     assert set(nodes) == {"select_parameters", "train_model", "embed_test_split", "rank_test_split"}
     renamed = {"params:model": f"{run}.model_parameters", "params:training": f"{run}.training_parameters"}
-    shared = {"captions", "caption_tokens", "params:evaluation"}
+    shared = {"captions", "caption_tokens", "params:evaluation", "params:embedding"}
     for name in ("train_model", "embed_test_split", "rank_test_split"):
         original, variant = originals[name], nodes[name]
         assert variant.func is original.func

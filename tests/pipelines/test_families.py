@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipelines.test_kedro_project import copy_project, kedro
+from tests.kedro_project import copy_project, kedro
 from timam.pipelines.families.nodes import row_parameters, summarise_families
 from timam.pipelines.families.pipeline import EMBEDDING_ROWS, INTERACTION_ROWS, ROWS, SEEDS, TWO_STAGE, create_pipeline
 from timam.studies.families import SHARED_MODEL_KEYS

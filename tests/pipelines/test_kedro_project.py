@@ -4,67 +4,21 @@ The project (pyproject.toml + conf) is copied into a temporary directory with a 
 override for a small demo and two epochs, so tests never touch the repository's data/.
 """
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.kedro_project import checkpoint_versions, copy_project, kedro, latest_metrics
+
 REPO = Path(__file__).resolve().parents[2]
-KEDRO = str(Path(sys.executable).with_name("kedro"))
-
-LOCAL_CATALOG = """
-raw_annotations:
-  type: timam.io.demo_dataset.DemoReidRawDataset
-  filepath: data/01_raw/demo/reid_raw.json
-  generator: {num_identities: 24, split_identities: [12, 6, 6], seed: 1}
-"""
-LOCAL_PARAMETERS = """
-training:
-  epochs: 2
-  batch_size: 16
-"""
-
-
-def kedro(project: Path, *args: str, succeeds: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true"}
-    result = subprocess.run([KEDRO, *args], cwd=project, capture_output=True, text=True, env=env, check=False)
-    if succeeds:
-        assert result.returncode == 0, (
-            f"kedro {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    else:
-        assert result.returncode != 0, f"kedro {' '.join(args)} succeeded:\n{result.stdout[-3000:]}"
-    return result
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("project"))
-
-
-def copy_project(root: Path) -> Path:
-    """The project's pyproject and conf in ``root``, with the tiny demo and two epochs in conf/local."""
-    shutil.copy(REPO / "pyproject.toml", root)
-    (root / "src").mkdir()  # kedro wants a source dir; timam itself comes from the editable install
-    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    (root / "conf" / "local" / "catalog.yml").write_text(LOCAL_CATALOG)
-    (root / "conf" / "local" / "parameters.yml").write_text(LOCAL_PARAMETERS)
-    return root
-
-
-def checkpoint_versions(project: Path) -> list[str]:
-    return sorted(p.name for p in (project / "data/06_models/demo/model_checkpoint.safetensors").iterdir())
-
-
-def latest_metrics(project: Path) -> dict:
-    folder = project / "data/08_reporting/demo/retrieval_metrics.json"
-    latest = sorted(p.name for p in folder.iterdir())[-1]
-    return json.loads((folder / latest / "retrieval_metrics.json").read_text())
 
 
 def test_a_misspelt_parameter_stops_the_run_before_any_node(project):
@@ -144,7 +98,7 @@ def test_search_and_compare_read_the_saved_evaluation(trained):
     )
     results = next((trained / "data/08_reporting/demo/search_results.csv").glob("*/search_results.csv"))
     lines = results.read_text().splitlines()
-    assert lines[0] == "rank,path,image_id,score" and len(lines) == 11  # top_k 10
+    assert lines[0] == "rank,row,path,score" and len(lines) == 11  # top_k 10, the Searcher's hits table
     assert next((trained / "data/08_reporting/demo/search_grid.png").glob("*/search_grid.png")).stat().st_size > 10_000
     comparison = next((trained / "data/08_reporting/demo/metrics_comparison.md").glob("*/metrics_comparison.md"))
     assert scored in comparison.read_text()

@@ -119,7 +119,7 @@ def test_metrics_and_their_history_on_s3(s3_server: S3Server, bucket: str) -> No
 
 
 def _index(checkpoint: Checkpoint, images: list[str], version: str) -> tuple[ImageIndex, np.ndarray]:
-    embedded = embed_files(checkpoint.model, images, batch_size=8, device=CPU, show_progress=False)
+    embedded = embed_files(checkpoint.model, images, batch_size=8, device=CPU, precision="auto", show_progress=False)
     vectors = F.normalize(embedded.embeddings, dim=1).numpy().astype(np.float32)
     stats = [Path(path).stat() for path in images]
     rows = pd.DataFrame(

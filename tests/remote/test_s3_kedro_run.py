@@ -21,7 +21,7 @@ import pytest
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, DatasetError
 
-from tests.pipelines.test_kedro_project import copy_project, kedro
+from tests.kedro_project import copy_project, kedro
 from tests.remote.conftest import S3Server
 from timam.formats.atomic import current_host
 

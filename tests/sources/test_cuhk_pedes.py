@@ -78,7 +78,7 @@ def test_wrong_image_root_says_which_parameter_to_fix(tmp_path):
 
 
 def test_unknown_format_lists_supported_ones(tmp_path):
-    with pytest.raises(BadInputError, match="cuhk_pedes"):
+    with pytest.raises(ValueError, match=r"source.format must be one of the supported formats \['cuhk_pedes'"):
         build_caption_table([], {"format": "pascal", "image_root": str(tmp_path)})
 
 

@@ -37,7 +37,7 @@ def test_returns_reid_raw_json_with_cuhk_pedes_shape(small: tuple[Path, list[dic
     assert path.name == "reid_raw.json"
     assert isinstance(records, list) and len(records) == 12 * 3
     for r in records:
-        assert set(r) == {"split", "captions", "file_path", "processed_tokens", "id"}
+        assert set(r) == {"split", "captions", "file_path", "processed_tokens", "id", "attributes"}
         assert r["split"] in {"train", "val", "test"}
         assert isinstance(r["id"], int) and 1 <= r["id"] <= 12
         assert r["file_path"] == f"{r['split']}/{r['id']:04d}_{r['file_path'].rsplit('_', 1)[1]}"

@@ -16,6 +16,7 @@ from PIL import Image
 
 from timam.hooks import check_parameters
 from timam.inference.images import eval_transform, load_rgb
+from timam.models.preprocessing import ImagePreprocessing
 from timam.settings import CONFIG_LOADER_ARGS
 from timam.sources.image_checks import apply_bad_input_policy, inspect_image
 from timam.sources.ucm_captions import read_ucm_parquet
@@ -90,6 +91,8 @@ def test_the_resolved_file_exists_and_its_images_pass_the_checks(conf, tmp_path,
         expected = (record.orig_width, record.orig_height) if resolution == 256 else (128, 128)
         assert sizes[record.image_id] == expected
         # Training and evaluation resize every image, odd-sized ones too, to the preset's size.
-        assert tuple(eval_transform(params["model"]["image_size"])(load_rgb(str(path))).shape) == (3, 256, 256)
+        assert tuple(
+            eval_transform(ImagePreprocessing(size=tuple(params["model"]["image_size"])))(load_rgb(str(path))).shape
+        ) == (3, 256, 256)
     if resolution == 256:
         assert sizes == {"ucm_0001": (256, 256), "ucm_0156": (253, 256), "ucm_0497": (247, 247)}

@@ -13,7 +13,7 @@ import pytest
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
-from tests.pipelines.test_kedro_project import checkpoint_versions, copy_project, kedro, latest_metrics
+from tests.kedro_project import checkpoint_versions, copy_project, kedro, latest_metrics
 
 EPOCHS = 2  # the copied project's training.epochs
 

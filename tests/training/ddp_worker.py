@@ -23,13 +23,22 @@ from timam.training.distributed import DistributedContext, context_from_environm
 from timam.training.loop import seed_everything, train_timam
 from timam.training.trainer import TimamTrainer
 
-# Identification, CMPM, CMPC and the adversarial term all on: every loss that needs the global batch.
+# Identification, CMPM, CMPC, the adversarial term and the contrastive ones (InfoNCE, SDM, SigLIP,
+# whose negatives are the other ranks' too) all on: every loss that needs the global batch.
 CONFIG = {
     "batch_size": 8,
     "embed_batch_size": 8,
     "device": "cpu",
     "epochs": 2,
-    "loss_weights": {"identification": 1.0, "cmpm": 1.0, "cmpc": 0.5, "adversarial": 0.5},
+    "loss_weights": {
+        "identification": 1.0,
+        "cmpm": 1.0,
+        "cmpc": 0.5,
+        "adversarial": 0.5,
+        "infonce": 0.5,
+        "sdm": 0.5,
+        "siglip": 0.5,
+    },
     "adversarial": {"warmup_epochs": 0},
 }
 # The transformer frozen (its token states cached) in epoch 1 and trained with the heads from epoch

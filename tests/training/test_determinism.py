@@ -83,5 +83,5 @@ def test_kernel_settings_restore_after_an_error_and_keep_a_deterministic_workspa
 
 
 def test_deterministic_must_be_a_boolean():
-    with pytest.raises(ValueError, match="training.deterministic must be true or false"):
-        training_config({"deterministic": "yes"})
+    with pytest.raises(ValueError, match="training.deterministic must be a valid boolean.*got 'maybe'"):
+        training_config({"deterministic": "maybe"})

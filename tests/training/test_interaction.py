@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torchvision
@@ -16,7 +17,15 @@ from timam.io.checkpoint_dataset import ModelCheckpointDataset
 from timam.models.checkpoint import Checkpoint
 from timam.models.interaction import InteractionConfig, InteractionModel
 from timam.training.config import training_config
-from timam.training.interaction import InteractionSplit, check_interaction_training, train_interaction
+from timam.training.interaction import (
+    InteractionSplit,
+    InteractionTrainer,
+    check_interaction_training,
+    train_interaction,
+)
+
+# Every term off (the base turns identification, CMPM and the adversarial term on); rows turn theirs on.
+ALL_TERMS_OFF = {"identification": 0.0, "cmpm": 0.0, "triplet": 0.0, "adversarial": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,7 @@ def _training(workdir: Path, **values) -> dict:
         "batch_size": 8,
         "embed_batch_size": 8,
         "device": "cpu",
-        "loss_weights": {"identification": 0.0, "cmpm": 0.0, "triplet": 1.0},
+        "loss_weights": {**ALL_TERMS_OFF, "triplet": 1.0},
         "matching": "instance",
         "validation_relevance": "instance",
         "feature_cache_dir": str(workdir / "cache"),
@@ -147,8 +156,11 @@ def test_region_cache_round_trip_is_exact_and_keyed_apart_from_pooled_features(t
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"loss_weights": {"identification": 1.0, "cmpm": 0.0, "triplet": 1.0}}, "identification"),
-        ({"loss_weights": {"identification": 0.0, "cmpm": 0.0, "triplet": 0.0}}, "triplet or .cmpm"),
+        ({"loss_weights": {"identification": 1.0, "cmpm": 0.0, "triplet": 1.0, "adversarial": 0.0}}, "identification"),
+        (
+            {"loss_weights": {"identification": 0.0, "cmpm": 0.0, "triplet": 0.0, "adversarial": 0.0}},
+            "triplet or .cmpm",
+        ),
         ({"freeze": {"image_backbone_epochs": 0}}, "frozen"),
         ({"augmentation": {"flip": True}}, "augmentation"),
     ],
@@ -161,7 +173,7 @@ def test_settings_an_interaction_run_cannot_honour_are_refused(workdir: Path, va
 def test_cmpm_on_pair_scores_trains_too(tiny, workdir: Path) -> None:
     captions, tokens, config = tiny
     train, val = split_data(captions, tokens, "train"), split_data(captions, tokens, "val")
-    weights = {"identification": 0.0, "cmpm": 1.0, "triplet": 0.0}
+    weights = {**ALL_TERMS_OFF, "cmpm": 1.0}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning: the weights come from a file, not random
         checkpoint, history = train_interaction(
@@ -170,3 +182,37 @@ def test_cmpm_on_pair_scores_trains_too(tiny, workdir: Path) -> None:
     assert set(history.columns) >= {"loss_cmpm", "loss_total", "val_t2i_R@1"}
     assert "loss_triplet" not in history.columns
     assert isinstance(checkpoint, Checkpoint)
+
+
+def test_an_interrupted_interaction_run_resumes_to_the_uninterrupted_result(tiny, workdir: Path, monkeypatch) -> None:
+    """The family shares the run around its epochs (``fit``): with a state_path it saves and
+    resumes mid-epoch as TIMAM does, and finishes where an uninterrupted run finishes."""
+    captions, tokens, config = tiny
+    train, val = split_data(captions, tokens, "train"), split_data(captions, tokens, "val")
+    values = _training(
+        workdir, epochs=3, loss_weights={"identification": 0.0, "cmpm": 1.0, "triplet": 0.5, "adversarial": 0.0}
+    )
+    reference, reference_history = train_interaction(train, val, config, training_config(values))
+    state = workdir / "interaction_state.pt"
+    resumable = training_config({**values, "state_path": str(state), "save_every_steps": 2})
+    calls = {"n": 0}
+    original = InteractionTrainer.loss_terms
+
+    def crash_on_ninth_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise RuntimeError("power cut")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InteractionTrainer, "loss_terms", crash_on_ninth_step)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_interaction(train, val, config, resumable)
+    monkeypatch.setattr(InteractionTrainer, "loss_terms", original)
+    saved = torch.load(state, weights_only=True)
+    assert saved["epoch"] == 1 and saved["partial_epoch"]["step"] > 0, "saved inside epoch 2"
+
+    resumed, history = train_interaction(train, val, config, resumable)
+    pd.testing.assert_frame_equal(history.drop(columns="seconds"), reference_history.drop(columns="seconds"))
+    for name, tensor in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], tensor), name
+    assert not state.exists()

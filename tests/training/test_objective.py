@@ -8,7 +8,7 @@ from timam.training.objective import TimamObjective
 
 
 def _objective(**weights):
-    config = training_config({"loss_weights": {"identification": 0.0, "cmpm": 0.0, **weights}})
+    config = training_config({"loss_weights": {"identification": 0.0, "cmpm": 0.0, "adversarial": 0.0, **weights}})
     return TimamObjective(embedding_dim=4, num_classes=2, config=config)
 
 

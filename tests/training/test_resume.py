@@ -1,8 +1,10 @@
 """Crash safety and determinism of training: SIGKILL and resume gives the uninterrupted result."""
 
+import argparse
 import errno
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -14,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.tiny_run import run
+from tests.training.tiny_run import checkout_env, run
 from timam.formats.atomic import ArtifactWriteError
-from timam.training.resume import restore_rng, rng_state, save_state
+from timam.training.resume import load_state, restore_rng, rng_state, save_state
 from timam.training.trainer import TimamTrainer
 
 SCRIPT = Path(__file__).with_name("tiny_run.py")
@@ -34,7 +36,7 @@ def test_same_seed_gives_identical_training(tmp_path, uninterrupted):
 
 
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path, uninterrupted):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    env = checkout_env()
     state = tmp_path / "state.pt"
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), str(tmp_path), str(EPOCHS)],
@@ -171,3 +173,37 @@ def test_every_cuda_devices_random_state_is_saved_and_restored(tmp_path, monkeyp
     older = {key: value for key, value in saved.items() if key != "cuda"}  # saved before CUDA states were kept
     restore_rng(older, generator)
     assert _draws(generator) == first
+
+
+def _foreign_files(directory: Path) -> dict[str, bytes]:
+    """A truncated state of this version, a pickle of something else, and random bytes."""
+    save_state(directory / "real.pt", {"fingerprint": "x", "epoch": 1, "model": {"w": torch.ones(4096)}})
+    real = (directory / "real.pt").read_bytes()
+    foreign = pickle.dumps(argparse.Namespace(note="not a training state"))
+    return {"truncated": real[: len(real) // 2], "foreign pickle": foreign, "random bytes": os.urandom(4096)}
+
+
+@pytest.mark.parametrize("kind", ["truncated", "foreign pickle", "random bytes"])
+def test_a_file_that_is_no_resume_state_is_moved_aside_naming_it(tmp_path, caplog, kind):
+    content = _foreign_files(tmp_path)[kind]
+    state = tmp_path / "training_state.pt"
+    state.write_bytes(content)
+    assert load_state(state, "fingerprint") is None
+    assert not state.exists()
+    rejected = tmp_path / "training_state.pt.rejected"
+    assert rejected.read_bytes() == content, "moved aside, not deleted"
+    message = caplog.text
+    assert f"{state} is not a training state this version of timam wrote" in message
+    assert f"moved to {rejected}" in message and "starts from epoch 1" in message
+    assert "weights_only" not in message
+    state.write_bytes(content)  # the same again: the first rejected file is kept
+    load_state(state, "fingerprint")
+    assert rejected.exists() and (tmp_path / "training_state.pt.1.rejected").read_bytes() == content
+
+
+def test_training_over_a_file_that_is_no_resume_state_starts_fresh(tmp_path, uninterrupted):
+    """The whole run: the random bytes at state_path do not block it, and it trains from epoch 1."""
+    state = tmp_path / "state.pt"
+    state.write_bytes(os.urandom(4096))
+    assert run(tmp_path, EPOCHS, state_path=state) == uninterrupted
+    assert (tmp_path / "state.pt.rejected").exists() and not state.exists()

@@ -21,6 +21,7 @@ from timam.retrieval.ranking import ranking_metrics
 from timam.retrieval.relevance import relevance_labels
 from timam.training.cached_split import CachedSplit
 from timam.training.config import training_config
+from timam.training.epoch import check_finite
 from timam.training.loop import seed_everything
 from timam.training.progress import EpochProgress
 from timam.training.trainer import TimamTrainer
@@ -120,8 +121,8 @@ def test_epoch_progress_states_keep_float_sums_and_load_old_ones():
 def test_a_nan_term_is_named_with_its_epoch_and_step():
     terms = {"cmpm": torch.tensor(1.0), "triplet": torch.tensor(float("inf")), "discriminator": torch.tensor(0.7)}
     with pytest.raises(FloatingPointError, match=r"'triplet' is inf at epoch 3, step 4"):
-        trainer_module.check_finite(terms, 3, 4)
-    trainer_module.check_finite({"cmpm": torch.tensor(1.0)}, 1, 0)
+        check_finite(terms, 3, 4)
+    check_finite({"cmpm": torch.tensor(1.0)}, 1, 0)
 
 
 def test_the_text_forward_takes_its_lengths_from_the_host(tmp_path, monkeypatch):

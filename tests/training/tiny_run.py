@@ -9,19 +9,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
 
 import torch
 
-import timam  # noqa: F401  (torchvision guard before transformers)
+import timam  # first: the torchvision guard runs before transformers is imported
 from timam.inference.split_data import split_data
 from timam.io.demo_dataset import DemoReidRawDataset
 from timam.models.config import ModelConfig
 from timam.pipelines.prepare.nodes import build_caption_table, tokenize_captions
 from timam.training.config import training_config
 from timam.training.loop import train_timam
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def checkout_env(**extra: str) -> dict[str, str]:
+    """The environment of a subprocess that runs the ``timam`` this test process imported (not
+    necessarily the editable install's, which may point at another worktree), with this checkout's
+    ``tests`` package importable."""
+    source = Path(timam.__file__).resolve().parents[1]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), str(REPO)]), **extra}
 
 
 def tiny_captions(workdir: Path):
@@ -84,7 +95,9 @@ def tiny_bert_model(workdir: Path) -> ModelConfig:
     return TINY_MODEL.replace(text_encoder="transformer", text_model=str(directory))
 
 
-def run(workdir: Path, epochs: int, state_path: Path | None, save_every_steps: int = 0) -> dict:
+def run(
+    workdir: Path, epochs: int, state_path: Path | None, save_every_steps: int = 0, *, keep_state: bool = False
+) -> dict:
     train, val, model_config = tiny_inputs(workdir)
     config = training_config(
         {
@@ -99,7 +112,8 @@ def run(workdir: Path, epochs: int, state_path: Path | None, save_every_steps: i
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        checkpoint, history = train_timam(train, val, model_config, config, state_path=state_path)
+        kept = {"keep_state": True} if keep_state else {}  # only when asked: older versions lack it
+        checkpoint, history = train_timam(train, val, model_config, config, state_path=state_path, **kept)
     digest = hashlib.sha256()
     for name, tensor in sorted(checkpoint.model.state_dict().items()):
         digest.update(name.encode())

@@ -15,7 +15,8 @@ from timam.evaluation.config import EvaluationConfig
 from timam.evaluation.report import mean_recall
 
 # What of the checkpoint's metadata every scored split carries into its metrics.
-CHECKPOINT_SUMMARY = ("best_epoch", "val_t2i_R@1", "train_seconds")
+# What the metrics record of each checkpoint: how it was chosen, or ("pretrained") where its weights came from.
+CHECKPOINT_SUMMARY = ("best_epoch", "val_t2i_R@1", "train_seconds", "pretrained")
 
 
 def metrics_record(

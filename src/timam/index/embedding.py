@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from timam.inference.device import autocast, to_device_images
 from timam.inference.embedding import default_workers, evaluation_mode
 from timam.inference.images import eval_transform, load_rgb
-from timam.models.timam import TimamModel
+from timam.models.families import EmbeddingModel
+from timam.models.preprocessing import ImagePreprocessing
 from timam.sources.image_checks import inspect_image
 
 
@@ -36,10 +37,10 @@ def decode_failure(path: str, error: Exception) -> str:
 class CheckedImageFiles(Dataset):
     """``(image, position, reason)`` per path; ``reason`` is "" for a good image, else why it is bad."""
 
-    def __init__(self, paths: Sequence[str], image_size: Sequence[int]) -> None:
+    def __init__(self, paths: Sequence[str], preprocessing: ImagePreprocessing) -> None:
         self.paths = list(paths)
-        self.transform: Callable = eval_transform(image_size)
-        self.blank = torch.zeros(3, *(int(side) for side in image_size))
+        self.transform: Callable = eval_transform(preprocessing)
+        self.blank = torch.zeros(3, *(int(side) for side in preprocessing.size))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -63,7 +64,7 @@ class EmbeddedFiles:
 
 @torch.no_grad()
 def embed_files(
-    model: TimamModel,
+    model: EmbeddingModel,
     paths: Sequence[str],
     *,
     batch_size: int,
@@ -75,7 +76,7 @@ def embed_files(
     """Embed ``paths`` with ``model`` (already on ``device``); bad files are left out and reported."""
     encoder = model.image_encoder
     loader = DataLoader(
-        CheckedImageFiles(paths, model.config.image_size),
+        CheckedImageFiles(paths, model.config.preprocessing),
         batch_size=batch_size,
         shuffle=False,
         num_workers=default_workers() if len(paths) > batch_size else 0,

@@ -9,7 +9,7 @@ whose codes are the most accurate that fit the budget:
    which are re-ranked on 8-bit scalar-quantised copies of the vectors (``d + d/8 + 8`` bytes per
    vector: 563 MiB at 1M x 512). The 1M measurement is in benchmarks/RESULTS.md (index_speed.py).
 2. ``IVF{nlist},PQ{m}x8np`` with the largest ``m`` (dividing ``d``, at most ``d/8``) that fits
-   (``m + 8`` bytes per vector) -- the path to 100M vectors (the README's index section).
+   (``m + 8`` bytes per vector) -- the path to 100M vectors (docs/index-at-scale.md).
 
 A budget that not even ``PQ4x8`` fits is refused with the amount that would fit.
 """
@@ -39,7 +39,7 @@ MIN_POINTS_PER_LIST = 39
 KMEANS_ITERATIONS = 10  # FAISS's default is 25; 10 keeps training at 1M within minutes on 2 cores
 K_FACTOR_RF = 32  # candidates re-ranked per result; vs 8: +1.5-2 points recall@10 for ~0.1 ms (RESULTS.md)
 HNSW_COARSE_FROM = 10_000_000
-FLAT_COPIES = 2  # a flat index searched exactly holds its vectors and timam's packed copy of them
+FLAT_COPIES = 1  # a flat index searched exactly scores its own vectors in place (no second copy)
 ADD_CHUNK = 65_536
 RANKING_CHUNK = 1024  # queries per product, topk_indices' default chunk_size
 
@@ -150,8 +150,8 @@ def _pq8_plan(count: int, dim: int, nlist: int, m: int) -> IndexPlan:
 def plan_index(count: int, dim: int, *, memory_budget_bytes: int, flat_max: int = DEFAULT_FLAT_MAX) -> IndexPlan:
     """The index for ``count`` vectors of ``dim`` floats within ``memory_budget_bytes`` (autofaiss's rule).
 
-    Flat (exact) when ``count <= flat_max`` and ``2 * count * dim * 4`` bytes fit (the vectors and the packed
-    copy exact search scores with); otherwise the most accurate IVF code that fits (see the module
+    Flat (exact) when ``count <= flat_max`` and ``count * dim * 4`` bytes fit (exact search scores the
+    vectors in place); otherwise the most accurate IVF code that fits (see the module
     docstring). Raises ``ValueError`` naming the budget that would fit when nothing does.
     """
     if count < 1 or dim < 1:
@@ -317,10 +317,8 @@ class ExactFlatSearch:
     The search runs timam's own scorer and top-k over the flat index's vectors, so the result is
     timam's exact ranking by construction (float32 scores, ties by lower row), not an approximation
     of it: FAISS's flat kernels sum in another order and differ in the last bits, which reorders
-    near-ties. The gallery is packed into oneDNN's layout once (a copy as large as the vectors) and
-    reused: on the 2-core machine a query then costs ~2 ms at 25k x 512 and ~10 ms at 100k, less
-    than FAISS's own flat scan (5 / 25 ms), while ``topk_indices`` would repack it on every call
-    (``GalleryTopK`` is that ranking with the gallery prepared once).
+    near-ties. The gallery is prepared once and scored in place (``GalleryTopK`` is ``topk_indices``
+    with the gallery prepared once); benchmarks/RESULTS.md has the per-query costs.
     """
 
     def __init__(self, index: faiss.Index) -> None:

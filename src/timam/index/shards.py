@@ -43,7 +43,7 @@ from timam.index import embedding
 from timam.index.collection import file_keys
 from timam.index.config import ShardSpec
 from timam.inference.device import dtype_name
-from timam.models.timam import TimamModel
+from timam.models.families import EmbeddingModel
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class ShardRun:
 
 
 def embed_shard(
-    model: TimamModel,
+    model: EmbeddingModel,
     rows: pd.DataFrame,
     *,
     shard: int,
@@ -187,7 +187,7 @@ def embed_shard(
 
 
 def write_shards(
-    model: TimamModel,
+    model: EmbeddingModel,
     collection: pd.DataFrame,
     *,
     folder: str | Path,

@@ -14,8 +14,10 @@ from tqdm.auto import tqdm
 
 from timam.inference.device import autocast, to_device_images
 from timam.inference.images import ImageFileDataset, eval_pixels
+from timam.models.dual_encoder import DualEncoderModel
+from timam.models.families import AnyModel, EmbeddingModel
 from timam.models.interaction import InteractionModel
-from timam.models.timam import TimamModel
+from timam.models.preprocessing import ImagePreprocessing
 
 
 def default_workers(ranks: int | None = None) -> int:
@@ -43,14 +45,16 @@ def default_workers(ranks: int | None = None) -> int:
     return max(1, min(8, cores // max(1, ranks) - 1))
 
 
-def image_loader(paths: Sequence[str], image_size: Sequence[int], *, batch_size: int, device: torch.device):
+def image_loader(
+    paths: Sequence[str], preprocessing: ImagePreprocessing, *, batch_size: int, device: torch.device
+) -> DataLoader:
     """Resized uint8 images (normalised on the device by ``to_device_images``), in order.
 
     Built per call: it reads each image once, so persistent workers would only outlive it.
     """
     workers = default_workers()
     return DataLoader(
-        ImageFileDataset(paths, eval_pixels(image_size)),
+        ImageFileDataset(paths, eval_pixels(preprocessing)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -77,7 +81,7 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def image_outputs(
-    model: TimamModel,
+    model: EmbeddingModel,
     paths: Sequence[str],
     *,
     project: bool,
@@ -98,7 +102,7 @@ def image_outputs(
         raise ValueError("per_view gives backbone features of every view; it cannot be combined with project")
     encoder = model.image_encoder
     outputs = []
-    loader = image_loader(paths, model.config.image_size, batch_size=batch_size, device=device)
+    loader = image_loader(paths, model.config.preprocessing, batch_size=batch_size, device=device)
     with evaluation_mode(model):
         for images, _ in tqdm(loader, desc=desc, disable=not show_progress):
             images = to_device_images(images, device)
@@ -137,7 +141,7 @@ def distinct_captions(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
 
 @torch.no_grad()
 def text_outputs(
-    model: TimamModel | InteractionModel,
+    model: AnyModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     *,
@@ -156,7 +160,7 @@ def text_outputs(
     padding: on CPU that doubled caption throughput (benchmarks/embedding_speed.py). Token states
     are padded back with zeros to the input length; the BiLSTM reads only the real tokens, so the
     padding's value never matters. An interaction model gives token states only (it has no
-    caption embedding).
+    caption embedding); a dual encoder's pooled text embedding stands for its token states.
     """
     if isinstance(model, InteractionModel):
         if project:
@@ -180,13 +184,16 @@ def text_outputs(
                 states = word_states(ids, mask)
             if project:
                 result = encoder.encode_states(states, mask).float().cpu()
-            else:
+            elif states.dim() == 3:  # per token: padded back to the input length
                 result = F.pad(states.to(torch.float16), (0, 0, 0, input_ids.shape[1] - longest)).cpu()
+            else:  # a dual encoder's pooled text embedding stands for its token states
+                result = states.to(torch.float16).cpu()
             if outputs is None:
                 outputs = result.new_empty((len(input_ids), *result.shape[1:]))
             outputs[rows] = result
     if outputs is None:
-        shape = (encoder.projection.out_features,) if project else (input_ids.shape[1], state_dim)
+        per_token = not isinstance(model, DualEncoderModel)
+        shape = (encoder.projection.out_features,) if project else (input_ids.shape[1], state_dim)[1 - per_token :]
         return torch.empty(0, *shape)
     # All distinct (first is then every row in order): no second copy of what may be gigabytes.
     return outputs if len(first) == len(inverse) else outputs[inverse]

@@ -17,8 +17,12 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from timam.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessing
+
+_INTERPOLATION = {
+    "bilinear": transforms.InterpolationMode.BILINEAR,
+    "bicubic": transforms.InterpolationMode.BICUBIC,
+}
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -31,36 +35,50 @@ def _float_steps() -> list:
     return [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def _augmentation_steps(image_size: Sequence[int], *, flip: bool, crop_padding: int, colour_jitter: float) -> list:
-    steps: list = [transforms.Resize(tuple(image_size))]
+def _resize_steps(preprocessing: ImagePreprocessing) -> list:
+    """The model's resize: to (height, width), or its shorter side to the size and the centre crop."""
+    interpolation = _INTERPOLATION[preprocessing.interpolation]
+    if preprocessing.resize == "squash":
+        return [transforms.Resize(tuple(preprocessing.size), interpolation=interpolation)]
+    return [
+        transforms.Resize(min(preprocessing.size), interpolation=interpolation),
+        transforms.CenterCrop(tuple(preprocessing.size)),
+    ]
+
+
+def _augmentation_steps(
+    preprocessing: ImagePreprocessing, *, flip: bool, crop_padding: int, colour_jitter: float
+) -> list:
+    steps = _resize_steps(preprocessing)
     if flip:
         steps.append(transforms.RandomHorizontalFlip())
     if crop_padding > 0:
-        steps.append(transforms.RandomCrop(tuple(image_size), padding=crop_padding, padding_mode="edge"))
+        steps.append(transforms.RandomCrop(tuple(preprocessing.size), padding=crop_padding, padding_mode="edge"))
     if colour_jitter > 0:
         steps.append(transforms.ColorJitter(colour_jitter, colour_jitter, colour_jitter))
     return steps
 
 
-def eval_transform(image_size: Sequence[int]) -> Callable[[Image.Image], torch.Tensor]:
-    """Deterministic resize to (height, width) and ImageNet normalisation."""
-    return transforms.Compose([transforms.Resize(tuple(image_size)), *_float_steps()])
+def eval_transform(preprocessing: ImagePreprocessing) -> Callable[[Image.Image], torch.Tensor]:
+    """The model's deterministic resize and ImageNet normalisation (a model trained with other
+    statistics re-normalises inside, see :class:`~timam.models.dual_encoder.DualImageEncoder`)."""
+    return transforms.Compose([*_resize_steps(preprocessing), *_float_steps()])
 
 
-def eval_pixels(image_size: Sequence[int]) -> Callable[[Image.Image], torch.Tensor]:
+def eval_pixels(preprocessing: ImagePreprocessing) -> Callable[[Image.Image], torch.Tensor]:
     """:func:`eval_transform` without its normalisation: uint8 (3, height, width), for :func:`normalise`."""
-    return transforms.Compose([transforms.Resize(tuple(image_size)), transforms.PILToTensor()])
+    return transforms.Compose([*_resize_steps(preprocessing), transforms.PILToTensor()])
 
 
-def train_transform(image_size: Sequence[int], *, flip: bool, crop_padding: int, colour_jitter: float):
+def train_transform(preprocessing: ImagePreprocessing, *, flip: bool, crop_padding: int, colour_jitter: float):
     """Training augmentation: horizontal flip, padded random crop and colour jitter, each optional."""
-    steps = _augmentation_steps(image_size, flip=flip, crop_padding=crop_padding, colour_jitter=colour_jitter)
+    steps = _augmentation_steps(preprocessing, flip=flip, crop_padding=crop_padding, colour_jitter=colour_jitter)
     return transforms.Compose([*steps, *_float_steps()])
 
 
-def train_pixels(image_size: Sequence[int], *, flip: bool, crop_padding: int, colour_jitter: float):
+def train_pixels(preprocessing: ImagePreprocessing, *, flip: bool, crop_padding: int, colour_jitter: float):
     """:func:`train_transform` without its normalisation: the same draws, uint8 out."""
-    steps = _augmentation_steps(image_size, flip=flip, crop_padding=crop_padding, colour_jitter=colour_jitter)
+    steps = _augmentation_steps(preprocessing, flip=flip, crop_padding=crop_padding, colour_jitter=colour_jitter)
     return transforms.Compose([*steps, transforms.PILToTensor()])
 
 

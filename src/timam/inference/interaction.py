@@ -34,7 +34,7 @@ def region_outputs(
 ) -> torch.Tensor:
     """Each image's regions in each of ``views``: ``(views, images, cells, channels)`` float16 on the CPU."""
     outputs: list[torch.Tensor] = []
-    loader = image_loader(paths, model.config.image_size, batch_size=batch_size, device=device)
+    loader = image_loader(paths, model.config.preprocessing, batch_size=batch_size, device=device)
     with evaluation_mode(model):
         for images, _ in tqdm(loader, desc=desc, disable=not show_progress):
             images = to_device_images(images, device)

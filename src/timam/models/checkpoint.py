@@ -13,6 +13,8 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from timam.models.config import ModelConfig
+from timam.models.dual_encoder import DualEncoderConfig, DualEncoderModel, is_dual_encoder_config
+from timam.models.families import AnyModel, EmbeddingModel
 from timam.models.interaction import InteractionConfig, InteractionModel, is_interaction_config
 from timam.models.timam import TimamModel
 
@@ -29,14 +31,14 @@ class UnreadableCheckpointError(ValueError):
 class Checkpoint:
     """A trained model with what produced it (training parameters, validation metric, epoch)."""
 
-    model: TimamModel | InteractionModel
+    model: AnyModel
     metadata: dict[str, Any] = field(default_factory=dict)
     version: str | None = None
 
     @property
-    def embedding_model(self) -> TimamModel:
+    def embedding_model(self) -> EmbeddingModel:
         """The model, when it embeds images and captions; an interaction model has no embeddings."""
-        if not isinstance(self.model, TimamModel):
+        if isinstance(self.model, InteractionModel):
             raise ValueError(
                 f"checkpoint {self.version or ''} is an interaction (SCAN-style) model: it scores caption-image "
                 "pairs and has no embeddings to index or search; score it with `kedro run --pipelines families` "
@@ -50,22 +52,21 @@ def checkpoint_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
 
 
-def _architecture(config_values: dict[str, Any], source: str) -> TimamModel | InteractionModel:
+def _architecture(config_values: dict[str, Any], source: str) -> AnyModel:
     """The untrained architecture the checkpoint config declares (its ``family``, else TIMAM's)."""
     try:
         if is_interaction_config(config_values):
             return InteractionModel(InteractionConfig.from_dict(config_values), pretrained=False)
+        if is_dual_encoder_config(config_values):
+            return DualEncoderModel(DualEncoderConfig.from_dict(config_values), pretrained=False)
         return TimamModel(ModelConfig.from_dict(config_values), pretrained=False)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: checkpoint config is not valid for this version of timam: {error}") from error
 
 
-def restore_model(
-    config_values: dict[str, Any], tensors: dict[str, torch.Tensor], source: str
-) -> TimamModel | InteractionModel:
+def restore_model(config_values: dict[str, Any], tensors: dict[str, torch.Tensor], source: str) -> AnyModel:
     """Rebuild the architecture from ``config_values`` and load ``tensors``, naming any mismatch."""
     model = _architecture(config_values, source)
-    config = model.config
     expected = model.state_dict()
     tensors = {name: tensor for name, tensor in tensors.items() if not name.startswith(_UNUSED_PREFIXES)}
     missing = sorted(set(expected) - set(tensors))
@@ -77,8 +78,8 @@ def restore_model(
     ]
     if missing or unexpected or wrong_shape:
         raise ValueError(
-            f"{source} does not match the architecture it declares ({config.image_backbone}, "
-            f"{config.text_encoder}): missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {wrong_shape[:5]}"
+            f"{source} does not match the architecture it declares ({type(model).__name__}): missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, shapes {wrong_shape[:5]}"
         )
     model.load_state_dict(tensors)
     model.eval()

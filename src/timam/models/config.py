@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from timam.config import ParameterBlock, build, set_from_data
+from timam.models.preprocessing import ImagePreprocessing
 
 OFFLINE_TEXT_MODEL = "offline:minilm"
 OFFLINE_IMAGE_WEIGHTS = "offline"
@@ -25,6 +26,23 @@ def check_square_for_turns(image_views: int, image_size: tuple[int, int]) -> Non
         )
 
 
+class DualEncoderSource(ParameterBlock):
+    """Where a CLIP-family model comes from (``model.dual_encoder``, used with ``family: dual_encoder``);
+    everything else about it (its size, preprocessing, temperature) is read from the checkpoint."""
+
+    library: Literal["open_clip", "transformers"] = "open_clip"
+    """open_clip | transformers (CLIPModel, SiglipModel)"""
+    model_name: str | None = None
+    """open_clip: an architecture name (ViT-B-32, RN50...); transformers: a local directory or a hub name"""
+    pretrained: str | None = None
+    """open_clip: a local checkpoint file (open_clip's format: RemoteCLIP, GeoRSCLIP ship it) or a
+    pretrained tag (needs a network); null: random weights. transformers: model_name's own weights"""
+    model_config_file: str | None = None
+    """open_clip: a JSON model config (or a folder of them) for an architecture open_clip does not list"""
+    gradient_checkpointing: bool = False
+    """recompute the towers' activations in the backward pass (less GPU memory, slower steps)"""
+
+
 class ModelConfig(ParameterBlock):
     """Architecture of a TIMAM model.
 
@@ -39,6 +57,10 @@ class ModelConfig(ParameterBlock):
 
     num_classes: int = Field(ge=1)
     """identities of the train split (counted from the data, never a parameter)"""
+    family: Literal["timam", "dual_encoder"] = "timam"
+    """timam (a backbone and a BERT + BiLSTM text branch, as the paper) | dual_encoder (the towers of a
+    CLIP-family model, model.dual_encoder; the timam keys below are then not used)"""
+    dual_encoder: DualEncoderSource = DualEncoderSource()
     image_backbone: str = "efficientnet_lite0"
     """a timm or torchvision classification backbone (resnet18...resnet152 for torchvision)"""
     image_library: Literal["timm", "torchvision"] = "timm"
@@ -68,11 +90,18 @@ class ModelConfig(ParameterBlock):
     @model_validator(mode="after")
     def _square_for_turns(self) -> ModelConfig:
         check_square_for_turns(self.image_views, self.image_size)
+        if self.family == "dual_encoder" and not self.dual_encoder.model_name:
+            raise ValueError("family dual_encoder needs model.dual_encoder.model_name (the CLIP-family model)")
         return self
 
+    @property
+    def preprocessing(self) -> ImagePreprocessing:
+        """Resize to ``image_size`` (bilinear) and ImageNet's statistics: what the backbones were trained with."""
+        return ImagePreprocessing(size=self.image_size)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values (the checkpoint header's ``config``)."""
-        return self.model_dump(mode="json")
+        """Plain JSON values (the checkpoint header's ``config``: a TIMAM model's architecture)."""
+        return self.model_dump(mode="json", exclude={"family", "dual_encoder"})
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], path: str = "model") -> ModelConfig:

@@ -27,6 +27,7 @@ from timam.models.config import (
 )
 from timam.models.cross_attention import Direction, Pooling, chunked_cross_attention_scores
 from timam.models.image_encoder import build_backbone, image_view, views_of
+from timam.models.preprocessing import ImagePreprocessing
 from timam.models.text_encoder import build_transformer, transformer_config
 
 # The checkpoint header's config names the family, so a checkpoint rebuilds the right model.
@@ -80,6 +81,10 @@ class InteractionConfig(ParameterBlock):
     def text_encoder(self) -> str:
         """Always a transformer: its token states are the words (the cache keys read this)."""
         return "transformer"
+
+    @property
+    def preprocessing(self) -> ImagePreprocessing:
+        return ImagePreprocessing(size=self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": INTERACTION_FAMILY, **self.model_dump(mode="json")}

@@ -23,7 +23,7 @@ from timam.inference.device import autocast, model_to, pick_device, to_device_im
 from timam.inference.embedding import evaluation_mode, text_outputs
 from timam.inference.images import eval_transform
 from timam.models.checkpoint import Checkpoint
-from timam.models.config import OFFLINE_TEXT_MODEL
+from timam.models.config import OFFLINE_TEXT_MODEL, ModelConfig
 from timam.tokenization import load_tokenizer
 from timam.training.model_setup import check_tokenizer
 
@@ -70,7 +70,7 @@ class QueryEncoder:
         self.device = pick_device(device)
         self.model = model_to(checkpoint.embedding_model, self.device)
         self._tokenizer = load_tokenizer(self.tokenizer_name)
-        self._transform = eval_transform(config.image_size)
+        self._transform = eval_transform(config.preprocessing)
         self._texts: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()  # one forward pass at a time: a server calls from many threads
@@ -85,7 +85,11 @@ class QueryEncoder:
             texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         config = self.model.config
-        if config.text_encoder == "fc_embed" and int(tokens["input_ids"].max()) >= config.vocab_size:
+        if (
+            isinstance(config, ModelConfig)
+            and config.text_encoder == "fc_embed"
+            and int(tokens["input_ids"].max()) >= config.vocab_size
+        ):
             raise ValueError(
                 f"tokenizer {self.tokenizer_name!r} gives ids beyond the checkpoint's vocabulary "
                 f"({config.vocab_size}); pass the tokenizer the checkpoint was trained with"

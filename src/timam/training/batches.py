@@ -1,4 +1,5 @@
-"""Batch composition: uniformly random captions, or P identities x K captions each.
+"""Batch composition: uniformly random captions, or P identities x K captions each, and the epoch's
+global batches every family trains on (:func:`epoch_batches`).
 
 CMPM treats every same-identity pair in a batch as a positive, so an identity-aware batch gives it
 positives to learn from; with random batches most identities appear once.
@@ -7,6 +8,23 @@ positives to learn from; with random batches most identities appear once.
 from __future__ import annotations
 
 import torch
+
+from timam.training.config import TrainingConfig
+from timam.training.distributed import DistributedContext, global_batch
+
+
+def epoch_batches(
+    labels: torch.Tensor, config: TrainingConfig, generator: torch.Generator, context: DistributedContext
+) -> list[torch.Tensor]:
+    """One epoch's global batches of caption indices as ``training.sampler`` draws them, the same on
+    every rank (same generator), each trimmed so the ranks get equal shares (a batch left with fewer
+    than 2 captions is dropped). ``labels``: each training caption's identity label."""
+    if config.sampler == "identity":
+        batches = identity_batches(labels, config.batch_size, config.samples_per_identity, generator)
+    else:
+        batches = random_batches(len(labels), config.batch_size, generator)
+    batches = [global_batch(batch, context) for batch in batches]
+    return [batch for batch in batches if len(batch) >= 2]
 
 
 def random_batches(num_items: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:

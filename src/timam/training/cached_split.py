@@ -4,7 +4,8 @@ With the image backbone and the transformer frozen and the images not augmented,
 not change between epochs, so they are computed once (pooled image features, token states) and the
 heads train on this cache: an epoch then costs a BiLSTM pass, not a backbone pass, which is what
 makes CPU training practical. When a part trains (or augmentation is on), the trainer reads the
-images through :class:`CaptionImageDataset` instead.
+images through :class:`CaptionImageDataset` instead. The captions' half (:class:`CachedCaptions`)
+is every family's; each adds its images' own form (pooled features here, regions for pair scores).
 """
 
 from __future__ import annotations
@@ -20,33 +21,31 @@ from timam.inference.device import to_device
 from timam.inference.embedding import default_workers, image_outputs, text_outputs
 from timam.inference.images import load_rgb, seeded
 from timam.inference.split_data import SplitData
-from timam.models.timam import TimamModel
+from timam.models.families import AnyModel, EmbeddingModel
 from timam.training.feature_cache import cached_tensor, image_feature_key, token_state_key
 
 
-class CachedSplit:
-    """One split with its frozen outputs, computed on first use and then reused every epoch:
-    pooled image features and float16 token states trimmed to the longest caption. With a
-    ``cache_dir`` they are also kept on disk for later runs over the same data and encoders.
-    ``per_view`` (the training split of a model with several ``image_views``) keeps every view's
-    features, ``(views, images, features)``, so that each step can draw one; otherwise their mean.
-    The frozen parts run in ``precision`` (``training.precision``), as they do when they train."""
+class CachedCaptions:
+    """One split's captions, trimmed to its longest, and the frozen transformer's token states over
+    them (float16), computed on first use and then reused every epoch; with a ``cache_dir`` also kept
+    on disk for later runs over the same tokens and transformer. The part of a split's cache every
+    family shares: an embedding model adds its images' pooled features (:class:`CachedSplit`), a
+    pair-score model their regions (``timam.training.interaction.InteractionSplit``). The frozen
+    parts run in ``precision`` (``training.precision``), as they do when they train."""
 
     def __init__(
         self,
-        model: TimamModel,
+        model: AnyModel,
         data: SplitData,
         *,
         batch_size: int,
         device: torch.device,
         show_progress: bool = True,
         cache_dir: str | Path | None = None,
-        per_view: bool = False,
         precision: str = "auto",
     ) -> None:
         self.model, self.data, self.batch_size, self.device = model, data, batch_size, device
         self.show_progress, self.cache_dir, self.precision = show_progress, cache_dir, precision
-        self.per_view = per_view and model.config.image_views > 1
         lengths = data.attention_mask.sum(dim=1)
         longest = int(lengths.max())
         self.input_ids = data.input_ids[:, :longest]
@@ -58,6 +57,71 @@ class CachedSplit:
     def lengths_of(self, captions: torch.Tensor) -> list[int]:
         """The token counts of these captions, read on the host (no device synchronisation)."""
         return self.lengths[captions].tolist()
+
+    @cached_property
+    def token_states(self) -> torch.Tensor:
+        key = token_state_key(self.model.config, self.input_ids, self.attention_mask, self.device, self.precision)
+        return cached_tensor(
+            self.cache_dir,
+            key,
+            lambda: text_outputs(
+                self.model,
+                self.input_ids,
+                self.attention_mask,
+                project=False,
+                batch_size=self.batch_size,
+                device=self.device,
+                desc=f"{self.data.split} token states",
+                show_progress=self.show_progress,
+                precision=self.precision,
+            ),
+        )
+
+    def keep_on(self, device: torch.device, names: Iterable[str]) -> None:
+        """Move the caches ``names`` ("image_features", "token_states") to ``device``, keeping their
+        host tensors for :meth:`back_to_host`."""
+        for name in names:
+            tensor = getattr(self, name)
+            if tensor.device != device:
+                self._host_caches.setdefault(name, tensor)
+                setattr(self, name, tensor.to(device))
+
+    def back_to_host(self, name: str) -> None:
+        """Free the device copy of cache ``name`` (a part that now trains no longer reads it)."""
+        if name in self._host_caches:
+            setattr(self, name, self._host_caches.pop(name))
+
+
+class CachedSplit(CachedCaptions):
+    """A split of an embedding model with its frozen outputs: the token states of
+    :class:`CachedCaptions` and its images' pooled features. ``per_view`` (the training split of a
+    model with several ``image_views``) keeps every view's features, ``(views, images, features)``,
+    so that each step can draw one; otherwise their mean."""
+
+    model: EmbeddingModel
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        data: SplitData,
+        *,
+        batch_size: int,
+        device: torch.device,
+        show_progress: bool = True,
+        cache_dir: str | Path | None = None,
+        per_view: bool = False,
+        precision: str = "auto",
+    ) -> None:
+        super().__init__(
+            model,
+            data,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
+            cache_dir=cache_dir,
+            precision=precision,
+        )
+        self.per_view = per_view and model.config.image_views > 1
 
     @cached_property
     def image_features(self) -> torch.Tensor:
@@ -98,39 +162,6 @@ class CachedSplit:
         if views is None or len(views) != len(images):
             raise ValueError("a per-view feature cache needs one view index per caption (draw_views)")
         return features[to_device(views, features.device), images]
-
-    def keep_on(self, device: torch.device, names: Iterable[str]) -> None:
-        """Move the caches ``names`` ("image_features", "token_states") to ``device``, keeping their
-        host tensors for :meth:`back_to_host`."""
-        for name in names:
-            tensor = getattr(self, name)
-            if tensor.device != device:
-                self._host_caches.setdefault(name, tensor)
-                setattr(self, name, tensor.to(device))
-
-    def back_to_host(self, name: str) -> None:
-        """Free the device copy of cache ``name`` (a part that now trains no longer reads it)."""
-        if name in self._host_caches:
-            setattr(self, name, self._host_caches.pop(name))
-
-    @cached_property
-    def token_states(self) -> torch.Tensor:
-        key = token_state_key(self.model.config, self.input_ids, self.attention_mask, self.device, self.precision)
-        return cached_tensor(
-            self.cache_dir,
-            key,
-            lambda: text_outputs(
-                self.model,
-                self.input_ids,
-                self.attention_mask,
-                project=False,
-                batch_size=self.batch_size,
-                device=self.device,
-                desc=f"{self.data.split} token states",
-                show_progress=self.show_progress,
-                precision=self.precision,
-            ),
-        )
 
 
 class CaptionImageDataset(Dataset):

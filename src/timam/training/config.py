@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 
 from timam.config import ParameterBlock, build, set_by_conf
 from timam.inference.config import DeviceName, Precision
@@ -41,6 +49,12 @@ class LossWeights(ParameterBlock):
     """the modality discriminator's term (L_D)"""
     triplet: NonNegativeFloat = 0.0
     """VSE++ hardest-negative triplet"""
+    infonce: NonNegativeFloat = 0.0
+    """CLIP's symmetric InfoNCE with a learnable temperature"""
+    sdm: NonNegativeFloat = 0.0
+    """IRRA's similarity distribution matching (training.sdm_temperature)"""
+    siglip: NonNegativeFloat = 0.0
+    """SigLIP's pairwise sigmoid loss with a learnable temperature and bias"""
 
 
 class AdversarialConfig(ParameterBlock):
@@ -110,6 +124,12 @@ class AugmentationConfig(ParameterBlock):
         return self.flip or self.crop_padding > 0 or self.colour_jitter > 0
 
 
+def _auto_or_bool(value: object) -> object:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ValueError("must be auto, true or false")
+
+
 class TrainingConfig(ParameterBlock):
     """How a model trains: data order, losses, optimisers, schedules, freezing, devices, resume."""
 
@@ -131,6 +151,8 @@ class TrainingConfig(ParameterBlock):
     """margin of the hardest-negative triplet loss (loss_weights.triplet)"""
     score_temperature: PositiveFloat = 0.05
     """interaction models: CMPM on softmax(pair scores / this)"""
+    sdm_temperature: PositiveFloat = 0.02
+    """SDM's fixed temperature tau (IRRA: 0.02)"""
     grad_clip: NonNegativeFloat = 0.0
     """max gradient norm; 0: no clipping"""
     embed_batch_size: PositiveInt = 64
@@ -153,7 +175,7 @@ class TrainingConfig(ParameterBlock):
     """compute dtype of the image backbone and the transformer while training: auto (bfloat16 on CUDA,
     float32 on the CPU) | float32 | bfloat16 (also on the CPU); projections, embeddings and losses
     stay float32"""
-    sync_batchnorm: Literal["auto"] | bool = Field(default="auto", union_mode="left_to_right")
+    sync_batchnorm: Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)] = "auto"
     """SyncBatchNorm under DDP: auto (when several GPU ranks train the backbone) | true | false"""
     deterministic: bool = False
     """true: deterministic CUDA kernels, cudnn.benchmark off (bitwise repeatable GPU runs, slower)"""

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed import _functional_collectives as functional_collectives
 from torch.nn.parallel import DistributedDataParallel
 
 T = TypeVar("T")
@@ -105,13 +104,34 @@ def local_share(batch: torch.Tensor, context: DistributedContext) -> torch.Tenso
     return batch[context.rank * share : (context.rank + 1) * share]
 
 
+class GatherRows(torch.autograd.Function):
+    """All-gather of equal row blocks whose backward sums every rank's gradient for this rank's rows.
+
+    Written on torch's public collectives (``all_gather_single``, ``reduce_scatter_single``; gloo and
+    NCCL both have them): ``torch.distributed.nn.all_gather``, the public autograd gather, is
+    deprecated in torch 2.13 in favour of the private ``_functional_collectives`` module.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        world_size = dist.get_world_size()
+        gathered = tensor.new_empty((world_size * tensor.shape[0], *tensor.shape[1:]))
+        dist.all_gather_single(gathered, tensor.contiguous())
+        return gathered
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> torch.Tensor:
+        (grad,) = grad_outputs
+        own_rows = grad.new_empty((grad.shape[0] // dist.get_world_size(), *grad.shape[1:]))
+        dist.reduce_scatter_single(own_rows, grad.contiguous())  # the sum over ranks, this rank's block
+        return own_rows
+
+
 def gather_with_grad(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
     """Every rank's rows in rank order, differentiable with respect to this rank's rows."""
     if not context.active:
         return tensor
-    world = dist.group.WORLD
-    assert world is not None  # an active context has initialised the process group
-    return functional_collectives.all_gather_single_autograd(tensor.contiguous(), gather_dim=0, group=world)
+    return GatherRows.apply(tensor)
 
 
 def broadcast_from_main(value: T, context: DistributedContext) -> T:

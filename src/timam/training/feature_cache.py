@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from timam.formats.atomic import atomic_path
 from timam.inference.device import IMAGE_MEMORY_FORMAT, compute_dtype
 from timam.models.config import ModelConfig
+from timam.models.dual_encoder import DualEncoderConfig
 from timam.models.interaction import InteractionConfig
 from timam.models.text_encoder import resolve_text_model
 
@@ -86,6 +87,19 @@ def _software() -> dict[str, str | None]:
     return versions
 
 
+def _dual_encoder_source(config: DualEncoderConfig) -> list[Any] | None:
+    """What a CLIP-family tower's outputs depend on besides its inputs; None for random weights."""
+    weights = config.pretrained if config.library == "open_clip" else config.model_name
+    if weights is None:
+        return None
+    try:
+        open_clip_version = metadata.version("open-clip-torch")
+    except metadata.PackageNotFoundError:
+        open_clip_version = None
+    return ["dual_encoder", config.library, config.model_name, _location_stamp(weights), config.architecture,
+            open_clip_version]  # fmt: skip
+
+
 def _digest(parts: Any, *tensors: torch.Tensor) -> str:
     digest = hashlib.sha256(json.dumps(parts, default=str).encode())
     for tensor in tensors:
@@ -102,7 +116,7 @@ def _dtype_part(device: torch.device, precision: str) -> list[str]:
 
 
 def image_feature_key(
-    config: ModelConfig | InteractionConfig,
+    config: ModelConfig | InteractionConfig | DualEncoderConfig,
     paths: Sequence[str],
     device: torch.device,
     *,
@@ -113,6 +127,15 @@ def image_feature_key(
     """The key of pooled backbone features of ``paths`` (their mean over the views, or ``per_view``)
     computed in ``precision``, or with ``region_views`` of the feature maps' cells in those views
     (an interaction model's); None for a randomly initialised backbone."""
+    if isinstance(config, DualEncoderConfig):
+        source = _dual_encoder_source(config)
+        if source is None:
+            return None
+        preprocessing = config.preprocessing
+        return _digest(
+            ["image", *source, str(preprocessing), device.type, str(IMAGE_MEMORY_FORMAT), _software(),
+             [_file_stamp(path) for path in paths], *_dtype_part(device, precision)]
+        )  # fmt: skip
     if config.image_weights is None:
         return None
     parts = [
@@ -134,14 +157,20 @@ def image_feature_key(
 
 
 def token_state_key(
-    config: ModelConfig | InteractionConfig,
+    config: ModelConfig | InteractionConfig | DualEncoderConfig,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     device: torch.device,
     precision: str = "auto",
 ) -> str | None:
     """The key of a transformer's token states for these token ids, computed in ``precision``; None
-    for FC-Embed (no transformer)."""
+    for FC-Embed (no transformer), or a dual encoder's pooled text embedding of a random tower."""
+    if isinstance(config, DualEncoderConfig):
+        source = _dual_encoder_source(config)
+        if source is None:
+            return None
+        parts = ["text", *source, device.type, _software(), *_dtype_part(device, precision)]
+        return _digest(parts, input_ids, attention_mask)
     if config.text_encoder != "transformer":
         return None
     parts = [

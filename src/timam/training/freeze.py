@@ -14,14 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from timam.models.timam import TimamModel
+from timam.models.families import EmbeddingModel
 from timam.training.config import FreezeConfig
 
 # Where each pretrained part's tensors sit in the model's state dict.
 PART_PREFIXES = {"image": "image_encoder.backbone.", "text": "text_encoder.transformer."}
 
 
-def pretrained_parts(model: TimamModel) -> dict[str, nn.Module]:
+def pretrained_parts(model: EmbeddingModel) -> dict[str, nn.Module]:
     """The parts that start from pretrained weights and may be frozen (and then cached)."""
     parts = {"image": model.image_encoder.backbone}
     if model.config.text_encoder == "transformer":
@@ -33,13 +33,13 @@ def is_trainable(part: nn.Module) -> bool:
     return any(parameter.requires_grad for parameter in part.parameters())
 
 
-def freeze_pretrained(model: TimamModel) -> None:
+def freeze_pretrained(model: EmbeddingModel) -> None:
     """Freeze the image backbone and the transformer; the heads stay trainable."""
     for part in pretrained_parts(model).values():
         part.requires_grad_(False)
 
 
-def changing_state(model: TimamModel, frozen_throughout: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+def changing_state(model: EmbeddingModel, frozen_throughout: Iterable[str] = ()) -> dict[str, torch.Tensor]:
     """Every tensor training can change, copied to the CPU: the whole state dict but the pretrained
     parts named in ``frozen_throughout`` ("image", "text"), which keep their pretrained weights.
 

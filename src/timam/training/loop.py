@@ -1,11 +1,13 @@
-"""Train TIMAM and keep the checkpoint that scores best on validation: ``train_timam``, and the
-best-epoch loop (:func:`train_epochs`, :class:`BestEpoch`) that tuning runs too.
+"""Train a model and keep the checkpoint that scores best on validation: the run every family shares
+(:func:`fit`: resume state, best epoch, checkpoint), TIMAM's (``train_timam``), and the best-epoch
+loop (:func:`train_epochs`, :class:`BestEpoch`) that tuning runs too.
 
 While a pretrained part is frozen (``training.freeze``) the heads train on its cached outputs
 (``timam.training.cached_split``), which is what makes CPU training practical; a part scheduled to
 unfreeze, after a fixed epoch or once validation stalls (``timam.training.freeze``), trains with the
 heads from then on, on images decoded every step. The loop is shared so that a tuning trial
-(``timam.tuning.objective``) picks its best epoch by exactly the rule a training run uses.
+(``timam.tuning.objective``) picks its best epoch by exactly the rule a training run uses, and so
+that every family (``timam.training.interaction``) resumes and picks its checkpoint by it too.
 """
 
 from __future__ import annotations
@@ -26,9 +28,7 @@ from tqdm.auto import tqdm
 from timam.inference.device import model_to, pick_device
 from timam.inference.split_data import SplitData
 from timam.models.checkpoint import Checkpoint
-from timam.models.config import ModelConfig
-from timam.models.interaction import InteractionModel
-from timam.models.timam import TimamModel
+from timam.models.families import AnyModel
 from timam.tracking.log import log_epoch
 from timam.training.cached_split import CachedSplit
 from timam.training.config import TrainingConfig
@@ -41,7 +41,8 @@ from timam.training.distributed import (
     global_batch,
     rank_device,
 )
-from timam.training.freeze import changing_state
+from timam.training.epoch import SCORE, EpochTrainer
+from timam.training.model_setup import EmbeddingConfig, build_model
 from timam.training.progress import EpochProgress
 from timam.training.resume import (
     load_state,
@@ -53,9 +54,6 @@ from timam.training.resume import (
 from timam.training.trainer import TimamTrainer
 
 logger = logging.getLogger(__name__)
-
-# The validation score that picks the best epoch (and that tuning maximises).
-SCORE = "val_t2i_R@1"
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -96,7 +94,7 @@ class BestEpoch:
 
 
 def train_epochs(
-    trainer: TimamTrainer,
+    trainer: EpochTrainer,
     epochs: Iterable[int],
     generator: torch.Generator,
     best: BestEpoch,
@@ -117,32 +115,36 @@ def train_epochs(
 def train_timam(
     train: SplitData,
     val: SplitData,
-    model_config: ModelConfig,
+    model_config: EmbeddingConfig,
     config: TrainingConfig,
     *,
     state_path: str | Path | None = None,
     context: DistributedContext | None = None,
+    keep_state: bool = False,
 ) -> tuple[Checkpoint, pd.DataFrame]:
     """Train as ``config.freeze`` schedules (heads on cached outputs of frozen parts, unfrozen parts
     with them) and return the best-on-validation checkpoint and the history.
 
     With ``state_path``, the full training state is saved there after every epoch; a rerun with the
-    same inputs resumes from it, and it is deleted once training completes. Under torchrun (or with
-    ``context``) the ranks share each global batch; only rank 0 logs and writes the state. The
-    kernel settings of ``config.deterministic`` hold while it runs (``timam.training.determinism``).
+    same inputs resumes from it (see :func:`fit`). Under torchrun (or with ``context``) the ranks
+    share each global batch; only rank 0 logs and writes the state. The kernel settings of
+    ``config.deterministic`` hold while it runs (``timam.training.determinism``).
     """
     with kernel_settings(config.deterministic):
-        return _train_timam(train, val, model_config, config, state_path=state_path, context=context)
+        return _train_timam(
+            train, val, model_config, config, state_path=state_path, context=context, keep_state=keep_state
+        )
 
 
 def _train_timam(
     train: SplitData,
     val: SplitData,
-    model_config: ModelConfig,
+    model_config: EmbeddingConfig,
     config: TrainingConfig,
     *,
     state_path: str | Path | None,
     context: DistributedContext | None,
+    keep_state: bool,
 ) -> tuple[Checkpoint, pd.DataFrame]:
     started = time.perf_counter()
     context = context_from_environment() if context is None else context
@@ -157,7 +159,7 @@ def _train_timam(
             train.num_captions,
             val.num_captions,
         )
-    model = model_to(TimamModel(model_config), device)
+    model = model_to(build_model(model_config), device)
     cached_train, cached_val = (
         CachedSplit(
             model,
@@ -172,18 +174,44 @@ def _train_timam(
         for split, per_view in ((train, True), (val, False))
     )
     trainer = TimamTrainer(model, cached_train, cached_val, config, device, context)
-    trainer.set_epoch(1)
-    # Where and how often the run saves, and where its caches live, do not change what it computes:
-    # a state saved with other such settings resumes.
+    fingerprint = run_fingerprint(
+        model_config.to_dict(), outcome_parameters(config), train.caption_ids, val.caption_ids
+    )
+    return fit(trainer, generator, fingerprint, state_path=state_path, keep_state=keep_state, started=started)
+
+
+def outcome_parameters(config: TrainingConfig) -> dict[str, Any]:
+    """The training parameters that change what a run computes, for its fingerprint: where and how
+    often it saves, and where its caches live, do not (a state saved with other such settings resumes)."""
     run_only = {"state_path", "save_every_steps", "feature_cache_dir", "cache_device"}
-    outcome_config = {key: value for key, value in config.model_dump().items() if key not in run_only}
-    fingerprint = run_fingerprint(model_config.to_dict(), outcome_config, train.caption_ids, val.caption_ids)
+    return {key: value for key, value in config.model_dump().items() if key not in run_only}
 
-    def snapshot() -> dict[str, torch.Tensor]:
-        return changing_state(model, trainer.freeze.frozen_throughout)
 
+def fit(
+    trainer: EpochTrainer,
+    generator: torch.Generator,
+    fingerprint: str,
+    *,
+    state_path: str | Path | None,
+    keep_state: bool,
+    started: float,
+) -> tuple[Checkpoint, pd.DataFrame]:
+    """The run around the epochs, the same for every family: epochs 1 to ``training.epochs`` of
+    ``trainer`` (drawing batches from ``generator``), each offered to the best epoch, and the
+    best-on-validation checkpoint and the history.
+
+    With ``state_path``, the whole state (:func:`~timam.training.resume.training_state`) is saved
+    there after every epoch, and every ``save_every_steps`` steps; a rerun whose inputs have the
+    same ``fingerprint`` resumes from it, mid-epoch if need be. A state that already holds every
+    epoch (a run stopped after training, before its checkpoint was saved) gives the checkpoint
+    without training again. The state is deleted once the checkpoint is built, or, with
+    ``keep_state``, left for the caller to delete once it has saved the checkpoint and history
+    (:func:`~timam.training.resume.discard_state_of`): a kill during that save then loses nothing.
+    """
+    config, context = trainer.config, trainer.context
+    trainer.set_epoch(1)
     run_progress: dict[str, Any] = {"fingerprint": fingerprint, "epoch": 0, "history": []}
-    best = BestEpoch(model=snapshot())
+    best = BestEpoch(model=trainer.changing_state())
     # Rank 0 reads the state and hands it to the others, so all ranks resume from the same point.
     saved = load_state(state_path, fingerprint) if state_path and context.is_main else None
     saved = broadcast_from_main(saved, context)
@@ -196,6 +224,14 @@ def _train_timam(
         if saved.get("partial_epoch"):
             partial = EpochProgress.from_state(saved["partial_epoch"])
             partial.batches = [global_batch(batch, context) for batch in partial.batches]  # another world size
+        if run_progress["epoch"] >= config.epochs and context.is_main:
+            logger.warning(
+                "Training state %s holds all %d epochs: the run stopped before its checkpoint was saved; "
+                "saving the checkpoint of epoch %d from it, without training again",
+                state_path,
+                run_progress["epoch"],
+                best.epoch,
+            )
     trainer.prepare_caches()
 
     def state(epoch_progress: EpochProgress | None = None) -> dict[str, Any]:
@@ -214,6 +250,7 @@ def _train_timam(
         total=config.epochs,
         disable=not context.is_main,
     )
+    snapshot = trainer.changing_state
     rows = train_epochs(trainer, bar, generator, best, snapshot=snapshot, resume=partial, after_step=save_mid_epoch)
     for row in rows:
         epoch, score = row["epoch"], row[SCORE]
@@ -234,14 +271,14 @@ def _train_timam(
             best.epoch,
         )
     # train_seconds: this process's share when a run resumed
-    checkpoint = best_checkpoint(model, best, config, train, started)
-    if state_path and context.is_main:
+    checkpoint = best_checkpoint(trainer.model, best, config, trainer.train.data, started)
+    if state_path and context.is_main and not keep_state:
         Path(state_path).unlink(missing_ok=True)
     return checkpoint, pd.DataFrame(run_progress["history"])
 
 
 def best_checkpoint(
-    model: TimamModel | InteractionModel, best: BestEpoch, config: TrainingConfig, train: SplitData, started: float
+    model: AnyModel, best: BestEpoch, config: TrainingConfig, train: SplitData, started: float
 ) -> Checkpoint:
     """``model`` on the CPU with the best epoch's state, in eval mode, and what produced it."""
     model = model.cpu()

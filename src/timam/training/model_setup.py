@@ -2,8 +2,9 @@
 
 The data fixes two things the parameters do not: the number of classes (the train split's labels)
 and, for FC-Embed, the vocabulary (one learned vector per entry of the tokenizer that made the
-tokens). :func:`check_tokenizer` is the one check that tokens and text model agree, also used
-when ``search`` embeds a query with a trained checkpoint.
+tokens). ``model.family`` picks the architecture: TIMAM's, or a CLIP-family dual encoder whose
+towers come from ``model.dual_encoder``. :func:`check_tokenizer` is the one check that tokens and
+text model agree, also used when ``search`` embeds a query with a trained checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 import pandas as pd
 
 from timam.models.config import ModelConfig, model_config
+from timam.models.dual_encoder import DualEncoderConfig, DualEncoderModel
+from timam.models.families import EmbeddingModel
 from timam.models.interaction import InteractionConfig
+from timam.models.timam import TimamModel
+
+# The architecture of an embedding model a run builds.
+EmbeddingConfig = ModelConfig | DualEncoderConfig
 
 
 def train_classes(captions: pd.DataFrame) -> int:
@@ -23,7 +30,7 @@ def train_classes(captions: pd.DataFrame) -> int:
 
 
 def check_tokenizer(
-    config: ModelConfig | InteractionConfig,
+    config: ModelConfig | InteractionConfig | DualEncoderConfig,
     tokenizer: str | None,
     *,
     tokens: str = "caption_tokens were made by tokenizer",
@@ -38,9 +45,14 @@ def check_tokenizer(
         raise ValueError(f"{tokens} {tokenizer!r} but {model} {config.text_model!r}; {fix}")
 
 
+def build_model(config: EmbeddingConfig) -> EmbeddingModel:
+    """The untrained model of ``config``, its pretrained parts loaded (a dual encoder reads its checkpoint)."""
+    return DualEncoderModel(config) if isinstance(config, DualEncoderConfig) else TimamModel(config)
+
+
 def model_config_from_data(
     model: Mapping[str, Any] | None, captions: pd.DataFrame, token_metadata: Mapping[str, Any]
-) -> ModelConfig:
+) -> EmbeddingConfig:
     """``params:model`` with the class count of the train split and the vocabulary of the tokens.
 
     ``token_metadata`` is ``caption_tokens.metadata`` (``tokenizer``, ``vocab_size``). A
@@ -58,5 +70,8 @@ def model_config_from_data(
             )
         values["vocab_size"] = int(vocab_size)
     config = model_config(values, num_classes=train_classes(captions))
-    check_tokenizer(config, token_metadata.get("tokenizer"))
-    return config
+    architecture: EmbeddingConfig = config
+    if config.family == "dual_encoder":
+        architecture = DualEncoderConfig(**config.dual_encoder.model_dump(), num_classes=config.num_classes)
+    check_tokenizer(architecture, token_metadata.get("tokenizer"))
+    return architecture

@@ -9,12 +9,13 @@ position; the position survives only in the resume state, whose lists follow :da
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from timam.models.timam import TimamModel
+from timam.models.families import EmbeddingModel
 from timam.training.config import OptimizerConfig, ScheduleConfig, TrainingConfig
 from timam.training.objective import TimamObjective
 
@@ -30,8 +31,9 @@ def make_optimizer(parameters: list[nn.Parameter], config: OptimizerConfig) -> t
 
 @dataclass
 class Optimizers:
-    """``image``: the image encoder (backbone and projection); ``text``: the text encoder and the
-    identification classifiers; ``discriminator``: the modality discriminator, stepped on its own.
+    """``image``: the image encoder (backbone and projection); ``text``: the text encoder, the
+    identification classifiers and the contrastive terms' temperatures; ``discriminator``: the
+    modality discriminator, stepped on its own.
 
     Frozen parts sit in them from the start with no gradient (optimisers skip them), so unfreezing
     is only ``requires_grad_(True)`` and the optimiser and scheduler states stay valid.
@@ -42,11 +44,13 @@ class Optimizers:
     discriminator: torch.optim.Optimizer
 
     @classmethod
-    def build(cls, model: TimamModel, objective: TimamObjective, config: TrainingConfig) -> Optimizers:
+    def build(cls, model: EmbeddingModel, objective: TimamObjective, config: TrainingConfig) -> Optimizers:
         return cls(
             image=make_optimizer(list(model.image_encoder.parameters()), config.image_optimizer),
             text=make_optimizer(
-                list(model.text_encoder.parameters()) + list(objective.identification.parameters()),
+                list(model.text_encoder.parameters())
+                + list(objective.identification.parameters())
+                + objective.temperatures(),
                 config.text_optimizer,
             ),
             discriminator=make_optimizer(list(objective.discriminator.parameters()), config.discriminator_optimizer),
@@ -63,9 +67,10 @@ class Optimizers:
 
 
 def plateau_schedulers(
-    optimizers: Optimizers, config: ScheduleConfig
+    optimizers: Mapping[str, torch.optim.Optimizer], config: ScheduleConfig
 ) -> dict[str, torch.optim.lr_scheduler.ReduceLROnPlateau]:
-    """One scheduler per branch, stepped on validation t2i R@1 (higher is better)."""
+    """One scheduler per branch (``optimizers`` by branch name), stepped on validation t2i R@1
+    (higher is better)."""
     return {
         name: torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
@@ -74,5 +79,5 @@ def plateau_schedulers(
             patience=config.patience,
             min_lr=config.min_lr,
         )
-        for name, optimizer in optimizers.named().items()
+        for name, optimizer in optimizers.items()
     }

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from timam.inference.device import autocast
-from timam.models.timam import TimamModel
+from timam.models.families import EmbeddingModel
 
 
 class PairEncoder(nn.Module):
@@ -18,7 +18,7 @@ class PairEncoder(nn.Module):
     projections run after the autocast block closes, so both embeddings are float32.
     """
 
-    def __init__(self, model: TimamModel, device: torch.device, precision: str = "auto") -> None:
+    def __init__(self, model: EmbeddingModel, device: torch.device, precision: str = "auto") -> None:
         super().__init__()
         self.image_encoder, self.text_encoder, self.device = model.image_encoder, model.text_encoder, device
         self.precision = precision

@@ -6,8 +6,10 @@ classifier and discriminator, optimiser and scheduler states, the best model so 
 and every RNG (Python, NumPy, torch's CPU generator and every CUDA device's, and the generator
 that orders batches). It is written atomically and loaded with ``weights_only=True`` (no code
 runs). A state whose fingerprint (model, training parameters, captions) differs from the current
-run is ignored, so a changed configuration never resumes someone else's run. One job, both
-halves of it: what a state holds of the trainer (:func:`training_state`,
+run is ignored, so a changed configuration never resumes someone else's run; a file that is no
+resume state at all is moved aside (:func:`reject_state`). The Kedro node keeps the state until
+the catalog has saved the checkpoint (:func:`discard_state_of`), so a kill during that save loses
+nothing. One job, both halves of it: what a state holds of the trainer (:func:`training_state`,
 :func:`restore_training_state`) and of an unfinished epoch (``partial_epoch``, a
 :class:`~timam.training.progress.EpochProgress`), and how it is written and read.
 """
@@ -18,6 +20,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import pickle
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,11 +30,11 @@ import numpy as np
 import torch
 
 from timam.formats.atomic import atomic_path
-from timam.training.freeze import changing_state
+from timam.models.checkpoint import Checkpoint
 
 if TYPE_CHECKING:
+    from timam.training.epoch import EpochTrainer
     from timam.training.progress import EpochProgress
-    from timam.training.trainer import TimamTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +91,28 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
         temporary.write_bytes(buffer.getbuffer())
 
 
+# What torch.load(weights_only=True) raises on a file it cannot read as tensors and plain containers:
+# a foreign pickle or random bytes (UnpicklingError), a truncated archive (RuntimeError, or OSError
+# EINVAL from torch's zip reader), an empty file (EOFError). A PermissionError is the user's to fix.
+_UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError)
+
+
 def load_state(path: str | Path, fingerprint: str) -> dict[str, Any] | None:
-    """The saved state for this exact run, or None (absent, or from a different configuration)."""
+    """The saved state for this exact run, or None (absent, from a different configuration, or not a
+    resume state at all, which :func:`reject_state` moves aside)."""
     path = Path(path)
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise
+    except _UNREADABLE as error:
+        reject_state(path, f"{type(error).__name__} on reading it")
+        return None
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        reject_state(path, f"it holds a {type(state).__name__} without a run fingerprint")
+        return None
     if state.get("fingerprint") != fingerprint:
         logger.warning("Ignoring training state %s: it belongs to a different run configuration", path)
         return None
@@ -102,33 +122,58 @@ def load_state(path: str | Path, fingerprint: str) -> dict[str, Any] | None:
     return state
 
 
+def reject_state(path: Path, reason: str) -> Path:
+    """Move a file that is not a resume state this version wrote (corrupt, truncated, foreign) aside
+    to ``<name>.rejected`` (``<name>.<n>.rejected`` when taken), log it loudly, and let training
+    start fresh; returns where it went.
+
+    Why not refuse instead: the file sits where training alone writes, it cannot resume anything,
+    and every fix a refusal could name (move or delete it) loses nothing that moving it here loses,
+    while a refusal would stop every run on this dataset until someone acts. Moved, not deleted, so
+    it can still be looked at; never unpickled with ``weights_only=False``, which would run its code.
+    """
+    target, copies = path.with_name(f"{path.name}.rejected"), 0
+    while target.exists():
+        copies += 1
+        target = path.with_name(f"{path.name}.{copies}.rejected")
+    os.replace(path, target)
+    logger.warning(
+        "%s is not a training state this version of timam wrote (%s): moved to %s, and training starts "
+        "from epoch 1. Delete that file once you no longer need it.",
+        path,
+        reason,
+        target,
+    )
+    return target
+
+
+def discard_state_of(checkpoint: Checkpoint) -> None:
+    """Delete the resume state ``checkpoint`` was trained with (its ``training.state_path``), once
+    the caller has saved it and the history: until then a rerun rebuilds it from the state."""
+    state_path = checkpoint.metadata.get("training", {}).get("state_path")
+    if state_path:
+        Path(state_path).unlink(missing_ok=True)
+        logger.info("Checkpoint saved: training state %s removed", state_path)
+
+
 def training_state(
-    trainer: TimamTrainer,
+    trainer: EpochTrainer,
     run_progress: dict[str, Any],
     generator: torch.Generator,
     partial_epoch: EpochProgress | None = None,
 ) -> dict[str, Any]:
-    """The state to save: the run's progress (fingerprint, epoch, history, best so far) and the
-    trainer's changing weights, optimisers, schedulers, RNGs and freeze schedule."""
+    """The state to save: the run's progress (fingerprint, epoch, history, best so far), the
+    trainer's (:meth:`~timam.training.epoch.EpochTrainer.state`: changing weights, optimisers,
+    schedulers and what its family adds) and every RNG."""
     return {
         **run_progress,
         "partial_epoch": partial_epoch.to_state() if partial_epoch is not None else None,
-        "model": changing_state(trainer.model, trainer.freeze.frozen_throughout),
-        "objective": {k: v.detach().cpu() for k, v in trainer.objective.state_dict().items()},
-        "optimizers": [o.state_dict() for o in trainer.optimizers.named().values()],
-        "schedulers": [s.state_dict() for s in trainer.schedulers.values()],
+        **trainer.state(),
         "rng": rng_state(generator),
-        "freeze": trainer.freeze.to_state(),
     }
 
 
-def restore_training_state(trainer: TimamTrainer, state: dict[str, Any], generator: torch.Generator) -> None:
+def restore_training_state(trainer: EpochTrainer, state: dict[str, Any], generator: torch.Generator) -> None:
     """Put a saved :func:`training_state` back into ``trainer`` and ``generator``."""
-    trainer.model.load_state_dict(state["model"], strict=False)
-    trainer.objective.load_state_dict(state["objective"])
-    for optimizer, saved in zip(trainer.optimizers.named().values(), state["optimizers"], strict=True):
-        optimizer.load_state_dict(saved)
-    for scheduler, saved in zip(trainer.schedulers.values(), state["schedulers"], strict=True):
-        scheduler.load_state_dict(saved)
+    trainer.load_state(state)
     restore_rng(state["rng"], generator)
-    trainer.freeze.load_state(state["freeze"])

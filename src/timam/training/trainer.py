@@ -1,17 +1,17 @@
-"""The trainer: one TIMAM model, its objective and optimisers, and one method per stage of an epoch.
+"""The TIMAM trainer: one embedding model, its objective and optimisers, on the shared epoch loop.
 
 Its own file because it is the one piece that both training (``timam.training.loop``) and tuning
-(``timam.tuning.objective``) drive epoch by epoch; what it delegates lives beside it: the freeze
-schedule (``freeze``), the optimisers (``optimizers``), the cached splits (``cached_split``), the
-mid-epoch progress (``resume``). It trains the heads on cached frozen outputs while the pretrained
-parts are frozen, and the whole model (images decoded every step) once they train.
+(``timam.tuning.objective``) drive epoch by epoch. The loop itself (batches, step, sums, schedulers)
+is ``timam.training.epoch``'s; what this family adds lives here or beside it: embedding a batch
+(from caches while parts are frozen), the objective's terms, the modality discriminator's steps,
+the freeze schedule (``freeze``), the optimisers (``optimizers``), the cached splits
+(``cached_split``). It trains the heads on cached frozen outputs while the pretrained parts are
+frozen, and the whole model (images decoded every step) once they train.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader
 from timam.inference.device import to_device, to_device_images
 from timam.inference.embedding import distinct_captions, image_outputs
 from timam.inference.images import train_pixels
-from timam.models.timam import TimamModel
+from timam.models.dual_encoder import DualEncoderConfig
+from timam.models.families import EmbeddingModel
 from timam.retrieval.ranking import ranking_metrics
 from timam.retrieval.relevance import relevance_labels
-from timam.training.batches import identity_batches, random_batches
 from timam.training.cached_split import (
     CachedSplit,
     CaptionImageDataset,
@@ -42,12 +42,12 @@ from timam.training.distributed import (
     broadcast_from_main,
     data_parallel,
     gather_with_grad,
-    global_batch,
     local_share,
     sync_batchnorm,
     wants_sync_batchnorm,
 )
-from timam.training.freeze import FreezeSchedule, is_trainable, pretrained_parts
+from timam.training.epoch import EpochTrainer
+from timam.training.freeze import FreezeSchedule, changing_state, is_trainable, pretrained_parts
 from timam.training.objective import TimamObjective
 from timam.training.optimizers import Optimizers, plateau_schedulers
 from timam.training.pair_encoder import PairEncoder
@@ -56,16 +56,18 @@ from timam.training.progress import EpochProgress
 logger = logging.getLogger(__name__)
 
 
-def check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None:
-    """Stop on a NaN or infinite loss term, naming it: one host synchronisation for all the terms."""
-    values = torch.stack([value.detach().float() for value in terms.values()])
-    if bool(torch.isfinite(values).all()):
-        return
-    name, value = next((name, float(v)) for name, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v))
-    raise FloatingPointError(f"Loss term {name!r} is {value} at epoch {epoch}, step {step}")
+def checkpoint_temperatures(model: EmbeddingModel) -> dict[str, float]:
+    """A CLIP-family checkpoint's learned temperature (and SigLIP's bias): the contrastive terms
+    continue from them; other models start from the papers' initial values."""
+    config = model.config
+    if not isinstance(config, DualEncoderConfig):
+        return {}
+    if config.logit_bias is None:
+        return {"logit_scale": config.logit_scale}
+    return {"siglip_scale": config.logit_scale, "siglip_bias": config.logit_bias}
 
 
-class TimamTrainer:
+class TimamTrainer(EpochTrainer):
     """Holds the model, objective, optimisers and caches; one method per stage of an epoch.
 
     The freeze schedule (``self.freeze``) decides in which epochs the pretrained parts train;
@@ -74,18 +76,20 @@ class TimamTrainer:
     (see ``timam.training.distributed``); every rank validates, so schedulers agree without messages.
     """
 
+    model: EmbeddingModel
+    train: CachedSplit
+    val: CachedSplit
+
     def __init__(
         self,
-        model: TimamModel,
+        model: EmbeddingModel,
         train: CachedSplit,
         val: CachedSplit,
         config: TrainingConfig,
         device: torch.device,
         context: DistributedContext | None = None,
     ) -> None:
-        self.model, self.train, self.val, self.config, self.device = model, train, val, config, device
-        self.context = context if context is not None else DistributedContext()
-        self.epoch = 0
+        super().__init__(model, train, val, config, device, context)
         self.freeze = FreezeSchedule(config.freeze, pretrained_parts(model))
         backbone_trains = "image" not in self.freeze.frozen_throughout
         if wants_sync_batchnorm(config.sync_batchnorm, self.context, device, backbone_trains=backbone_trains):
@@ -94,19 +98,48 @@ class TimamTrainer:
         self.pair_encoder = PairEncoder(model, device, config.precision)
         self.forward_encoders: nn.Module = self.pair_encoder
         self.wrapped_for: tuple[bool, ...] | None = None
-        self.objective = TimamObjective(model.config.embedding_dim, model.config.num_classes, config).to(device)
+        self.objective = TimamObjective(
+            model.config.embedding_dim, model.config.num_classes, config, **checkpoint_temperatures(model)
+        ).to(device)
         # Each branch's optimiser is configurable; the paper uses SGD for the image branch.
         self.optimizers = Optimizers.build(model, self.objective, config)
-        self.schedulers = plateau_schedulers(self.optimizers, config.schedule)
+        self.schedulers = plateau_schedulers(self.optimizers.named(), config.schedule)
         # uint8 out of the workers, normalised on the device (to_device_images)
         self.train_transform = train_pixels(
-            model.config.image_size,
+            model.config.preprocessing,
             flip=config.augmentation.flip,
             crop_padding=config.augmentation.crop_padding,
             colour_jitter=config.augmentation.colour_jitter,
         )
         self.epoch_batches = EpochBatches()
         self._image_loader: DataLoader | None = None
+        # The last batch's gathered embeddings, detached: what the discriminator trains on after the
+        # encoders' backward pass (after_backward).
+        self.step_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self.optimizers.named()
+
+    def stepped_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """The encoders' optimisers; the discriminator steps on its own loss (after_backward)."""
+        return self.optimizers.encoders
+
+    def changing_state(self) -> dict[str, torch.Tensor]:
+        """The whole model but the pretrained parts frozen throughout (see ``freeze.changing_state``)."""
+        return changing_state(self.model, self.freeze.frozen_throughout)
+
+    def state(self) -> dict[str, Any]:
+        """The shared state plus the objective (classifiers, discriminator) and the freeze schedule."""
+        return {
+            **super().state(),
+            "objective": {k: v.detach().cpu() for k, v in self.objective.state_dict().items()},
+            "freeze": self.freeze.to_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.objective.load_state_dict(state["objective"])
+        self.freeze.load_state(state["freeze"])
 
     def set_epoch(self, epoch: int) -> None:
         """Freeze the pretrained parts before their unfreeze epoch, and let them train after it."""
@@ -176,15 +209,8 @@ class TimamTrainer:
         source = split.token_states if self.text_cached else split.input_ids
         return to_device(source[to_device(captions, source.device)], self.device)
 
-    def batches(self, generator: torch.Generator) -> list[torch.Tensor]:
-        """The epoch's global batches, the same on every rank (same generator), trimmed to equal shares."""
-        labels = self.train.data.caption_labels
-        if self.config.sampler == "identity":
-            batches = identity_batches(labels, self.config.batch_size, self.config.samples_per_identity, generator)
-        else:
-            batches = random_batches(len(labels), self.config.batch_size, generator)
-        batches = [global_batch(batch, self.context) for batch in batches]
-        return [batch for batch in batches if len(batch) >= 2]
+    def batch_inputs(self, shares: list[torch.Tensor], generator: torch.Generator) -> Iterator[torch.Tensor | None]:
+        return self.image_stream(shares)
 
     def image_stream(self, shares: list[torch.Tensor]) -> Iterator[torch.Tensor | None]:
         """The images of each share of captions, uint8 (None while cached features stand in).
@@ -266,50 +292,30 @@ class TimamTrainer:
         terms = self.objective.terms(image_emb, text_emb, labels, adversarial_on=adversarial_on, match_ids=match_ids)
         return terms, image_emb, text_emb
 
+    def loss_terms(self, batch: torch.Tensor, inputs: torch.Tensor | None, epoch: int) -> dict[str, torch.Tensor]:
+        """The objective's terms (the adversarial one after its warm-up epochs); keeps the detached
+        embeddings for the discriminator's steps."""
+        adversarial_on = epoch > self.config.adversarial.warmup_epochs
+        terms, image_emb, text_emb = self.batch_terms(batch, inputs, adversarial_on=adversarial_on)
+        self.step_embeddings = image_emb.detach(), text_emb.detach()
+        return terms
+
     def backward(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """The weighted total's gradients, equal on every rank to one process's on the global batch."""
-        total = self.objective.total(terms)
-        for optimizer in self.optimizers.encoders:
-            optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        average_gradients(list(self.objective.identification.parameters()), self.context)
+        total = super().backward(terms)
+        average_gradients([*self.objective.identification.parameters(), *self.objective.temperatures()], self.context)
         return total
 
-    def train_epoch(
-        self,
-        epoch: int,
-        generator: torch.Generator,
-        progress: EpochProgress | None = None,
-        after_step: Callable[[EpochProgress], None] | None = None,
-    ) -> dict[str, float]:
-        """Train on the epoch's batches from ``progress`` (a resumed epoch) or from the start.
+    def clip_and_step(self) -> None:
+        super().clip_and_step()
+        self.objective.after_step()
 
-        ``after_step`` sees the progress after every step (the mid-epoch saves). The loss terms
-        are checked for NaN and infinity once per step, all at once, before the encoders step;
-        the loss sums stay on the device until the epoch ends.
-        """
-        self.set_train_mode()
-        adversarial_on = epoch > self.config.adversarial.warmup_epochs
-        progress = progress or EpochProgress(epoch=epoch, batches=self.batches(generator))
-        remaining = progress.batches[progress.step :]
-        shares = [local_share(batch, self.context) for batch in remaining]
-        for batch, images in zip(remaining, self.image_stream(shares), strict=True):
-            terms, image_emb, text_emb = self.batch_terms(batch, images, adversarial_on=adversarial_on)
-            total = self.backward(terms)
-            # The discriminator trains on the detached embeddings, apart from the encoders' update:
-            # stepping it first lets one check of every term precede the encoders' step.
-            if self.config.loss_weights.adversarial:
-                terms["discriminator"] = self.discriminator_steps(image_emb.detach(), text_emb.detach())
-            check_finite(terms, epoch, progress.step)
-            if self.config.grad_clip > 0:
-                encoder_parameters = [p for o in self.optimizers.encoders for g in o.param_groups for p in g["params"]]
-                nn.utils.clip_grad_norm_([p for p in encoder_parameters if p.grad is not None], self.config.grad_clip)
-            for optimizer in self.optimizers.encoders:
-                optimizer.step()
-            progress.add(terms, total)
-            if after_step is not None:
-                after_step(progress)
-        return progress.mean_losses()
+    def after_backward(self, terms: dict[str, torch.Tensor]) -> None:
+        """The discriminator trains on the detached embeddings, apart from the encoders' update:
+        stepping it before them lets one check of every term precede the encoders' step."""
+        if self.config.loss_weights.adversarial and self.step_embeddings is not None:
+            terms["discriminator"] = self.discriminator_steps(*self.step_embeddings)
+        self.step_embeddings = None
 
     def discriminator_steps(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         for _ in range(self.config.adversarial.discriminator_steps):
@@ -369,18 +375,8 @@ class TimamTrainer:
         progress: EpochProgress | None = None,
         after_step: Callable[[EpochProgress], None] | None = None,
     ) -> dict[str, Any]:
-        """One epoch: apply the freeze schedule, train, validate, step the plateau schedulers.
-
-        Returns the history row (epoch, lr, loss terms, validation R@1, seconds).
-        """
-        self.set_epoch(epoch)
-        started = time.perf_counter()
-        row: dict[str, Any] = {"epoch": epoch, "lr": self.learning_rate()}
-        row.update(self.train_epoch(epoch, generator, progress, after_step))
-        row.update(self.validate())
-        row["seconds"] = time.perf_counter() - started
-        for scheduler in self.schedulers.values():
-            scheduler.step(row["val_t2i_R@1"])
+        """One epoch (see :meth:`EpochTrainer.run_epoch`), then the freeze schedule's plateau rule."""
+        row = super().run_epoch(epoch, generator, progress, after_step)
         scheduled = self.freeze.observe(epoch, row["val_t2i_R@1"])
         if scheduled and self.context.is_main:
             logger.info(
@@ -390,7 +386,3 @@ class TimamTrainer:
                 epoch + 1,
             )
         return row
-
-    def learning_rate(self) -> float:
-        """The text branch's learning rate (the history's ``lr`` column)."""
-        return self.optimizers.text.param_groups[0]["lr"]

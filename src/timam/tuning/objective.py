@@ -30,13 +30,12 @@ import torch
 from timam.config import deep_merge
 from timam.inference.device import model_to, pick_device
 from timam.inference.split_data import SplitData
-from timam.models.config import ModelConfig
-from timam.models.timam import TimamModel
 from timam.tracking.log import log_epoch, log_params, nested_run, set_tags
 from timam.training.cached_split import CachedSplit
 from timam.training.config import TrainingConfig, training_config
 from timam.training.freeze import changing_state, freeze_pretrained, pretrained_parts
 from timam.training.loop import SCORE, BestEpoch, seed_everything, train_epochs
+from timam.training.model_setup import EmbeddingConfig, build_model
 from timam.training.resume import restore_rng, rng_state
 from timam.training.trainer import TimamTrainer
 from timam.tuning.space import Knob, suggest_overrides
@@ -56,7 +55,7 @@ class TuningWorker:
     """Frozen caches built once; :meth:`train` runs one configuration of the heads on them."""
 
     def __init__(
-        self, train: SplitData, val: SplitData, model_config: ModelConfig, base_training: Mapping[str, Any]
+        self, train: SplitData, val: SplitData, model_config: EmbeddingConfig, base_training: Mapping[str, Any]
     ) -> None:
         if val.split != "val":
             raise ValueError(f"Tuning scores on the validation split only, got the {val.split!r} split")
@@ -65,7 +64,7 @@ class TuningWorker:
         started = time.perf_counter()
         generator = seed_everything(base.seed)
         self.device = pick_device(base.device)
-        self.model = model_to(TimamModel(model_config), self.device)
+        self.model = model_to(build_model(model_config), self.device)
         freeze_pretrained(self.model)
         self.initial_heads = changing_state(self.model, pretrained_parts(self.model))  # the heads
         self.rng = rng_state(generator)

@@ -10,7 +10,7 @@ import optuna
 import torch
 
 from timam.inference.split_data import SplitData
-from timam.models.config import ModelConfig
+from timam.training.model_setup import EmbeddingConfig
 from timam.tuning.objective import TuningWorker
 from timam.tuning.study import (
     TuningSettings,
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def run_worker(
     train: SplitData,
     val: SplitData,
-    model_config: ModelConfig,
+    model_config: EmbeddingConfig,
     training: Mapping[str, Any],
     tuning: Mapping[str, Any] | TuningSettings,
     *,

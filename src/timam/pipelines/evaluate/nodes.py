@@ -263,6 +263,10 @@ def plot_training_curves(training_history_versions: dict[str, pd.DataFrame], ima
     checkpoint from elsewhere, a deleted history), the latest history is drawn and the title says so.
     """
     checkpoint_version = image_embeddings.metadata.get("checkpoint_version")
+    pretrained = image_embeddings.metadata.get("checkpoint", {}).get("pretrained")
+    if pretrained:
+        what = f"{pretrained['library']} {pretrained['model_name']} ({pretrained['source']})"
+        return message_figure(f"Not trained: {what} evaluated zero-shot.", title="Training history")
     if checkpoint_version in training_history_versions:
         return training_curves_figure(
             training_history_versions[checkpoint_version],

@@ -24,7 +24,7 @@ from timam.pipelines.families.nodes import (
 from timam.pipelines.prepare.pipeline import create_pipeline as create_prepare_pipeline
 from timam.pipelines.train.pipeline import create_pipeline as create_train_pipeline
 
-EMBEDDING_ROWS = ("cmpm", "vsepp", "timam_identification_cmpm", "timam")
+EMBEDDING_ROWS = ("cmpm", "vsepp", "infonce", "sdm", "timam_identification_cmpm", "timam")
 INTERACTION_ROWS = ("scan_t2i", "scan_i2t")
 # The two-stage row: the first row's top-k re-scored by the second's.
 TWO_STAGE = ("timam", "scan_t2i")

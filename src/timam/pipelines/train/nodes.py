@@ -18,7 +18,12 @@ from timam.training.model_setup import model_config_from_data
 def train_model(
     captions: pd.DataFrame, caption_tokens: TensorBundle, model: Mapping[str, Any], training: Mapping[str, Any]
 ) -> tuple[Checkpoint, pd.DataFrame]:
-    """Train TIMAM on the train split, selecting the checkpoint on the val split only."""
+    """Train TIMAM on the train split, selecting the checkpoint on the val split only.
+
+    The resume state outlives the node: the catalog saves the checkpoint after the node returns,
+    and ``timam.hooks.TrainingStateHook`` (``timam.launch`` under torchrun) deletes the state only
+    once the checkpoint and the history are saved, so a kill during that save loses no training.
+    """
     model_config = model_config_from_data(model, captions, caption_tokens.metadata)
     config = training_config(training)
     checkpoint, history = train_timam(
@@ -27,6 +32,7 @@ def train_model(
         model_config,
         config,
         state_path=config.state_path,
+        keep_state=True,
     )
     checkpoint.metadata["model_parameters"] = dict(model)
     return checkpoint, history

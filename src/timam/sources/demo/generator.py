@@ -6,7 +6,10 @@ stand-in with the same on-disk layout, so ``kedro run``, the tests and CI work o
 * ``root/imgs/<split>/<identity:04d>_<n>.jpg`` -- portrait pedestrian crops (default 80x160);
 * ``root/reid_raw.json`` -- a list of records ``{"split", "captions", "file_path" (relative
   to ``root/imgs``), "processed_tokens" (lower-cased word tokens per caption), "id"}``,
-  exactly the keys of CUHK-PEDES' ``reid_raw.json``;
+  the keys of CUHK-PEDES' ``reid_raw.json``, plus ``"attributes"``: the person's true attributes
+  as ``group=value`` labels (:meth:`DemoPerson.attributes`), the ground truth for attribute
+  learning. The CUHK-PEDES reader ignores keys it does not know, so the caption table is unchanged;
+  ``timam.sources.attributes.demo_image_attributes`` reads them;
 * several images per identity, several captions per image, and train/val/test splits that
   are disjoint by identity, as in the CUHK-PEDES protocol.
 
@@ -201,6 +204,7 @@ def generate_demo_dataset(
                     "file_path": file_path,
                     "processed_tokens": [_TOKEN_RE.findall(c.lower()) for c in captions],
                     "id": pid,
+                    "attributes": person.attributes(),
                 }
             )
     _write_json_atomic(out, records)

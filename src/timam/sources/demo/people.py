@@ -58,6 +58,33 @@ class DemoPerson:
         """The salient attributes; kept unique per identity so every identity is describable."""
         return (self.male, self.hair_colour, self.upper, self.upper_colour, self.lower, self.lower_colour)
 
+    def attributes(self) -> list[str]:
+        """The person's attributes as ``group=value`` labels, the ground truth of attribute prediction.
+
+        Every group has exactly one value per person (``bag=none``, ``glasses=no``), so each group is a
+        categorical attribute whose per-group accuracy can be measured; a colour group is left out when
+        its item is absent (no ``bag_colour`` without a bag). Skin tone is drawn but never described,
+        so it is no attribute. The bag side is described only in some captions, but it is drawn.
+        """
+        labels = [
+            f"gender={'male' if self.male else 'female'}",
+            f"hair_colour={self.hair_colour}",
+            f"hair_length={'long' if self.long_hair else 'short'}",
+            f"upper={self.upper}",
+            f"upper_colour={self.upper_colour}",
+            f"lower={self.lower}",
+            f"lower_colour={self.lower_colour}",
+            f"shoes_colour={self.shoes_colour}",
+            f"bag={self.bag or 'none'}",
+        ]
+        if self.bag:
+            labels += [f"bag_colour={self.bag_colour}", f"bag_side={self.bag_side}"]
+        labels.append(f"hat={self.hat or 'none'}")
+        if self.hat:
+            labels.append(f"hat_colour={self.hat_colour}")
+        labels.append(f"glasses={'yes' if self.glasses else 'no'}")
+        return labels
+
 
 def sample_person(rng: random.Random) -> DemoPerson:
     """Random attributes, with the combinations a real photo would not show left out."""
