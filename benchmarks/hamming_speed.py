@@ -172,7 +172,7 @@ def measure_ivf(name: str, codes: np.ndarray, queries: np.ndarray, truth: np.nda
     print(f"[{name} ivf] plan {plan.factory} {plan.search_params}, estimated {plan.estimated_bytes / 2**20:,.0f} MiB")
     before = memory_mb()
     start = time.perf_counter()
-    index = build_binary_index(codes, plan, bits=args.bits, seed=args.seed)
+    index = build_binary_index(codes, plan, bits=args.bits, seed=args.seed, threads=args.threads)
     build_s = time.perf_counter() - start
     search = BinarySearch(index)
     result = timings(f"{name} ivf", search, queries, args)
@@ -284,10 +284,11 @@ def main() -> None:
     parser.add_argument("--real-queries", default="", help="a .npy of packed query codes (default: --real's rows)")
     parser.add_argument("--threads", type=int, default=0, help="FAISS threads (0: the CPUs this process may use)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tiny", action="store_true", help="n=20000, 100 queries (seconds)")
+    parser.add_argument("--tiny", action="store_true", help="n=20000, 100 queries, one thread (seconds)")
     args = parser.parse_args()
-    if args.tiny:
+    if args.tiny:  # one thread: on a busy machine FAISS's k-means waits at OpenMP barriers (8 s instead of 0.1)
         args.n, args.queries, args.latency_queries, args.sweep = 20_000, 100, 20, [4, 8]
+        args.threads = args.threads or 1
     threads = configure_threads(args.threads)
     print(
         _common.device_info(_common.pick("cpu")) + f", faiss {faiss.__version__} threads {threads}, pid {os.getpid()}"

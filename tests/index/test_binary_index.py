@@ -116,7 +116,7 @@ def test_the_ivf_returns_true_distances_ordered_by_distance_then_row_with_high_r
     gallery, queries = clustered_codes(20_000, 64, seed=7), clustered_codes(60, 64, seed=8)
     plan = plan_binary_index(len(gallery), 64, memory_budget_bytes=GIB, flat_max=1000)
     assert plan.kind == "binary_ivf"
-    scores, rows = BinarySearch(build_binary_index(gallery, plan, bits=64))(queries, 10)
+    scores, rows = BinarySearch(build_binary_index(gallery, plan, bits=64, threads=1))(queries, 10)
     assert (rows >= 0).all()
     true = np.unpackbits(queries[:, None, :] ^ gallery[rows], axis=2).sum(axis=2)
     np.testing.assert_array_equal(-scores, true)  # exact distances of the candidates
@@ -129,7 +129,7 @@ def test_the_ivf_returns_true_distances_ordered_by_distance_then_row_with_high_r
 def test_an_ivf_short_of_k_hits_is_padded():
     gallery = clustered_codes(2000, 64, seed=9)
     plan = plan_binary_index(len(gallery), 64, memory_budget_bytes=GIB, flat_max=10)
-    index = build_binary_index(gallery, plan, bits=64)
+    index = build_binary_index(gallery, plan, bits=64, threads=1)
     index.nprobe = 1
     scores, rows = BinarySearch(index)(gallery[:3], 1999)
     for query_scores, query_rows in zip(scores, rows, strict=True):
@@ -197,7 +197,7 @@ def _image_index(codes: np.ndarray, bits: int, *, flat_max: int | None = None) -
         created_at="2026-12-20T11:00:00+00:00",
         code_bits=bits,
     )
-    return ImageIndex(index=build_binary_index(codes, plan, bits=bits), manifest=manifest, rows=rows)
+    return ImageIndex(index=build_binary_index(codes, plan, bits=bits, threads=1), manifest=manifest, rows=rows)
 
 
 @pytest.mark.parametrize("flat_max", [None, 100])

@@ -133,8 +133,11 @@ def plan_binary_index(count: int, bits: int, *, memory_budget_bytes: int, flat_m
 # ----------------------------------------------------------------------------- building
 
 
-def build_binary_index(codes: np.ndarray, plan: IndexPlan, *, bits: int, seed: int = 0) -> faiss.IndexBinary:
-    """A FAISS binary index of ``plan`` holding ``codes`` (row ``i`` is id ``i``).
+def build_binary_index(
+    codes: np.ndarray, plan: IndexPlan, *, bits: int, seed: int = 0, threads: int | None = None
+) -> faiss.IndexBinary:
+    """A FAISS binary index of ``plan`` holding ``codes`` (row ``i`` is id ``i``), built on ``threads``
+    FAISS threads (default: the CPUs this process may use, as :func:`~timam.index.faiss_index.build_index`).
 
     An IVF is trained on ``plan.train_size`` codes sampled with ``seed``; a flat index takes all the
     codes in one ``add``, so it holds exactly their bytes (adding in pieces would grow FAISS's
@@ -145,7 +148,7 @@ def build_binary_index(codes: np.ndarray, plan: IndexPlan, *, bits: int, seed: i
     x = check_codes(codes, bits)
     if x.shape[0] == 0:
         raise ValueError("build_binary_index needs at least one code")
-    configure_threads()
+    configure_threads(threads)
     index: Any = faiss.index_binary_factory(bits, plan.factory)  # the stubs lack IndexBinaryIVF.cp
     if plan.kind == "binary_flat":
         index.add(x)
