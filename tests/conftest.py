@@ -16,3 +16,10 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 from timam._torchvision_compat import ensure_torchvision_importable  # noqa: E402
 
 ensure_torchvision_importable()
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    import torch  # noqa: E402
+
+    # A plugin may have imported torch before the variables above were set: a test's own process and
+    # the subprocesses it compares with (resume after a kill) must sum in the same number of threads.
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

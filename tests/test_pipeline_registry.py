@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from timam.pipeline_registry import register_pipelines
 
-STAGES = {"prepare", "train", "evaluate", "compare", "search", "ablation", "families", "tune", "index", "index_embed"}
+STAGES = {
+    "prepare", "train", "evaluate", "compare", "search", "ablation", "families", "tune", "index", "index_embed",
+    "zero_shot",
+}  # fmt: skip
 
 
 def test_every_node_is_tagged_with_its_stage() -> None:

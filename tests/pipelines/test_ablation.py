@@ -57,6 +57,9 @@ def test_variant_parameters_override_only_what_they_name():
         "cmpc": 0.0,
         "adversarial": 0.0,
         "triplet": 1.0,
+        "infonce": 0.0,
+        "sdm": 0.0,
+        "siglip": 0.0,
     }
     assert training["epochs"] == base["training"]["epochs"]
     assert training["seed"] == 2
