@@ -22,6 +22,7 @@ from timam.models.config import (
     ImageViews,
     check_square_for_turns,
 )
+from timam.models.preprocessing import ImagePreprocessing
 
 __all__ = ["FrozenEncodersConfig"]
 
@@ -55,6 +56,11 @@ class FrozenEncodersConfig(ParameterBlock):
     def text_encoder(self) -> str:
         """Always a transformer: its token states are the text features (the cache keys read this)."""
         return "transformer"
+
+    @property
+    def preprocessing(self) -> ImagePreprocessing:
+        """How the backbone wants its images (the loaders read this), as the other families' configs say it."""
+        return ImagePreprocessing(size=self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values with the family's name: a checkpoint header rebuilds the right model."""
