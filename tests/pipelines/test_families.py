@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.kedro_project import copy_project, kedro
+from timam.models.checkpoint import read_checkpoint
 from timam.pipelines.families.nodes import row_parameters, summarise_families
 from timam.pipelines.families.pipeline import (
     ATTRIBUTE_MODEL,
@@ -63,7 +64,8 @@ def test_every_row_has_parameters_of_its_family_and_namespaced_nodes() -> None:
             f"families.{ATTRIBUTE_MODEL}_seed{seed}.attribute_examples",
         ]
         for row in ATTRIBUTE_SPACE_ROWS:  # the seed's agnet_hash_64 model, scored in its attribute space
-            (score,) = [node for name, node in nodes.items() if name.startswith(f"families.{row}_seed{seed}.score")]
+            pair_scores = f"families.{row}_seed{seed}.pair_scores"
+            (score,) = [node for node in nodes.values() if node.outputs == [pair_scores]]
             assert score.inputs[0] == f"families.{ATTRIBUTE_MODEL}_seed{seed}.model_checkpoint"
         two_stage = nodes[f"families.two_stage_seed{seed}.two_stage_test_pairs"]
         first, second = TWO_STAGE
@@ -205,10 +207,13 @@ families:
 
 @pytest.fixture(scope="module")
 def one_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``kedro run --pipelines families`` for seed 0's TIMAM, SCAN t2i and two-stage rows, in a fresh process."""
+    """``kedro run --pipelines families`` for seed 0's TIMAM, SCAN t2i and two-stage rows, and the
+    attribute family's vocabulary, agnet_hash_64 (with its accuracy report), float, re-rank and
+    acmm rows, in a fresh process."""
     project = copy_project(tmp_path_factory.mktemp("families"))
     (project / "conf" / "local" / "parameters.yml").write_text(LOCAL_PARAMETERS)
-    namespaces = "families.timam_seed0,families.scan_t2i_seed0,families.two_stage_seed0"
+    rows = ("timam", "scan_t2i", "two_stage", ATTRIBUTE_MODEL, *ATTRIBUTE_SPACE_ROWS, *MEMORY_ROWS)
+    namespaces = ",".join(["families.attributes", *(f"families.{row}_seed0" for row in rows)])
     kedro(project, "run", "--pipelines", "prepare")  # --namespaces leaves out the shared, unnamespaced nodes
     kedro(project, "run", "--pipelines", "families", "--namespaces", namespaces)
     return project
@@ -235,3 +240,35 @@ def test_a_seed_of_the_families_runs_end_to_end_and_two_stage_at_full_k_is_the_i
                 assert two_stage["results"][direction][rule][key] == pytest.approx(value, abs=1e-6), (direction, rule)
     checkpoints = one_seed / "data/06_models/demo/families/scan_t2i_seed0/model_checkpoint.safetensors"
     assert len(list(checkpoints.iterdir())) == 1
+
+
+def _versions(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir())
+
+
+def test_the_attribute_rows_run_end_to_end_on_one_versioned_vocabulary(one_seed) -> None:
+    (vocabulary_version,) = _versions(one_seed / "data/04_feature/demo/attribute_vocabulary.json")
+    vocabulary = json.loads((vocabulary_version / "attribute_vocabulary.json").read_text())
+    assert vocabulary["source"] == "labels" and "gender=female" in vocabulary["terms"]
+    checkpoints = one_seed / f"data/06_models/demo/families/{ATTRIBUTE_MODEL}_seed0/model_checkpoint.safetensors"
+    (version,) = _versions(checkpoints)
+    checkpoint = read_checkpoint(version / "model_checkpoint.safetensors")
+    assert checkpoint.is_hashing and checkpoint.model.config.code_bits == 64
+    assert checkpoint.metadata["attribute_vocabulary"]["terms"] == vocabulary["terms"]
+    hashing, floats, rerank, acmm = (
+        _saved_metrics(one_seed, f"{row}_seed0") for row in (ATTRIBUTE_MODEL, *ATTRIBUTE_SPACE_ROWS, *MEMORY_ROWS)
+    )
+    assert hashing["cost"]["bytes_per_image"] == 8 and floats["cost"]["bytes_per_image"] == 4 * len(vocabulary["terms"])
+    assert rerank["cost"]["bytes_per_image"] == 8 + 4 * len(vocabulary["terms"])
+    for metrics in (hashing, floats, rerank, acmm):
+        assert metrics["cost"]["search_ms_per_query"] > 0 and set(metrics["results"]) == {
+            "text_to_image",
+            "image_to_text",
+        }
+    assert floats["checkpoint_version"] == rerank["checkpoint_version"] == hashing["checkpoint_version"]
+    reports = one_seed / f"data/08_reporting/demo/families/{ATTRIBUTE_MODEL}_seed0"
+    (accuracy,) = _versions(reports / "attribute_accuracy.json")
+    record = json.loads((accuracy / "attribute_accuracy.json").read_text())
+    assert record["checkpoint_version"] == version.name and "gender" in record["branches"]["image"]["groups"]
+    (figure,) = _versions(reports / "attribute_examples.png")
+    assert (figure / "attribute_examples.png").stat().st_size > 2000

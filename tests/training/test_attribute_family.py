@@ -92,7 +92,10 @@ def test_hashing_heads_learn_and_their_checkpoint_gives_the_same_codes(tiny, wor
         return split_outputs(model, split, torch.device("cpu"))
 
     (image, text), (image_again, text_again) = outputs(checkpoint.model), outputs(restored.model)
-    assert image.relaxed.shape == (len(test.image_paths), 16) and text.attributes.shape == (test.num_captions, len(vocabulary))
+    assert image.relaxed.shape == (len(test.image_paths), 16) and text.attributes.shape == (
+        test.num_captions,
+        len(vocabulary),
+    )
     for before, after in ((image, image_again), (text, text_again)):
         assert torch.equal(before.relaxed, after.relaxed) and torch.equal(before.attributes, after.attributes)
 

@@ -126,4 +126,3 @@ def check_vocabulary_of(checkpoint_metadata: Mapping[str, Any], vocabulary: Attr
             f"({len(recorded)} terms recorded, {len(vocabulary)} given); load the attribute_vocabulary version "
             "saved with it (--load-versions attribute_vocabulary:<version>)"
         )
-

@@ -104,6 +104,7 @@ class _TestOutputs:
     data: SplitData
     image: AttributeOutputs
     text: AttributeOutputs
+    code_bits: int
 
 
 def _test_outputs(
@@ -131,7 +132,7 @@ def _test_outputs(
         precision=training.precision,
     )
     image, text = split_outputs(model, split, device)
-    return _TestOutputs(data, image, text)
+    return _TestOutputs(data, image, text, checkpoint.model.config.code_bits)
 
 
 def _codes(outputs: _TestOutputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +166,7 @@ def score_hashing_codes(
     scores = hamming_scores(text_codes, image_codes)
     seconds = time.perf_counter() - started
     _, search_seconds = _hamming_search(image_codes, text_codes, SEARCH_K)
-    bits = model_checkpoint.model.config.code_bits
+    bits = outputs.code_bits
     return scores_bundle(
         outputs.data,
         model_checkpoint,
@@ -246,7 +247,7 @@ def rerank_codes_by_attributes(
     text_to_image = two_stage_scores(hamming, _rescored_by_attributes(text, image), k)
     seconds = time.perf_counter() - started
     image_to_text = two_stage_scores(hamming.t().contiguous(), _rescored_by_attributes(image, text), k)
-    bits = model_checkpoint.model.config.code_bits
+    bits = outputs.code_bits
     search = GalleryCost(code_bytes(bits) + 4 * image.shape[1], _rerank_search_seconds(outputs, k))
     return scores_bundle(
         outputs.data,

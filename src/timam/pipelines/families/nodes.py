@@ -264,5 +264,5 @@ def summarise_families(
     table, report = families_table(outputs[:runs], rows=rows, labels=labels, seeds_per_row=seeds_per_row)
     if accuracy_of is not None:
         title = f"Attribute prediction on the test split ({accuracy_of}; mean ± std over {seeds_per_row} seeds)"
-        report += "\n" + "\n".join(accuracy_markdown(outputs[runs:], title=title))
+        report += "\n" + "\n".join(accuracy_markdown([record["branches"] for record in outputs[runs:]], title=title))
     return table, report
