@@ -31,7 +31,7 @@ run: install
 # Linters, the type checker and the docs build run first: a finding fails `make test` (and so CI)
 # before pytest starts.
 test: lint typecheck docs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check $(LINTED)

@@ -129,3 +129,26 @@ def test_a_pil_image_through_the_library_transform_and_through_ours_gives_one_te
         ours = to_device_images(eval_pixels(model.config.preprocessing)(image)[None], torch.device("cpu"))
         ours = ours * model.image_encoder.input_scale + model.image_encoder.input_shift
         torch.testing.assert_close(ours[0], library_transform(image), rtol=0, atol=1e-5)
+
+
+def test_open_clips_tower_locks_leave_only_the_last_groups_trainable(open_clip_model):
+    _, model = open_clip_model
+    config = model.config.replace(lock_image_unlocked_groups=1, lock_text_unlocked_layers=1)
+    locked = DualEncoderModel(config).train()
+    image, text = locked.image_encoder.backbone.visual, locked.text_encoder.transformer
+    image.requires_grad_(True)
+    text.requires_grad_(True)
+    locked.lock("image")
+    locked.lock("text")
+    # open_clip's last group of each tower (its projection) trains; every layer before it stays frozen.
+    assert image.proj.requires_grad and text.text_projection.requires_grad
+    for block in (*image.transformer.resblocks, *text.transformer.resblocks):
+        assert not any(p.requires_grad for p in block.parameters())
+    assert not text.token_embedding.weight.requires_grad
+    more = DualEncoderModel(config.replace(lock_image_unlocked_groups=2)).train()
+    more.image_encoder.backbone.requires_grad_(True)
+    more.lock("image")
+    last = more.image_encoder.backbone.visual.transformer.resblocks[-1]
+    assert all(p.requires_grad for p in last.parameters())  # two groups: the last block too
+    with pytest.raises(ValueError, match="open_clip's tower locks"):
+        DualEncoderConfig(library="transformers", model_name="x", lock_text_unlocked_layers=1)

@@ -29,7 +29,9 @@ import torch
 # timam's scorer and top-k themselves (not re-implemented), so flat search is timam's ranking bit for bit.
 from timam.retrieval.ranking import GalleryTopK
 
-KINDS = ("flat", "ivfpq", "hnsw")
+FLOAT_KINDS = ("flat", "ivfpq", "hnsw")
+BINARY_KINDS = ("binary_flat", "binary_ivf")  # packed hash codes: timam.index.binary_index
+KINDS = FLOAT_KINDS + BINARY_KINDS
 DEFAULT_FLAT_MAX = 100_000  # exact search at 100k x 512: ~10 ms a query on 2 cores (RESULTS.md)
 ID_BYTES = 8  # an int64 row id per vector in the inverted lists
 TRAIN_POINTS_PER_LIST = 64  # k-means sample per inverted list (faiss warns below 39)

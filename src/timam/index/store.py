@@ -10,6 +10,10 @@ passes through a local temporary folder, and it is uploaded manifest last (see :
 
 Search on a flat index returns exactly timam's ranking (``timam.retrieval.ranking.topk_indices``
 without normalisation): see :class:`timam.index.faiss_index.ExactFlatSearch`.
+
+A binary index (a hashing model's packed codes, :mod:`timam.index.binary_index`) lives in the same
+folder, same files: the manifest's ``code_bits`` says so (and is absent from float manifests), and
+``index.faiss`` is then written by ``faiss.write_index_binary``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -30,7 +34,9 @@ import pandas as pd
 
 from timam.formats.atomic import temporary_sibling
 from timam.formats.storage import fetch_folder, filesystem, is_remote, publish_folder, url
+from timam.index.binary_index import BinarySearch, apply_binary_search_params
 from timam.index.faiss_index import (
+    BINARY_KINDS,
     ExactFlatSearch,
     IndexPlan,
     apply_search_params,
@@ -55,7 +61,8 @@ class IndexManifest:
     """What an index was built from: checkpoint, embedding size, image count, collection, FAISS plan,
     and how its queries must be embedded to land in the same space: the compute dtype of the image
     embeddings (``precision``: "float32" / "bfloat16") and the tokenizer and token length (None in
-    indexes written before they were recorded)."""
+    indexes written before they were recorded). ``code_bits``: None for float embeddings; K for a
+    binary index of packed K-bit codes (then ``embedding_dim`` is K too, FAISS's ``d``)."""
 
     checkpoint_version: str | None
     checkpoint_path: str | None
@@ -67,9 +74,15 @@ class IndexManifest:
     precision: str | None = None
     tokenizer: str | None = None
     max_length: int | None = None
+    code_bits: int | None = None
+
+    @property
+    def is_binary(self) -> bool:
+        return self.code_bits is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        binary = {} if self.code_bits is None else {"code_bits": int(self.code_bits)}
+        return binary | {
             "format": INDEX_FORMAT,
             "checkpoint_version": self.checkpoint_version,
             "checkpoint_path": self.checkpoint_path,
@@ -101,6 +114,7 @@ class IndexManifest:
             precision=d.get("precision"),
             tokenizer=d.get("tokenizer"),
             max_length=None if d.get("max_length") is None else int(d["max_length"]),
+            code_bits=None if d.get("code_bits") is None else int(d["code_bits"]),
         )
 
 
@@ -114,13 +128,15 @@ def collection_fingerprint(rows: pd.DataFrame) -> str:
 
 @dataclass
 class ImageIndex:
-    """A FAISS index, its manifest and the rows (``rows.iloc[i]`` is index id ``i``)."""
+    """A FAISS index (float, or binary when ``manifest.code_bits`` is set), its manifest and the rows
+    (``rows.iloc[i]`` is index id ``i``)."""
 
-    index: faiss.Index
+    index: faiss.Index | faiss.IndexBinary
     manifest: IndexManifest
     rows: pd.DataFrame
     _searcher: faiss.Index | None = field(default=None, init=False, repr=False, compare=False)
     _exact: ExactFlatSearch | None = field(default=None, init=False, repr=False, compare=False)
+    _binary: BinarySearch | None = field(default=None, init=False, repr=False, compare=False)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (q, k) float32, rows (q, k) int64)`` best first; ``-inf`` / ``-1`` past the last hit.
@@ -129,18 +145,29 @@ class ImageIndex:
         flat index the result is timam's exact ranking: float32 scores as
         ``timam.retrieval.ranking.similarity`` computes them, ties broken by lower row. On an
         approximate index it is FAISS's answer ordered the same way.
+
+        A binary index takes packed codes (uint8, ``(q, code_bits / 8)``) and scores ``-distance``
+        (float32): on ``binary_flat`` the exact Hamming top-k with ties by lower row, the
+        evaluation's ranking of ``timam.retrieval.hamming.hamming_scores``; on ``binary_ivf`` its
+        candidates in that order (:class:`timam.index.binary_index.BinarySearch`).
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        if self.manifest.is_binary:
+            if self._binary is None:
+                _check_binary(self, "this image index")
+                self._binary = BinarySearch(cast(faiss.IndexBinary, self.index))
+            return self._binary(queries, int(k))
         q = np.asarray(queries)
-        q = check_vectors(q[None, :] if q.ndim == 1 else q, "queries", self.index.d)
+        index = cast(faiss.Index, self.index)
+        q = check_vectors(q[None, :] if q.ndim == 1 else q, "queries", index.d)
         if self.manifest.plan.kind == "flat":
             if self._exact is None:
-                self._exact = ExactFlatSearch(self.index)
+                self._exact = ExactFlatSearch(index)
             return self._exact(q, int(k))
         if self._searcher is None:
-            self._searcher = search_index(self.index)  # a GPU copy where faiss-gpu and CUDA are present
-        scores, ids = self._searcher.search(q, min(int(k), max(1, self.index.ntotal)))
+            self._searcher = search_index(index)  # a GPU copy where faiss-gpu and CUDA are present
+        scores, ids = self._searcher.search(q, min(int(k), max(1, index.ntotal)))
         scores, ids = sort_results(scores, ids)
         return _pad(scores, ids, int(k))
 
@@ -171,6 +198,30 @@ def _check_consistent(image_index: ImageIndex, where: str) -> None:
         raise IndexFormatError(
             f"{where}: the manifest says dimension {manifest.embedding_dim}, the FAISS index has "
             f"{image_index.index.d}. Rebuild the index (kedro run --pipelines index)."
+        )
+    _check_binary(image_index, where)
+
+
+def _check_binary(image_index: ImageIndex, where: str) -> None:
+    """A binary manifest, a binary plan and a FAISS binary index go together, or none of them."""
+    manifest = image_index.manifest
+    said = {
+        "the manifest's code_bits": manifest.is_binary,
+        f"the plan's kind {manifest.plan.kind!r}": manifest.plan.kind in BINARY_KINDS,
+        f"the FAISS index ({type(image_index.index).__name__})": isinstance(image_index.index, faiss.IndexBinary),
+    }
+    if len(set(said.values())) > 1:
+        binary = [name for name, value in said.items() if value]
+        rest = [name for name, value in said.items() if not value]
+        raise IndexFormatError(
+            f"{where}: {' and '.join(binary)} {'say' if len(binary) > 1 else 'says'} binary codes but "
+            f"{' and '.join(rest)} {'say' if len(rest) > 1 else 'says'} float vectors. "
+            "Rebuild the index (kedro run --pipelines index)."
+        )
+    if manifest.is_binary and manifest.code_bits != manifest.embedding_dim:
+        raise IndexFormatError(
+            f"{where}: the manifest says {manifest.code_bits}-bit codes but dimension {manifest.embedding_dim}; "
+            "a binary index's dimension is its code length in bits. Rebuild the index."
         )
 
 
@@ -207,7 +258,10 @@ def save_image_index(
 
 
 def _write_folder(folder: Path, image_index: ImageIndex) -> None:
-    faiss.write_index(image_index.index, str(folder / INDEX_FILE))
+    if image_index.manifest.is_binary:
+        faiss.write_index_binary(cast(faiss.IndexBinary, image_index.index), str(folder / INDEX_FILE))
+    else:
+        faiss.write_index(cast(faiss.Index, image_index.index), str(folder / INDEX_FILE))
     image_index.rows.reset_index(drop=True).to_parquet(folder / ROWS_FILE, index=False)
     manifest = json.dumps(image_index.manifest.to_dict(), indent=2, sort_keys=True)
     (folder / MANIFEST_FILE).write_text(manifest + "\n", encoding="utf-8")
@@ -268,8 +322,9 @@ def _load_folder(root: Path, where: str) -> ImageIndex:
             "Rebuild it with `kedro run --pipelines index`."
         )
     manifest = _read_manifest(root, where)
+    read = faiss.read_index_binary if manifest.is_binary else faiss.read_index
     try:
-        index = faiss.read_index(str(root / INDEX_FILE))
+        index = read(str(root / INDEX_FILE))
     except RuntimeError as error:
         raise IndexFormatError(f"cannot read {where}/{INDEX_FILE}: {_first_line(error)}. Rebuild the index.") from error
     try:
@@ -279,7 +334,10 @@ def _load_folder(root: Path, where: str) -> ImageIndex:
     _check_rows(rows, where)
     image_index = ImageIndex(index=index, manifest=manifest, rows=rows)
     _check_consistent(image_index, where)
-    apply_search_params(index, manifest.plan.search_params)
+    if manifest.is_binary:
+        apply_binary_search_params(cast(faiss.IndexBinary, index), manifest.plan.search_params)
+    else:
+        apply_search_params(cast(faiss.Index, index), manifest.plan.search_params)
     return image_index
 
 

@@ -41,6 +41,21 @@ class DualEncoderSource(ParameterBlock):
     """open_clip: a JSON model config (or a folder of them) for an architecture open_clip does not list"""
     gradient_checkpointing: bool = False
     """recompute the towers' activations in the backward pass (less GPU memory, slower steps)"""
+    lock_image_unlocked_groups: int | None = Field(default=None, ge=0)
+    """open_clip's --lock-image: while the image tower trains (training.freeze), all but its last N
+    layer groups stay frozen; null: the whole tower trains"""
+    lock_text_unlocked_layers: int | None = Field(default=None, ge=0)
+    """open_clip's --lock-text: while the text tower trains, all but its last N layers stay frozen"""
+
+    @model_validator(mode="after")
+    def _locks_are_open_clips(self) -> DualEncoderSource:
+        locks = (self.lock_image_unlocked_groups, self.lock_text_unlocked_layers)
+        if self.library != "open_clip" and any(lock is not None for lock in locks):
+            raise ValueError(
+                "lock_image_unlocked_groups / lock_text_unlocked_layers are open_clip's tower locks; "
+                "for a transformers model freeze whole towers with training.freeze"
+            )
+        return self
 
 
 class ModelConfig(ParameterBlock):

@@ -346,6 +346,16 @@ class DualEncoderModel(nn.Module):
         self.image_encoder = DualImageEncoder(image, dim, self.config.preprocessing)
         self.text_encoder = DualTextEncoder(library, text, dim)
 
+    def lock(self, part: str) -> None:
+        """open_clip's tower lock on a tower that trains: all but its last groups (layers) frozen again,
+        with open_clip's own ``lock`` / ``lock_text_tower``; nothing when the config sets no lock."""
+        config = self.config
+        if part == "image" and config.lock_image_unlocked_groups is not None:
+            visual: Any = self.image_encoder.backbone.visual
+            visual.lock(unlocked_groups=config.lock_image_unlocked_groups)
+        if part == "text" and config.lock_text_unlocked_layers is not None:
+            self.text_encoder.transformer.lock_text_tower(unlocked_layers=config.lock_text_unlocked_layers)
+
 
 @torch.no_grad()
 def _output_dim(tower: _ImageTower, size: tuple[int, int]) -> int:

@@ -59,7 +59,7 @@ class FrozenEncodersConfig(ParameterBlock):
 
     @property
     def preprocessing(self) -> ImagePreprocessing:
-        """How the backbone wants its images (the loaders read this), as the other families' configs say it."""
+        """Resize to ``image_size`` and ImageNet's statistics, as the backbone was trained."""
         return ImagePreprocessing(size=self.image_size)
 
     def to_dict(self) -> dict[str, Any]:

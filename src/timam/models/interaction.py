@@ -11,36 +11,29 @@ only the two projections train.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, cast
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
-from timam.config import ParameterBlock, build, set_from_data
-from timam.models.config import (
-    OFFLINE_IMAGE_WEIGHTS,
-    OFFLINE_TEXT_MODEL,
-    ImageSize,
-    ImageViews,
-    check_square_for_turns,
-)
+from timam.models.config import ImageViews
 from timam.models.cross_attention import Direction, Pooling, chunked_cross_attention_scores
+from timam.models.frozen_encoders import FrozenEncodersConfig
 from timam.models.image_encoder import build_backbone, image_view, views_of
-from timam.models.preprocessing import ImagePreprocessing
 from timam.models.text_encoder import build_transformer, transformer_config
 
 # The checkpoint header's config names the family, so a checkpoint rebuilds the right model.
 INTERACTION_FAMILY = "interaction"
 
 
-class InteractionConfig(ParameterBlock):
+class InteractionConfig(FrozenEncodersConfig):
     """Architecture of a SCAN-style model (``params:model`` of an interaction run).
 
-    Backbone fields as :class:`~timam.models.config.ModelConfig`. ``image_views`` > 1: training
-    draws one of those views per caption and step (augmentation); the gallery is scored on the
-    image as it is (view 0), since a feature map's cells cannot be averaged across turned views. ``direction``:
-    "t2i" (each word attends over the regions) or "i2t" (each region over the words);
+    Encoder fields as :class:`~timam.models.frozen_encoders.FrozenEncodersConfig`. ``image_views`` > 1:
+    training draws one of those views per caption and step (augmentation); the gallery is scored on
+    the image as it is (view 0), since a feature map's cells cannot be averaged across turned views.
+    ``direction``: "t2i" (each word attends over the regions) or "i2t" (each region over the words);
     ``lambda_softmax`` the attention temperature, ``pooling`` "lse" (with ``lambda_lse``) or "avg".
     SCAN's Flickr30K single models: t2i AVG with lambda_softmax 9, i2t LSE with 4 and lambda_lse 5.
 
@@ -48,18 +41,10 @@ class InteractionConfig(ParameterBlock):
     GRU has no such tokens); they are contextual states, so they carry the sentence.
     """
 
-    image_backbone: str = "efficientnet_lite0"
-    """as ModelConfig: the frozen backbone whose last feature map's cells are the regions"""
-    image_library: Literal["timm", "torchvision"] = "timm"
-    """timm | torchvision"""
-    image_weights: str | None = OFFLINE_IMAGE_WEIGHTS
-    """as ModelConfig"""
-    image_size: ImageSize = (256, 256)
-    """[height, width]"""
+    family: ClassVar[str] = INTERACTION_FAMILY
+
     image_views: ImageViews = 1
     """training draws one of this many views per caption and step; the gallery uses view 0"""
-    text_model: str = OFFLINE_TEXT_MODEL
-    """the frozen transformer whose token states are the words"""
     joint_dim: int = Field(default=512, ge=1)
     """the region and word projections' size (SCAN: 1024)"""
     direction: Direction = "t2i"
@@ -70,34 +55,10 @@ class InteractionConfig(ParameterBlock):
     """lse (LogSumExp with lambda_lse) | avg"""
     lambda_lse: float = Field(default=6.0, gt=0)
     """the LogSumExp pooling's temperature"""
-    transformer_config: dict[str, Any] = set_from_data(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _square_for_turns(self) -> InteractionConfig:
-        check_square_for_turns(self.image_views, self.image_size)
-        return self
-
-    @property
-    def text_encoder(self) -> str:
-        """Always a transformer: its token states are the words (the cache keys read this)."""
-        return "transformer"
-
-    @property
-    def preprocessing(self) -> ImagePreprocessing:
-        return ImagePreprocessing(size=self.image_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"family": INTERACTION_FAMILY, **self.model_dump(mode="json")}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], path: str = "model") -> InteractionConfig:
-        """From parameters or a checkpoint header; unknown keys are an error, not ignored."""
-        values = {key: value for key, value in values.items() if key != "family"}
-        return build(cls, values, path)
 
 
 def is_interaction_config(values: Mapping[str, Any]) -> bool:
-    return values.get("family") == INTERACTION_FAMILY
+    return InteractionConfig.is_config_of(values)
 
 
 def _resnet_feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:

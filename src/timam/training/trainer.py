@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from timam.inference.device import to_device, to_device_images
 from timam.inference.embedding import distinct_captions, image_outputs
 from timam.inference.images import train_pixels
-from timam.models.dual_encoder import DualEncoderConfig
+from timam.models.dual_encoder import DualEncoderConfig, DualEncoderModel
 from timam.models.families import ObjectiveModel
 from timam.retrieval.ranking import ranking_metrics
 from timam.retrieval.relevance import relevance_labels
@@ -149,6 +149,8 @@ class TimamTrainer(EpochTrainer):
             if trainable_now and not is_trainable(part) and self.context.is_main:
                 logger.info("Epoch %d: %s encoder unfrozen", epoch, name)
             part.requires_grad_(trainable_now)
+            if trainable_now and isinstance(self.model, DualEncoderModel):
+                self.model.lock(name)  # open_clip's partial tower lock, where the config sets one
         trainable_parts = tuple(is_trainable(part) for part in pretrained_parts(self.model).values())
         if trainable_parts != self.wrapped_for:  # DDP must know every parameter that now trains
             self.forward_encoders = data_parallel(self.pair_encoder, self.device, self.context)
