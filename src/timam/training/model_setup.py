@@ -18,7 +18,6 @@ from timam.models.config import ModelConfig, model_config
 from timam.models.dual_encoder import DualEncoderConfig, DualEncoderModel
 from timam.models.families import ObjectiveModel
 from timam.models.frozen_encoders import FrozenEncodersConfig
-from timam.models.interaction import InteractionConfig
 from timam.models.timam import TimamModel
 
 # The architecture of an embedding model a run builds.
@@ -31,7 +30,7 @@ def train_classes(captions: pd.DataFrame) -> int:
 
 
 def check_tokenizer(
-    config: ModelConfig | InteractionConfig | DualEncoderConfig | FrozenEncodersConfig,
+    config: ModelConfig | DualEncoderConfig | FrozenEncodersConfig,
     tokenizer: str | None,
     *,
     tokens: str = "caption_tokens were made by tokenizer",
