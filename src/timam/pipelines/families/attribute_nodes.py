@@ -259,10 +259,17 @@ def rerank_codes_by_attributes(
     )
 
 
-def _predicted_terms(probabilities: torch.Tensor, vocabulary: AttributeVocabulary, groups) -> list[str]:
-    """One image's predicted attributes: each group's most probable value, or every term above 1/2."""
+def _predicted_terms(
+    probabilities: torch.Tensor, truth: torch.Tensor, vocabulary: AttributeVocabulary, groups
+) -> list[str]:
+    """One image's predicted attributes: the most probable value of each group the image has a true
+    value of (as the accuracy counts them: no ``bag_colour`` without a bag), or every term above 1/2."""
     if groups:
-        return [vocabulary.terms[max(columns, key=lambda c: float(probabilities[c]))] for columns in groups.values()]
+        return [
+            vocabulary.terms[max(columns, key=lambda c: float(probabilities[c]))]
+            for columns in groups.values()
+            if int(truth[columns].sum()) == 1
+        ]
     return [term for term, p in zip(vocabulary.terms, probabilities.tolist(), strict=True) if p > 0.5]
 
 
@@ -297,7 +304,7 @@ def attribute_accuracy_report(
     examples = [
         AttributeExample(
             path=str(data.image_paths[row]),
-            predicted=_predicted_terms(outputs.image.attributes[row], vocabulary, groups),
+            predicted=_predicted_terms(outputs.image.attributes[row], truth.images[row], vocabulary, groups),
             true=list(labels[data.image_ids[row]]) if labels is not None else
             [term for term, on in zip(vocabulary.terms, truth.images[row].tolist(), strict=True) if on],
         )
