@@ -2,10 +2,13 @@
 
 Expected-tie numbers are the ones to compare; mR under the index rule (a stable argsort, what
 published tables use without saying so) sits beside them. The cost: training wall time (including
-the frozen features for whichever run computed them first; the others load them from disk) and the
-milliseconds to score one caption query against the whole test gallery
-from stored representations (a matrix product for embeddings, cross-attention for the interaction
-family, the product plus top-k re-scoring for two-stage).
+the frozen features for whichever run computed them first; the others load them from disk), the
+milliseconds to score one caption query against the whole test gallery from stored representations
+(a matrix product for embeddings, cross-attention for the interaction family, the product plus
+top-k re-scoring for two-stage, XOR and popcount of packed codes for hashing), the bytes each
+gallery image costs in that stored form (a float32 vector, a K-bit code, cached float16 regions) and
+the milliseconds of one caption's top-10 search over it (an exact search: FAISS's exact Hamming
+search for codes, timam's exact top-k for vectors, every pair scored for the pair-score models).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def run_row(metrics: Mapping[str, Any]) -> dict[str, float]:
     cost = metrics.get("cost", {})
     row["train s"] = _number(cost.get("train_seconds"))
     row["score ms/query"] = _number(cost.get("score_ms_per_query"))
+    row["bytes/image"] = _number(cost.get("bytes_per_image"))
+    row["search ms/query"] = _number(cost.get("search_ms_per_query"))
     return row
 
 
@@ -67,7 +72,8 @@ def families_table(
         "",
         "mR: mean of R@1/5/10 both ways; mR index ties: the same under a stable argsort (published tables).",
         "val t2i R@1: the validation score that chose each checkpoint. train s: training wall time;",
-        "score ms/query: one caption scored against the whole test gallery from stored representations.",
+        "score ms/query: one caption scored against the whole test gallery from stored representations;",
+        "bytes/image: each gallery image's stored form; search ms/query: one caption's exact top-10 over it.",
         "",
         "| family | row | " + " | ".join(columns) + " |",
         "|---|---|" + "---|" * len(columns),

@@ -7,12 +7,40 @@ same record, so ``compare``, the families table and MLflow read one layout.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from timam.evaluation.config import EvaluationConfig
 from timam.evaluation.report import mean_recall
+
+# The top-k a search returns per query in the cost column (a result page).
+SEARCH_K = 10
+
+
+@dataclass(frozen=True)
+class GalleryCost:
+    """What searching a gallery costs: ``bytes_per_image`` of the stored representation (packed code,
+    float32 vector, cached regions) and ``search_seconds`` to return the :data:`SEARCH_K` best images
+    of every caption query (over all of them; the record gives it per query)."""
+
+    bytes_per_image: float
+    search_seconds: float
+
+    def to_dict(self, queries: int) -> dict[str, float]:
+        return {
+            "bytes_per_image": float(self.bytes_per_image),
+            "search_ms_per_query": 1000 * self.search_seconds / max(1, queries),
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> GalleryCost | None:
+        """From a scores bundle's ``metadata["search"]``; None when it has none."""
+        if not values:
+            return None
+        return cls(bytes_per_image=float(values["bytes_per_image"]), search_seconds=float(values["search_seconds"]))
+
 
 # What of the checkpoint's metadata every scored split carries into its metrics.
 # What the metrics record of each checkpoint: how it was chosen, or ("pretrained") where its weights came from.
@@ -28,10 +56,12 @@ def metrics_record(
     config: EvaluationConfig,
     *,
     score_seconds: float,
+    search: GalleryCost | None = None,
 ) -> dict[str, Any]:
     """``retrieval_metrics`` of ranked ``results``, whichever model made the scores: provenance (the
     scored bundle's ``metadata``), protocol, counts, chance, mR per tie rule and the cost (training
-    time, and the seconds per caption query of scoring it against the whole gallery)."""
+    time, the milliseconds per caption query of scoring it against the whole gallery and, with
+    ``search``, the gallery's bytes per image and the milliseconds of one query's top-k search)."""
     relevant_per_caption = (image_labels[None, :] == text_labels[:, None]).sum(dim=1).float()
     checkpoint = metadata.get("checkpoint", {})
     metrics: dict[str, Any] = {
@@ -56,6 +86,7 @@ def metrics_record(
         "cost": {
             "train_seconds": checkpoint.get("train_seconds"),
             "score_ms_per_query": 1000 * score_seconds / max(1, len(text_labels)),
+            **(search.to_dict(len(text_labels)) if search is not None else {}),
         },
     }
     mr = {rule: mean_recall(results, rule) for rule in config.tie_rules}

@@ -15,8 +15,7 @@ from tqdm.auto import tqdm
 from timam.inference.device import autocast, to_device_images
 from timam.inference.images import ImageFileDataset, eval_pixels
 from timam.models.dual_encoder import DualEncoderModel
-from timam.models.families import AnyModel, EmbeddingModel
-from timam.models.interaction import InteractionModel
+from timam.models.families import AnyModel, EmbeddingModel, PairScoreModel
 from timam.models.preprocessing import ImagePreprocessing
 
 
@@ -162,9 +161,9 @@ def text_outputs(
     padding's value never matters. An interaction model gives token states only (it has no
     caption embedding); a dual encoder's pooled text embedding stands for its token states.
     """
-    if isinstance(model, InteractionModel):
+    if isinstance(model, PairScoreModel):
         if project:
-            raise ValueError("an interaction model has no caption embedding: call text_outputs with project=False")
+            raise ValueError("a pair-score model has no caption embedding: call text_outputs with project=False")
         word_states, state_dim = model.word_states, model.transformer.config.hidden_size
     else:
         encoder = model.text_encoder

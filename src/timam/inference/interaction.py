@@ -15,14 +15,14 @@ from tqdm.auto import tqdm
 
 from timam.inference.device import autocast, to_device, to_device_images
 from timam.inference.embedding import distinct_captions, evaluation_mode, image_loader
-from timam.models.interaction import InteractionModel
+from timam.models.families import PairScoreModel
 
 logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def region_outputs(
-    model: InteractionModel,
+    model: PairScoreModel,
     paths: Sequence[str],
     *,
     views: Sequence[int],
@@ -50,7 +50,7 @@ def region_outputs(
 
 @torch.no_grad()
 def pair_scores(
-    model: InteractionModel,
+    model: PairScoreModel,
     regions: torch.Tensor,
     states: torch.Tensor,
     attention_mask: torch.Tensor,

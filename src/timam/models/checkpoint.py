@@ -12,6 +12,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from timam.models.aligned_memory import AlignedMemoryConfig
+from timam.models.attribute_family import AlignedMemoryModel, AttributeHashingModel
+from timam.models.attribute_hashing import AttributeHashingConfig
 from timam.models.config import ModelConfig
 from timam.models.dual_encoder import DualEncoderConfig, DualEncoderModel, is_dual_encoder_config
 from timam.models.families import AnyModel, EmbeddingModel
@@ -38,13 +41,19 @@ class Checkpoint:
     @property
     def embedding_model(self) -> EmbeddingModel:
         """The model, when it embeds images and captions; an interaction model has no embeddings."""
-        if isinstance(self.model, InteractionModel):
+        if isinstance(self.model, InteractionModel | AlignedMemoryModel):
+            kind = "an interaction (SCAN-style)" if isinstance(self.model, InteractionModel) else "an ACMM-style"
             raise ValueError(
-                f"checkpoint {self.version or ''} is an interaction (SCAN-style) model: it scores caption-image "
+                f"checkpoint {self.version or ''} is {kind} model: it scores caption-image "
                 "pairs and has no embeddings to index or search; score it with `kedro run --pipelines families` "
                 "or use an embedding checkpoint (model_checkpoint of `--pipelines train`)"
             )
         return self.model
+
+    @property
+    def is_hashing(self) -> bool:
+        """Whether the model makes hash codes (indexed and searched as packed bits by Hamming distance)."""
+        return isinstance(self.model, AttributeHashingModel)
 
 
 def checkpoint_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -55,6 +64,10 @@ def checkpoint_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 def _architecture(config_values: dict[str, Any], source: str) -> AnyModel:
     """The untrained architecture the checkpoint config declares (its ``family``, else TIMAM's)."""
     try:
+        if AttributeHashingConfig.is_config_of(config_values):
+            return AttributeHashingModel(AttributeHashingConfig.from_dict(config_values), pretrained=False)
+        if AlignedMemoryConfig.is_config_of(config_values):
+            return AlignedMemoryModel(AlignedMemoryConfig.from_dict(config_values), pretrained=False)
         if is_interaction_config(config_values):
             return InteractionModel(InteractionConfig.from_dict(config_values), pretrained=False)
         if is_dual_encoder_config(config_values):

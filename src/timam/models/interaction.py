@@ -68,6 +68,17 @@ def _resnet_feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tens
     return cast(torch.Tensor, net.layer4(net.layer3(net.layer2(net.layer1(x)))))
 
 
+def backbone_regions(backbone: nn.Module, images: torch.Tensor, view: int = 0) -> torch.Tensor:
+    """The last feature map of view ``view`` as regions, ``(batch, cells, channels)``: every pair-score
+    family's image input (SCAN-style here, ACMM-style in ``timam.models.attribute_family``)."""
+    images = image_view(images, view) if view else images
+    if hasattr(backbone, "forward_features"):
+        feature_map = cast(Any, backbone).forward_features(images)
+    else:
+        feature_map = _resnet_feature_map(backbone, images)
+    return feature_map.flatten(2).transpose(1, 2)
+
+
 class InteractionModel(nn.Module):
     """Frozen backbone and transformer, and the two projections into the joint space that train."""
 
@@ -98,12 +109,7 @@ class InteractionModel(nn.Module):
 
     def region_features(self, images: torch.Tensor, view: int = 0) -> torch.Tensor:
         """The backbone's last feature map of view ``view`` as regions, ``(batch, cells, channels)``."""
-        images = image_view(images, view) if view else images
-        if hasattr(self.backbone, "forward_features"):
-            feature_map = cast(Any, self.backbone).forward_features(images)
-        else:
-            feature_map = _resnet_feature_map(self.backbone, images)
-        return feature_map.flatten(2).transpose(1, 2)
+        return backbone_regions(self.backbone, images, view)
 
     def word_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         output = self.transformer(input_ids=input_ids.long(), attention_mask=attention_mask.long())

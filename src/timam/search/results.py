@@ -10,7 +10,8 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: its ``rank`` (1 = best), the index ``row``, the image ``path`` and the cosine ``score``.
+    """One result: its ``rank`` (1 = best), the index ``row``, the image ``path`` and its ``score`` (the
+    cosine; ``-Hamming distance`` in an index of hash codes).
 
     ``caption``: the row's caption when the collection has captions (the ranked caption for
     image-to-caption search), else None.

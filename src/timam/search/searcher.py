@@ -14,6 +14,11 @@ live in another space and their scores would mean nothing. Queries are embedded 
 records (its manifest's precision, tokenizer and token length), so an indexed image searched for
 itself scores 1 whatever machine serves it. The search pipeline wraps the test split the same way
 (:mod:`timam.search.split_index`), so there is one search path.
+
+A hashing checkpoint's index holds packed K-bit codes (``manifest.code_bits``): queries are embedded
+the same way (their relaxed codes), packed the same way (:func:`timam.retrieval.hamming.pack_codes`)
+and searched by Hamming distance; a hit's ``score`` is then ``-distance`` (an indexed image searched
+for itself scores 0), ties broken by lower row as the evaluation breaks them.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ import torch
 from timam.formats.storage import filesystem, is_local, is_remote, local_copy, url
 from timam.index.store import ImageIndex, check_index_checkpoint, load_image_index
 from timam.models.checkpoint import Checkpoint, read_checkpoint
+from timam.retrieval.hamming import hamming_scores, pack_codes
 from timam.retrieval.ranking import topk_indices
+from timam.retrieval.two_stage import topk_candidates
 from timam.search.encoder import QueryEncoder
 from timam.search.images import ImageSource, query_image
 from timam.search.locate import find_checkpoint_file, find_index_folder, version_of
@@ -100,6 +107,13 @@ class Searcher:
             precision=manifest.precision or "auto",
             device=device,
         )
+        if checkpoint.is_hashing != manifest.is_binary:
+            held = "packed hash codes" if manifest.is_binary else "float embeddings"
+            raise ValueError(
+                f"{index_name} holds {held}, but checkpoint {checkpoint.version} "
+                f"{'makes hash codes' if checkpoint.is_hashing else 'embeds into floats'}; query it with the "
+                "checkpoint that built it"
+            )
         if self.encoder.dim != image_index.manifest.embedding_dim:
             raise ValueError(
                 f"{index_name} holds {image_index.manifest.embedding_dim}-d embeddings but checkpoint "
@@ -220,11 +234,17 @@ class Searcher:
             for rank, (row, score, caption) in enumerate(found, start=1)
         ]
 
+    def _queries(self, vectors: np.ndarray) -> np.ndarray:
+        """What the index takes: the unit vectors, or their packed sign codes for a binary index."""
+        if not self.image_index.manifest.is_binary:
+            return vectors
+        return pack_codes(torch.from_numpy(vectors)).numpy()
+
     def _search(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         k = min(self._check_k(k), self.size)
         if self.size == 0 or len(vectors) == 0:
             return [[] for _ in range(len(vectors))]
-        scores, rows = self.image_index.search(vectors, k)
+        scores, rows = self.image_index.search(self._queries(vectors), k)
         return [self._hits(scores[i], rows[i]) for i in range(len(vectors))]
 
     def by_text(self, text: str, k: int = 10) -> list[Hit]:
@@ -252,7 +272,12 @@ class Searcher:
             raise ValueError(f"{self.index_name} has no captions; index a table with a caption column to rank them")
         k = min(self._check_k(k), len(self._gallery.texts))
         query = torch.from_numpy(self.encoder.images([query_image(image)]))
-        scores, found = topk_indices(query, self._caption_vectors(), k, normalize=False)
+        if self.image_index.manifest.is_binary:  # Hamming distances of the packed codes, ties by position
+            distances = hamming_scores(pack_codes(query), pack_codes(self._caption_vectors()))
+            found = topk_candidates(distances, k)
+            scores = distances.gather(1, found)
+        else:
+            scores, found = topk_indices(query, self._caption_vectors(), k, normalize=False)
         positions = found[0].numpy()
         return self._hits(scores[0].numpy(), self._gallery.rows[positions], [self._gallery.texts[p] for p in positions])
 

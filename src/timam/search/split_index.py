@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import faiss
 import numpy as np
 import pandas as pd
+import torch
 import torch.nn.functional as F
 
 from timam.formats.tensor_bundle import TensorBundle
+from timam.index.binary_index import build_binary_index, flat_plan
 from timam.index.faiss_index import build_index, plan_index
 from timam.index.store import ImageIndex, IndexManifest, collection_fingerprint
+from timam.models.attribute_family import AttributeHashingModel
 from timam.models.checkpoint import Checkpoint
+from timam.retrieval.hamming import pack_codes
 from timam.search.searcher import CaptionGallery, Searcher
 
 
@@ -40,12 +45,19 @@ def _required(bundle: TensorBundle, name: str, key: str) -> list:
     return list(value)
 
 
-def split_index(image_embeddings: TensorBundle) -> ImageIndex:
-    """The split's unique images as an exact (flat) index over their unit embeddings."""
+def split_index(image_embeddings: TensorBundle, code_bits: int | None = None) -> ImageIndex:
+    """The split's unique images as an exact (flat) index over their unit embeddings, or with
+    ``code_bits`` (a hashing checkpoint's) over their packed sign codes."""
     paths = _required(image_embeddings, "image_embeddings", "image_paths")
     vectors = np.ascontiguousarray(F.normalize(image_embeddings.tensors["embeddings"].float(), dim=1).numpy())
     count, dim = vectors.shape
-    plan = plan_index(count, dim, memory_budget_bytes=max(1, vectors.nbytes) * 4, flat_max=max(count, 1))
+    faiss_index: faiss.Index | faiss.IndexBinary
+    if code_bits is not None:
+        plan = flat_plan(count, code_bits)
+        faiss_index = build_binary_index(pack_codes(torch.from_numpy(vectors)).numpy(), plan, bits=code_bits)
+    else:
+        plan = plan_index(count, dim, memory_budget_bytes=max(1, vectors.nbytes) * 4, flat_max=max(count, 1))
+        faiss_index = build_index(vectors, plan, show_progress=False)
     rows = pd.DataFrame(
         {"path": paths, "size": np.zeros(count, dtype=np.int64), "mtime_ns": np.zeros(count, dtype=np.int64)}
     )
@@ -60,8 +72,9 @@ def split_index(image_embeddings: TensorBundle) -> ImageIndex:
         precision=image_embeddings.metadata.get("precision"),
         tokenizer=image_embeddings.metadata.get("tokenizer"),
         max_length=image_embeddings.metadata.get("max_length"),
+        code_bits=code_bits,
     )
-    return ImageIndex(index=build_index(vectors, plan, show_progress=False), manifest=manifest, rows=rows)
+    return ImageIndex(index=faiss_index, manifest=manifest, rows=rows)
 
 
 def split_searcher(
@@ -85,8 +98,10 @@ def split_searcher(
         rows=text_embeddings.tensors["image_index"].numpy().astype(np.int64),
         vectors=F.normalize(text_embeddings.tensors["embeddings"].float(), dim=1),
     )
+    model = model_checkpoint.model
+    code_bits = model.config.code_bits if isinstance(model, AttributeHashingModel) else None
     return Searcher(
-        image_index=split_index(image_embeddings),
+        image_index=split_index(image_embeddings, code_bits),
         checkpoint=model_checkpoint,
         device=device,
         index_name=f"the {image_embeddings.metadata.get('split')} split",

@@ -36,6 +36,10 @@ class OptimizerConfig(ParameterBlock):
     """sgd only"""
 
 
+# The attribute-hashing heads' terms (timam.training.hashing): no other model has what they train.
+HASHING_TERMS = ("attribute_prediction", "similarity_preserving", "quantization")
+
+
 class LossWeights(ParameterBlock):
     """Weight of each loss term; 0 switches a term off. The default is TIMAM's objective L_I + L_M + L_D."""
 
@@ -55,6 +59,14 @@ class LossWeights(ParameterBlock):
     """IRRA's similarity distribution matching (training.sdm_temperature)"""
     siglip: NonNegativeFloat = 0.0
     """SigLIP's pairwise sigmoid loss with a learnable temperature and bias"""
+    attribute_prediction: NonNegativeFloat = 0.0
+    """attribute hashing (AgNet-style): multi-label cross-entropy of each modality's attribute logits
+    against the attribute vocabulary's targets (L_a)"""
+    similarity_preserving: NonNegativeFloat = 0.0
+    """attribute hashing: the cross-modal likelihood of same-identity pairs under the relaxed codes'
+    inner products (L_s, DCMH's)"""
+    quantization: NonNegativeFloat = 0.0
+    """attribute hashing: the relaxed codes' squared distance to their signs (L_q)"""
 
 
 class AdversarialConfig(ParameterBlock):

@@ -30,7 +30,7 @@ from timam.formats.atomic import atomic_path
 from timam.inference.device import IMAGE_MEMORY_FORMAT, compute_dtype
 from timam.models.config import ModelConfig
 from timam.models.dual_encoder import DualEncoderConfig
-from timam.models.interaction import InteractionConfig
+from timam.models.frozen_encoders import FrozenEncodersConfig
 from timam.models.text_encoder import resolve_text_model
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def _dtype_part(device: torch.device, precision: str) -> list[str]:
 
 
 def image_feature_key(
-    config: ModelConfig | InteractionConfig | DualEncoderConfig,
+    config: ModelConfig | DualEncoderConfig | FrozenEncodersConfig,
     paths: Sequence[str],
     device: torch.device,
     *,
@@ -157,7 +157,7 @@ def image_feature_key(
 
 
 def token_state_key(
-    config: ModelConfig | InteractionConfig | DualEncoderConfig,
+    config: ModelConfig | DualEncoderConfig | FrozenEncodersConfig,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     device: torch.device,

@@ -1,4 +1,5 @@
-"""Training the interaction (SCAN-style) model: its two projections on cached frozen regions and words.
+"""Training the pair-score models: SCAN-style projections, or the ACMM-style aligned memory, on cached
+frozen regions and words.
 
 SCAN trains on fixed detector features with the hardest-negative triplet loss on its pair
 scores; here the regions are a frozen backbone's feature-map cells and the words a frozen
@@ -10,6 +11,10 @@ R@1 only, ranked by the same tie-aware code as every other model. Only the pair 
 loss terms are this family's own: the batches, step, schedulers, resume state and checkpoint
 choice are the shared loop's (``timam.training.epoch``, ``timam.training.loop.fit``), and the
 token states the shared cache's (``timam.training.cached_split.CachedCaptions``).
+
+The ACMM-style model of the attribute family (:class:`~timam.models.attribute_family.AlignedMemoryModel`)
+trains on the same path with the same terms: its regions, words and pair scores take the places of
+SCAN's, and its image branch also trains the memory items both modalities read and update.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from timam.inference.device import model_to, pick_device, to_device
 from timam.inference.interaction import pair_scores, region_outputs
 from timam.inference.split_data import SplitData
 from timam.losses import cmpm_loss_from_scores, hardest_negative_triplet_from_scores
+from timam.models.aligned_memory import AlignedMemoryConfig
+from timam.models.attribute_family import AlignedMemoryModel
 from timam.models.checkpoint import Checkpoint
+from timam.models.families import PairScoreModel
 from timam.models.interaction import InteractionConfig, InteractionModel
 from timam.retrieval.ranking import score_ranking_metrics
 from timam.retrieval.relevance import relevance_labels
 from timam.training.cached_split import CachedCaptions
-from timam.training.config import TrainingConfig
+from timam.training.config import HASHING_TERMS, TrainingConfig
 from timam.training.determinism import kernel_settings
 from timam.training.epoch import SCORE, EpochTrainer
 from timam.training.feature_cache import cached_tensor, image_feature_key
@@ -41,8 +49,9 @@ from timam.training.resume import run_fingerprint
 
 logger = logging.getLogger(__name__)
 
-# Loss terms that need embeddings (classifiers, the modality discriminator): none exist here.
-_EMBEDDING_TERMS = ("identification", "cmpc", "adversarial")
+# Loss terms that need embeddings (classifiers, the modality discriminator) or attribute-hashing
+# heads: none exist here.
+_EMBEDDING_TERMS = ("identification", "cmpc", "adversarial", *HASHING_TERMS)
 
 
 def check_interaction_training(config: TrainingConfig) -> None:
@@ -70,11 +79,11 @@ class InteractionSplit(CachedCaptions):
     """A split's frozen regions (every view in ``views``) and token states, computed once (and kept
     on disk with a ``training.feature_cache_dir``)."""
 
-    model: InteractionModel
+    model: PairScoreModel
 
     def __init__(
         self,
-        model: InteractionModel,
+        model: PairScoreModel,
         data: SplitData,
         views: tuple[int, ...],
         config: TrainingConfig,
@@ -121,15 +130,16 @@ class InteractionTrainer(EpochTrainer):
     "text") with its plateau scheduler; a batch's terms come from its pair scores, validation ranks
     the pair scores of the validation split."""
 
-    model: InteractionModel
+    model: PairScoreModel
     train: InteractionSplit
     val: InteractionSplit
 
-    def __init__(self, model: InteractionModel, train: InteractionSplit, val: InteractionSplit) -> None:
+    def __init__(self, model: PairScoreModel, train: InteractionSplit, val: InteractionSplit) -> None:
         super().__init__(model, train, val, train.config, train.device)
+        image, text = branch_parameters(model)
         self.optimizers = {
-            "image": make_optimizer(list(model.region_projection.parameters()), self.config.image_optimizer),
-            "text": make_optimizer(list(model.word_projection.parameters()), self.config.text_optimizer),
+            "image": make_optimizer(image, self.config.image_optimizer),
+            "text": make_optimizer(text, self.config.text_optimizer),
         }
         self.schedulers = plateau_schedulers(self.optimizers, self.config.schedule)
 
@@ -189,16 +199,31 @@ class InteractionTrainer(EpochTrainer):
         return {SCORE: metrics["expected"]["R@1"]}
 
 
-def head_state(model: InteractionModel) -> dict[str, torch.Tensor]:
-    """What training changes: the projections (the frozen parts are the pretrained weights)."""
-    prefixes = ("region_projection.", "word_projection.")
-    return {name: t.detach().cpu().clone() for name, t in model.state_dict().items() if name.startswith(prefixes)}
+def branch_parameters(model: PairScoreModel) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """The image branch's and the text branch's trained parameters (an ACMM-style model's memory
+    items, read and written by both modalities, train with the image branch)."""
+    if isinstance(model, AlignedMemoryModel):
+        memory = model.memory
+        image = [*memory.region_projection.parameters(), *memory.image_interface.parameters(), memory.memory]
+        return image, [*memory.word_projection.parameters(), *memory.text_interface.parameters()]
+    return list(model.region_projection.parameters()), list(model.word_projection.parameters())
+
+
+def head_state(model: PairScoreModel) -> dict[str, torch.Tensor]:
+    """What training changes: everything but the frozen backbone and transformer (pretrained weights)."""
+    frozen = ("backbone.", "transformer.")
+    return {name: t.detach().cpu().clone() for name, t in model.state_dict().items() if not name.startswith(frozen)}
+
+
+def pair_score_model(config: InteractionConfig | AlignedMemoryConfig) -> PairScoreModel:
+    """The untrained pair-score model of ``config`` (SCAN-style or ACMM-style), its encoders loaded."""
+    return AlignedMemoryModel(config) if isinstance(config, AlignedMemoryConfig) else InteractionModel(config)
 
 
 def train_interaction(
-    train: SplitData, val: SplitData, model_config: InteractionConfig, config: TrainingConfig
+    train: SplitData, val: SplitData, model_config: InteractionConfig | AlignedMemoryConfig, config: TrainingConfig
 ) -> tuple[Checkpoint, pd.DataFrame]:
-    """Train the projections and return the best-on-validation checkpoint and the history; with
+    """Train the heads and return the best-on-validation checkpoint and the history; with
     ``training.state_path`` the run saves and resumes its state as every family does
     (:func:`~timam.training.loop.fit`)."""
     check_interaction_training(config)
@@ -206,8 +231,8 @@ def train_interaction(
     with kernel_settings(config.deterministic):
         generator = seed_everything(config.seed)
         device = pick_device(config.device)
-        logger.info("Training the interaction model on %s: %d train captions", device, train.num_captions)
-        model = model_to(InteractionModel(model_config), device)
+        logger.info("Training the pair-score model on %s: %d train captions", device, train.num_captions)
+        model = model_to(pair_score_model(model_config), device)
         trainer = InteractionTrainer(
             model,
             InteractionSplit(model, train, model.views, config, device),

@@ -16,8 +16,8 @@ import pandas as pd
 
 from timam.models.config import ModelConfig, model_config
 from timam.models.dual_encoder import DualEncoderConfig, DualEncoderModel
-from timam.models.families import EmbeddingModel
-from timam.models.interaction import InteractionConfig
+from timam.models.families import ObjectiveModel
+from timam.models.frozen_encoders import FrozenEncodersConfig
 from timam.models.timam import TimamModel
 
 # The architecture of an embedding model a run builds.
@@ -30,7 +30,7 @@ def train_classes(captions: pd.DataFrame) -> int:
 
 
 def check_tokenizer(
-    config: ModelConfig | InteractionConfig | DualEncoderConfig,
+    config: ModelConfig | DualEncoderConfig | FrozenEncodersConfig,
     tokenizer: str | None,
     *,
     tokens: str = "caption_tokens were made by tokenizer",
@@ -45,7 +45,7 @@ def check_tokenizer(
         raise ValueError(f"{tokens} {tokenizer!r} but {model} {config.text_model!r}; {fix}")
 
 
-def build_model(config: EmbeddingConfig) -> EmbeddingModel:
+def build_model(config: EmbeddingConfig) -> ObjectiveModel:
     """The untrained model of ``config``, its pretrained parts loaded (a dual encoder reads its checkpoint)."""
     return DualEncoderModel(config) if isinstance(config, DualEncoderConfig) else TimamModel(config)
 

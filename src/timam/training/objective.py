@@ -24,7 +24,7 @@ from timam.losses import (
     sdm_loss,
     siglip_loss,
 )
-from timam.training.config import TrainingConfig
+from timam.training.config import HASHING_TERMS, TrainingConfig
 from timam.training.epoch import weighted_total
 
 
@@ -50,6 +50,12 @@ class TimamObjective(nn.Module):
     ) -> None:
         super().__init__()
         self.weights = config.loss_weights
+        hashing = [name for name in HASHING_TERMS if getattr(self.weights, name)]
+        if hashing:
+            raise ValueError(
+                f"training.loss_weights {hashing} train attribute-hashing heads (the families pipeline's agnet "
+                "rows), which an embedding model has not; set them to 0"
+            )
         self.adversarial = config.adversarial
         self.triplet_margin = config.triplet_margin
         self.sdm_temperature = config.sdm_temperature

@@ -23,7 +23,7 @@ from timam.inference.device import to_device, to_device_images
 from timam.inference.embedding import distinct_captions, image_outputs
 from timam.inference.images import train_pixels
 from timam.models.dual_encoder import DualEncoderConfig, DualEncoderModel
-from timam.models.families import EmbeddingModel
+from timam.models.families import ObjectiveModel
 from timam.retrieval.ranking import ranking_metrics
 from timam.retrieval.relevance import relevance_labels
 from timam.training.cached_split import (
@@ -56,7 +56,7 @@ from timam.training.progress import EpochProgress
 logger = logging.getLogger(__name__)
 
 
-def checkpoint_temperatures(model: EmbeddingModel) -> dict[str, float]:
+def checkpoint_temperatures(model: ObjectiveModel) -> dict[str, float]:
     """A CLIP-family checkpoint's learned temperature (and SigLIP's bias): the contrastive terms
     continue from them; other models start from the papers' initial values."""
     config = model.config
@@ -76,13 +76,13 @@ class TimamTrainer(EpochTrainer):
     (see ``timam.training.distributed``); every rank validates, so schedulers agree without messages.
     """
 
-    model: EmbeddingModel
+    model: ObjectiveModel
     train: CachedSplit
     val: CachedSplit
 
     def __init__(
         self,
-        model: EmbeddingModel,
+        model: ObjectiveModel,
         train: CachedSplit,
         val: CachedSplit,
         config: TrainingConfig,

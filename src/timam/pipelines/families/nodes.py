@@ -1,5 +1,6 @@
-"""Nodes of the families table: each row's parameters, the interaction model's training and pair
-scores, two-stage re-ranking, ranking any score matrix, and the one summary table."""
+"""Nodes of the families table: each row's parameters, the pair-score models' training and pair
+scores (SCAN-style, ACMM-style), two-stage re-ranking, ranking any score matrix, and the one summary
+table. The attribute-hashing rows' nodes are :mod:`timam.pipelines.families.attribute_nodes`."""
 
 from __future__ import annotations
 
@@ -10,20 +11,23 @@ from typing import Any
 import pandas as pd
 import torch
 
+from timam.evaluation.attribute_accuracy import accuracy_markdown
 from timam.evaluation.config import evaluation_config
 from timam.evaluation.families_table import families_table
-from timam.evaluation.record import CHECKPOINT_SUMMARY, metrics_record
+from timam.evaluation.record import CHECKPOINT_SUMMARY, SEARCH_K, GalleryCost, metrics_record
 from timam.evaluation.report import markdown_report
 from timam.formats.tensor_bundle import TensorBundle
 from timam.inference.config import embedding_config
 from timam.inference.device import model_to, pick_device
 from timam.inference.interaction import pair_scores
 from timam.inference.split_data import SplitData, split_data
+from timam.models.aligned_memory import AlignedMemoryConfig
 from timam.models.checkpoint import Checkpoint
-from timam.models.interaction import InteractionConfig, InteractionModel
+from timam.models.families import PairScoreModel
+from timam.models.interaction import InteractionConfig
 from timam.retrieval.ranking import score_ranking_metrics, similarity
 from timam.retrieval.relevance import relevance_labels
-from timam.retrieval.two_stage import two_stage_scores
+from timam.retrieval.two_stage import topk_candidates, two_stage_scores
 from timam.studies.families import families_config
 from timam.training.config import training_config
 from timam.training.interaction import InteractionSplit, train_interaction
@@ -42,8 +46,13 @@ def row_parameters(
 def train_interaction_model(
     captions: pd.DataFrame, caption_tokens: TensorBundle, model: Mapping[str, Any], training: Mapping[str, Any]
 ) -> tuple[Checkpoint, pd.DataFrame]:
-    """Train the SCAN-style model on the train split, choosing the checkpoint on the val split only."""
-    config = InteractionConfig.from_dict(model)
+    """Train the pair-score model (SCAN-style, or ACMM-style when ``model.family`` is acmm) on the
+    train split, choosing the checkpoint on the val split only."""
+    config: InteractionConfig | AlignedMemoryConfig = (
+        AlignedMemoryConfig.from_dict(model)
+        if AlignedMemoryConfig.is_config_of(model)
+        else InteractionConfig.from_dict(model)
+    )
     check_tokenizer(config, caption_tokens.metadata.get("tokenizer"))
     checkpoint, history = train_interaction(
         split_data(captions, caption_tokens, "train"),
@@ -55,8 +64,8 @@ def train_interaction_model(
     return checkpoint, history
 
 
-def _interaction_model(checkpoint: Checkpoint) -> InteractionModel:
-    if not isinstance(checkpoint.model, InteractionModel):
+def _interaction_model(checkpoint: Checkpoint) -> PairScoreModel:
+    if not isinstance(checkpoint.model, PairScoreModel):
         raise ValueError(f"checkpoint {checkpoint.version} is an embedding model; pair scores need an interaction one")
     return checkpoint.model
 
@@ -72,13 +81,22 @@ def _test_inputs(
     return split.regions[0], split.token_states, split.attention_mask
 
 
-def _scores_bundle(
+def regions_bytes(regions: torch.Tensor) -> int:
+    """Bytes per image of cached regions ``(images, cells, channels)``: what a pair-score gallery stores."""
+    return int(regions.shape[1] * regions.shape[2] * regions.element_size())
+
+
+def scores_bundle(
     data: SplitData,
     checkpoint: Checkpoint,
     scores: dict[str, torch.Tensor],
     score_seconds: float,
     extra: Mapping[str, Any] | None = None,
+    *,
+    search: GalleryCost | None = None,
 ) -> TensorBundle:
+    """The score matrices of a split with what ranks them (identities, each caption's image) and
+    their provenance and cost, for :func:`rank_pair_scores`."""
     summary = {k: v for k, v in checkpoint.metadata.items() if k in CHECKPOINT_SUMMARY}
     return TensorBundle(
         tensors={
@@ -93,6 +111,11 @@ def _scores_bundle(
             "training": checkpoint.metadata.get("training", {}),
             "split": data.split,
             "score_seconds": score_seconds,
+            **(
+                {"search": {"bytes_per_image": search.bytes_per_image, "search_seconds": search.search_seconds}}
+                if search is not None
+                else {}
+            ),
         },
     )
 
@@ -113,8 +136,16 @@ def score_test_pairs(
     started = time.perf_counter()
     scores = pair_scores(model, regions, states, mask, device=device, show_progress=True)
     seconds = time.perf_counter() - started
-    return _scores_bundle(
-        data, model_checkpoint, {"text_to_image": scores, "image_to_text": scores.t().contiguous()}, seconds
+    started = time.perf_counter()
+    topk_candidates(scores, SEARCH_K)
+    # A pair-score search scores every pair, then keeps the top k.
+    search = GalleryCost(regions_bytes(regions), seconds + time.perf_counter() - started)
+    return scores_bundle(
+        data,
+        model_checkpoint,
+        {"text_to_image": scores, "image_to_text": scores.t().contiguous()},
+        seconds,
+        search=search,
     )
 
 
@@ -173,10 +204,15 @@ def two_stage_test_pairs(
         "train_seconds": (first_training or 0.0) + (second_training or 0.0),
         "val_t2i_R@1": None,  # two checkpoints, each chosen on validation; no score of its own
     }
-    bundle = _scores_bundle(
-        data, interaction_checkpoint, {"text_to_image": text_to_image, "image_to_text": image_to_text}, seconds, extra
+    stored = 4 * image_embeddings.tensors["embeddings"].shape[1] + regions_bytes(regions)
+    return scores_bundle(
+        data,
+        interaction_checkpoint,
+        {"text_to_image": text_to_image, "image_to_text": image_to_text},
+        seconds,
+        extra,
+        search=GalleryCost(stored, seconds),  # every caption's whole two-stage ranking: its top k is a prefix
     )
-    return bundle
 
 
 def rank_pair_scores(pair_scores_bundle: TensorBundle, evaluation: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -204,15 +240,29 @@ def rank_pair_scores(pair_scores_bundle: TensorBundle, evaluation: Mapping[str, 
         text_labels,
         config,
         score_seconds=pair_scores_bundle.metadata["score_seconds"],
+        search=GalleryCost.from_dict(pair_scores_bundle.metadata.get("search")),
     )
     return metrics, markdown_report(metrics, config.published_results())
 
 
 def summarise_families(
-    families: Mapping[str, Any], *run_metrics: dict[str, Any], rows: tuple[str, ...], seeds_per_row: int
+    families: Mapping[str, Any],
+    *outputs: dict[str, Any],
+    rows: tuple[str, ...],
+    seeds_per_row: int,
+    derived_labels: Mapping[str, str],
+    accuracy_of: str | None = None,
 ) -> tuple[pd.DataFrame, str]:
-    """Mean ± std over the seeds of every row (pipeline order: every seed of a row, then the next row)."""
+    """Mean ± std over the seeds of every row (pipeline order: every seed of a row, then the next
+    row), then, with ``accuracy_of``, the attribute accuracy records of that row's seeds (the
+    outputs after the metrics) as their own section. ``derived_labels``: the family of each row
+    that re-scores other rows' models (two-stage, the attribute space) and so has no parameters."""
     config = families_config(families)
     labels = {name: config.rows[name].label or config.rows[name].family for name in config.rows}
-    labels["two_stage"] = "two-stage"
-    return families_table(run_metrics, rows=rows, labels=labels, seeds_per_row=seeds_per_row)
+    labels.update(derived_labels)
+    runs = len(rows) * seeds_per_row
+    table, report = families_table(outputs[:runs], rows=rows, labels=labels, seeds_per_row=seeds_per_row)
+    if accuracy_of is not None:
+        title = f"Attribute prediction on the test split ({accuracy_of}; mean ± std over {seeds_per_row} seeds)"
+        report += "\n" + "\n".join(accuracy_markdown([record["branches"] for record in outputs[runs:]], title=title))
+    return table, report

@@ -3,9 +3,18 @@
 Each row and seed lives in its own namespace (``families.<row>_seed<k>``), so kedro-viz shows them
 side by side: embedding rows are the train pipeline's training node and the evaluate pipeline's
 embed and rank nodes (as the ablation); interaction rows train the SCAN-style model and rank its
-pair scores; ``two_stage_seed<k>`` re-ranks that seed's TIMAM top-k with its SCAN model. A last
+pair scores; ``two_stage_seed<k>`` re-ranks that seed's TIMAM top-k with its SCAN model. The
+attribute family (issue 29): ``agnet_hash_<K>`` rows train AgNet-style heads with K-bit codes and
+rank by Hamming distance; ``attributes_float`` ranks the same seed's ``agnet_hash_64`` model by
+cosine in its attribute space, ``agnet_hash_64_rerank`` re-ranks its Hamming top-k there, and its
+accuracy report (``attribute_accuracy``, ``attribute_examples``) scores its attribute predictions;
+``acmm`` trains the ACMM-style aligned memory on the interaction rows' path. The attribute rows
+read the ``attribute_vocabulary``, fitted by the node in namespace ``families.attributes``. A last
 node tabulates mean and spread over the seeds. Rows are fixed here (and must be keys of
 ``params:families.rows``) because a pipeline's shape cannot depend on parameters.
+
+``--namespaces`` runs only the nodes of the namespaces named: run ``--pipelines prepare`` first, and
+name ``families.attributes`` with the first attribute rows (or once before them).
 """
 
 from functools import partial, update_wrapper
@@ -13,6 +22,14 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Node, Pipeline, pipeline
 
 from timam.pipelines.evaluate.pipeline import create_pipeline as create_evaluate_pipeline
+from timam.pipelines.families.attribute_nodes import (
+    attribute_accuracy_report,
+    fit_attribute_vocabulary,
+    rerank_codes_by_attributes,
+    score_attribute_space,
+    score_hashing_codes,
+    train_hashing_model,
+)
 from timam.pipelines.families.nodes import (
     rank_pair_scores,
     row_parameters,
@@ -28,11 +45,20 @@ EMBEDDING_ROWS = ("cmpm", "vsepp", "infonce", "sdm", "timam_identification_cmpm"
 INTERACTION_ROWS = ("scan_t2i", "scan_i2t")
 # The two-stage row: the first row's top-k re-scored by the second's.
 TWO_STAGE = ("timam", "scan_t2i")
-ROWS = (*EMBEDDING_ROWS, *INTERACTION_ROWS, "two_stage")
+HASHING_ROWS = ("agnet_hash_16", "agnet_hash_32", "agnet_hash_64", "agnet_hash_128")
+# The hashing row whose model the attribute-space rows score and whose attribute accuracy is reported.
+ATTRIBUTE_MODEL = "agnet_hash_64"
+ATTRIBUTE_SPACE_ROWS = ("attributes_float", f"{ATTRIBUTE_MODEL}_rerank")
+MEMORY_ROWS = ("acmm",)
+ROWS = (*EMBEDDING_ROWS, *INTERACTION_ROWS, "two_stage", *HASHING_ROWS, *ATTRIBUTE_SPACE_ROWS, *MEMORY_ROWS)
+# Rows that re-score other rows' models: no parameters of their own, their family named here.
+DERIVED_LABELS = {"two_stage": "two-stage", **dict.fromkeys(ATTRIBUTE_SPACE_ROWS, "attribute")}
 SEEDS = (0, 1, 2)
+VOCABULARY_NAMESPACE = "families.attributes"
 
 _ROW_INPUTS = {"params:model": "model_parameters", "params:training": "training_parameters"}
 _SHARED = {"captions", "caption_tokens"}
+_ATTRIBUTE_SHARED = {*_SHARED, "attribute_vocabulary", "raw_annotations"}
 
 
 def run_name(row: str, seed: int) -> str:
@@ -87,9 +113,96 @@ def _namespaced(template: Pipeline, namespace: str, inputs: set[str] | dict[str,
     return pipeline(template, namespace=f"families.{namespace}", inputs=inputs, parameters=parameters, tags="families")
 
 
+def _hashing_template(with_accuracy: bool) -> Pipeline:
+    nodes = [
+        Node(
+            train_hashing_model,
+            [
+                "captions",
+                "caption_tokens",
+                "attribute_vocabulary",
+                "raw_annotations",
+                "model_parameters",
+                "training_parameters",
+                "params:families",
+            ],
+            ["model_checkpoint", "training_history"],
+            name="train_hashing_model",
+        ),
+        Node(
+            score_hashing_codes,
+            ["model_checkpoint", "captions", "caption_tokens", "params:evaluation", "params:embedding"],
+            "pair_scores",
+            name="score_hashing_codes",
+        ),
+        _rank_node(),
+    ]
+    if with_accuracy:
+        nodes.append(
+            Node(
+                attribute_accuracy_report,
+                [
+                    "model_checkpoint",
+                    "captions",
+                    "caption_tokens",
+                    "attribute_vocabulary",
+                    "raw_annotations",
+                    "params:families",
+                    "params:evaluation",
+                    "params:embedding",
+                ],
+                ["attribute_accuracy", "attribute_examples"],
+                name="attribute_accuracy_report",
+            )
+        )
+    return Pipeline(nodes)
+
+
 def _row_pipeline(row: str, seed: int) -> Pipeline:
-    template = _embedding_template() if row in EMBEDDING_ROWS else _interaction_template()
-    return _namespaced(template + Pipeline([_select(row, seed)]), run_name(row, seed), _SHARED)
+    if row in EMBEDDING_ROWS:
+        template, shared = _embedding_template(), _SHARED
+    elif row in HASHING_ROWS:
+        template, shared = _hashing_template(with_accuracy=row == ATTRIBUTE_MODEL), _ATTRIBUTE_SHARED
+    else:  # SCAN-style and ACMM-style rows train and score on one path
+        template, shared = _interaction_template(), _SHARED
+    return _namespaced(template + Pipeline([_select(row, seed)]), run_name(row, seed), shared)
+
+
+def _attribute_space_pipeline(row: str, seed: int) -> Pipeline:
+    """``attributes_float`` or the re-rank row: the seed's :data:`ATTRIBUTE_MODEL` scored in its attribute space."""
+    parameters = ["params:families"] if row.endswith("_rerank") else []
+    score = rerank_codes_by_attributes if row.endswith("_rerank") else score_attribute_space
+    template = Pipeline(
+        [
+            Node(
+                score,
+                [
+                    "model_checkpoint",
+                    "captions",
+                    "caption_tokens",
+                    *parameters,
+                    "params:evaluation",
+                    "params:embedding",
+                ],
+                "pair_scores",
+                name=score.__name__,
+            ),
+            _rank_node(),
+        ]
+    )
+    inputs = {"model_checkpoint": f"families.{run_name(ATTRIBUTE_MODEL, seed)}.model_checkpoint"}
+    return _namespaced(template, run_name(row, seed), {**inputs, **{name: name for name in _SHARED}})
+
+
+def _vocabulary_node() -> Node:
+    return Node(
+        fit_attribute_vocabulary,
+        ["captions", "raw_annotations", "params:families"],
+        "attribute_vocabulary",
+        name="fit_attribute_vocabulary",
+        namespace=VOCABULARY_NAMESPACE,
+        tags="families",
+    )
 
 
 def _two_stage_pipeline(seed: int) -> Pipeline:
@@ -125,14 +238,26 @@ def _two_stage_pipeline(seed: int) -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     runs = [(row, seed) for row in ROWS for seed in SEEDS]
-    trained = [_row_pipeline(row, seed) for row in ROWS[:-1] for seed in SEEDS]
+    trained_rows = (*EMBEDDING_ROWS, *INTERACTION_ROWS, *HASHING_ROWS, *MEMORY_ROWS)
+    trained = [_row_pipeline(row, seed) for row in trained_rows for seed in SEEDS]
     two_stage = [_two_stage_pipeline(seed) for seed in SEEDS]
-    summarise = update_wrapper(partial(summarise_families, rows=ROWS, seeds_per_row=len(SEEDS)), summarise_families)
+    attribute_space = [_attribute_space_pipeline(row, seed) for row in ATTRIBUTE_SPACE_ROWS for seed in SEEDS]
+    summarise = update_wrapper(
+        partial(
+            summarise_families,
+            rows=ROWS,
+            seeds_per_row=len(SEEDS),
+            derived_labels=DERIVED_LABELS,
+            accuracy_of=ATTRIBUTE_MODEL,
+        ),
+        summarise_families,
+    )
+    accuracy = [f"families.{run_name(ATTRIBUTE_MODEL, seed)}.attribute_accuracy" for seed in SEEDS]
     summary = Pipeline(
         [
             Node(
                 summarise,
-                ["params:families", *(f"families.{run_name(*run)}.retrieval_metrics" for run in runs)],
+                ["params:families", *(f"families.{run_name(*run)}.retrieval_metrics" for run in runs), *accuracy],
                 ["families_summary", "families_report"],
                 name="summarise_families",
                 namespace="families",
@@ -140,4 +265,5 @@ def create_pipeline(**kwargs) -> Pipeline:
             )
         ]
     )
-    return create_prepare_pipeline() + sum([*trained, *two_stage], Pipeline([])) + summary
+    rows = sum([*trained, *two_stage, *attribute_space], Pipeline([]))
+    return create_prepare_pipeline() + Pipeline([_vocabulary_node()]) + rows + summary

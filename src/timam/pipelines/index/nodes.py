@@ -1,4 +1,11 @@
-"""List a collection, embed it in shards, merge the shards, build the FAISS index (see pipeline.py)."""
+"""List a collection, embed it in shards, merge the shards, build the FAISS index (see pipeline.py).
+
+A hashing checkpoint (the families pipeline's AgNet-style rows) embeds each image into its relaxed
+code, whose signs are its K-bit hash code: the shards and the merge treat it as any embedding, and
+the index holds the codes packed to K / 8 bytes in a FAISS binary index searched by Hamming distance
+(:mod:`timam.index.binary_index`: exact, ties by lower row as the evaluation breaks them; an IVF at
+scale), planned within the same ``index.memory_budget``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import faiss
 import numpy as np
 import pandas as pd
+import torch
 
+from timam.index.binary_index import build_binary_index, plan_binary_index
 from timam.index.collection import list_collection
 from timam.index.config import index_config
 from timam.index.faiss_index import DEFAULT_FLAT_MAX, build_index, plan_index
@@ -18,7 +28,9 @@ from timam.index.shards import checkpoint_folder, write_shards
 from timam.index.store import ImageIndex, IndexManifest, collection_fingerprint
 from timam.inference.config import embedding_config
 from timam.inference.device import dtype_name, model_to, pick_device
+from timam.models.attribute_family import AttributeHashingModel
 from timam.models.checkpoint import Checkpoint
+from timam.retrieval.hamming import pack_codes
 from timam.tokenization import tokenization_config
 
 logger = logging.getLogger(__name__)
@@ -37,7 +49,8 @@ def embed_image_collection(
     model_checkpoint: Checkpoint, image_collection: pd.DataFrame, index: Mapping[str, Any], embedding: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Embed this writer's shards that are missing or stale; returns what was done, for the merge
-    (with ``precision``, the compute dtype the images were embedded in: the queries' too).
+    (with ``precision``, the compute dtype the images were embedded in: the queries' too, and
+    ``code_bits``, K for a hashing checkpoint, whose index holds packed codes; else None).
 
     Shards live in ``index.shard_dir/<checkpoint version>/`` (:mod:`timam.index.shards`); each is
     written as soon as it is finished, so a rerun after a crash resumes at the first missing one.
@@ -67,7 +80,9 @@ def embed_image_collection(
         run.seconds,
         run.bad_images,
     )
-    return {**run.to_dict(), "precision": dtype_name(device, embed.precision)}
+    model = model_checkpoint.model
+    code_bits = model.config.code_bits if isinstance(model, AttributeHashingModel) else None
+    return {**run.to_dict(), "precision": dtype_name(device, embed.precision), "code_bits": code_bits}
 
 
 def merge_image_shards(
@@ -111,19 +126,34 @@ def build_image_index(
 ) -> ImageIndex:
     """The FAISS index of the vectors, planned from their count and ``index.memory_budget``, with its
     manifest: checkpoint version, embedding size, image count, collection fingerprint, plan, and how
-    queries must be embedded (the images' precision, the tokenizer and its token length)."""
+    queries must be embedded (the images' precision, the tokenizer and its token length). For a
+    hashing checkpoint (``index_shards["code_bits"]``) the vectors' signs are packed into a binary index."""
     config, tokens = index_config(index), tokenization_config(tokenization)
     count, dim = index_vectors.shape
-    plan = plan_index(
+    code_bits = index_shards.get("code_bits")
+    faiss_index: faiss.Index | faiss.IndexBinary
+    if code_bits is not None:
+        plan = plan_binary_index(
+            count, int(code_bits), memory_budget_bytes=config.budget_bytes, flat_max=config.flat_max
+        )
+        codes = pack_codes(torch.from_numpy(index_vectors)).numpy()
+        faiss_index = build_binary_index(codes, plan, bits=int(code_bits), seed=config.seed)
+    else:
+        plan = plan_index(
+            count,
+            dim,
+            memory_budget_bytes=config.budget_bytes,
+            flat_max=DEFAULT_FLAT_MAX if config.flat_max is None else int(config.flat_max),
+        )
+        faiss_index = build_index(index_vectors, plan, seed=config.seed, show_progress=config.show_progress)
+    logger.info(
+        "Index plan for %d x %d %s: %s (about %.1f MiB)",
         count,
         dim,
-        memory_budget_bytes=config.budget_bytes,
-        flat_max=DEFAULT_FLAT_MAX if config.flat_max is None else int(config.flat_max),
+        "bits" if code_bits is not None else "vectors",
+        plan.factory,
+        plan.estimated_bytes / 2**20,
     )
-    logger.info(
-        "Index plan for %d x %d vectors: %s (about %.1f MiB)", count, dim, plan.factory, plan.estimated_bytes / 2**20
-    )
-    faiss_index = build_index(index_vectors, plan, seed=config.seed, show_progress=config.show_progress)
     manifest = IndexManifest(
         checkpoint_version=index_shards["checkpoint_version"],
         checkpoint_path=None,  # the catalog's ImageIndexDataset names the file of that version
@@ -135,5 +165,6 @@ def build_image_index(
         precision=index_shards["precision"],
         tokenizer=tokens.tokenizer,
         max_length=tokens.max_length,
+        code_bits=None if code_bits is None else int(code_bits),
     )
     return ImageIndex(index=faiss_index, manifest=manifest, rows=index_rows)
