@@ -60,6 +60,9 @@ def test_variant_parameters_override_only_what_they_name():
         "infonce": 0.0,
         "sdm": 0.0,
         "siglip": 0.0,
+        "attribute_prediction": 0.0,
+        "similarity_preserving": 0.0,
+        "quantization": 0.0,
     }
     assert training["epochs"] == base["training"]["epochs"]
     assert training["seed"] == 2

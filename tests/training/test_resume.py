@@ -35,7 +35,23 @@ def test_same_seed_gives_identical_training(tmp_path, uninterrupted):
     assert again == uninterrupted
 
 
-def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path, uninterrupted):
+def _run_script(workdir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), str(workdir), str(EPOCHS)],
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
+    # Both sides in fresh processes: what a test before this one left in the pytest worker (threads,
+    # backend flags) cannot make the comparison differ.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    assert _run_script(reference).returncode == 0
+    uninterrupted = json.loads((reference / "result.json").read_text())
     env = checkout_env()
     state = tmp_path / "state.pt"
     process = subprocess.Popen(
@@ -54,9 +70,7 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path, unin
     assert 1 <= killed_at < EPOCHS
     assert not (tmp_path / "result.json").exists()
 
-    resumed = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path), str(EPOCHS)], env=env, capture_output=True, text=True, check=False
-    )
+    resumed = _run_script(tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"after epoch {killed_at}" in resumed.stderr
     assert json.loads((tmp_path / "result.json").read_text()) == uninterrupted
