@@ -14,6 +14,7 @@ from timam.index.store import load_image_index, save_image_index
 from timam.models.attribute_family import AttributeHashingModel
 from timam.models.attribute_hashing import AttributeHashingConfig
 from timam.models.checkpoint import Checkpoint
+from timam.pipelines.evaluate.nodes import embed_test_split
 from timam.retrieval.hamming import pack_codes
 from timam.search import Searcher
 
@@ -83,3 +84,8 @@ def test_a_float_checkpoint_cannot_query_a_binary_index(checkpoint, tmp_path) ->
         floats = Checkpoint(model=random_tiny_model(), metadata={}, version=VERSION)
     with pytest.raises(ValueError, match="holds packed hash codes"):
         Searcher(image_index=image_index, checkpoint=floats, device="cpu", tokenizer=TOKENIZATION["tokenizer"])
+
+
+def test_the_evaluate_pipeline_refuses_a_hashing_checkpoint_and_names_where_it_is_scored(checkpoint) -> None:
+    with pytest.raises(ValueError, match=r"attribute-hashing model.*Hamming.*--pipelines families.*agnet_hash"):
+        embed_test_split(checkpoint, None, None, {}, {})  # refused before it reads anything

@@ -217,3 +217,14 @@ def test_missing_cub_attribute_names_say_where_they_were_looked_for(tmp_path: Pa
     (tmp_path / "attributes.txt").unlink()
     with pytest.raises(BadInputError, match="attributes.txt not found"):
         read_cub_attributes(cub)
+
+
+def test_cub_labels_are_used_when_present_and_auto_falls_back_to_captions_when_not(tmp_path: Path) -> None:
+    from timam.studies.attributes import AttributeVocabularyConfig, dataset_labels
+
+    cub = _cub(tmp_path / "with", LABELS)
+    assert dataset_labels(None, AttributeVocabularyConfig(cub_root=str(cub))) == read_cub_attributes(cub)
+    missing = tmp_path / "text_c10_only" / "CUB_200_2011"  # the cub env's default, not downloaded
+    assert dataset_labels(None, AttributeVocabularyConfig(cub_root=str(missing))) is None
+    with pytest.raises(BadInputError, match="point cub_root at the CUB_200_2011 folder"):
+        dataset_labels(None, AttributeVocabularyConfig(source="labels", cub_root=str(missing)))

@@ -39,7 +39,8 @@ def test_every_env_tracks_the_promised_artifacts_and_only_the_checkpoint_under_a
     tracked = _tracked(entries)
     for pipeline, names in PROMISED.items():
         assert names <= set(tracked), f"{env}: {pipeline} would not log {sorted(names - set(tracked))}"
-    assert set(tracked) == set().union(*PROMISED.values()) | {"model_checkpoint"}, "a new artifact: add it to docs/journeys/tracking.md"
+    promised = set().union(*PROMISED.values()) | {"model_checkpoint"}
+    assert set(tracked) == promised, "a new artifact: add it to docs/journeys/tracking.md"
     assert {
         name: declared.get("artifact_path") for name, declared in tracked.items() if declared.get("artifact_path")
     } == {"model_checkpoint": "checkpoint"}

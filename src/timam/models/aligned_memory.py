@@ -56,11 +56,21 @@ from torch import Tensor, nn
 
 from timam.models.frozen_encoders import FrozenEncodersConfig
 
-__all__ = ["ACMM_FAMILY", "AlignedMemory", "AlignedMemoryConfig", "MemoryWeights", "aligned_memory_scores"]
+__all__ = [
+    "ACMM_CAPTION_CHUNK",
+    "ACMM_FAMILY",
+    "ACMM_IMAGE_CHUNK",
+    "AlignedMemory",
+    "AlignedMemoryConfig",
+    "MemoryWeights",
+    "aligned_memory_scores",
+]
 
 ACMM_FAMILY = "acmm"
-_IMAGE_CHUNK = 16
-_CAPTION_CHUNK = 64
+# The largest blocks an ACMM-style model scores at once: a block holds captions x images x words x 3d
+# floats of interface vectors (75 MB at these sizes with 24 words and d = 256), so callers' larger
+# blocks (SCAN's 64 x 256) are cut down to these; chunks change the scores by float rounding only.
+ACMM_IMAGE_CHUNK, ACMM_CAPTION_CHUNK = 16, 64
 _EPS = 1e-8
 
 
@@ -158,8 +168,8 @@ def chunked_aligned_memory_scores(
     *,
     lambda_softmax: float,
     sharpness: float,
-    image_chunk: int = _IMAGE_CHUNK,
-    caption_chunk: int = _CAPTION_CHUNK,
+    image_chunk: int = ACMM_IMAGE_CHUNK,
+    caption_chunk: int = ACMM_CAPTION_CHUNK,
 ) -> Tensor:
     """S(I, T) of every caption x image pair, ``(captions, images)``, block by block (see the module).
 
@@ -242,6 +252,6 @@ class AlignedMemory(nn.Module):
             self.weights(),
             lambda_softmax=self.config.lambda_softmax,
             sharpness=self.config.memory_sharpness,
-            image_chunk=image_chunk or _IMAGE_CHUNK,
-            caption_chunk=caption_chunk or _CAPTION_CHUNK,
+            image_chunk=image_chunk or ACMM_IMAGE_CHUNK,
+            caption_chunk=caption_chunk or ACMM_CAPTION_CHUNK,
         )

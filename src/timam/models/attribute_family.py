@@ -24,18 +24,13 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from timam.models.aligned_memory import AlignedMemory, AlignedMemoryConfig
+from timam.models.aligned_memory import ACMM_CAPTION_CHUNK, ACMM_IMAGE_CHUNK, AlignedMemory, AlignedMemoryConfig
 from timam.models.attribute_hashing import AttributeHashingConfig, AttributeHashingHeads, AttributeOutputs
 from timam.models.image_encoder import build_backbone, image_view, random_views, views_of
 from timam.models.interaction import backbone_regions
 from timam.models.text_encoder import build_transformer, transformer_config
 
-__all__ = ["ACMM_CAPTION_CHUNK", "ACMM_IMAGE_CHUNK", "AlignedMemoryModel", "AttributeHashingModel"]
-
-# The largest blocks an ACMM-style model scores at once: a block holds captions x images x words x 3d
-# floats of interface vectors (75 MB at these sizes with 24 words and d = 256), so callers' larger
-# blocks (SCAN's 64 x 256) are cut down to these; chunks change the scores by float rounding only.
-ACMM_IMAGE_CHUNK, ACMM_CAPTION_CHUNK = 16, 64
+__all__ = ["AlignedMemoryModel", "AttributeHashingModel"]
 
 FrozenConfig = AttributeHashingConfig | AlignedMemoryConfig
 
@@ -187,8 +182,8 @@ class AlignedMemoryModel(nn.Module):
         image_chunk: int | None = None,
         caption_chunk: int | None = None,
     ) -> Tensor:
-        """Pair scores ``(captions, images)``, in blocks of at most :data:`ACMM_IMAGE_CHUNK` x
-        :data:`ACMM_CAPTION_CHUNK` whatever the caller asks (see there)."""
+        """Pair scores ``(captions, images)``, in blocks of at most ``ACMM_IMAGE_CHUNK`` x
+        ``ACMM_CAPTION_CHUNK`` whatever the caller asks (see :mod:`timam.models.aligned_memory`)."""
         return self.memory.scores(
             regions,
             states,

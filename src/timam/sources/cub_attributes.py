@@ -24,9 +24,15 @@ from pathlib import Path, PurePosixPath
 from timam.sources.caption_table import BadInputError
 from timam.sources.text_c10 import read_utf8
 
-__all__ = ["CERTAINTIES", "read_cub_attributes"]
+__all__ = ["CERTAINTIES", "LABELS_FILE", "cub_labels_present", "read_cub_attributes"]
 
 CERTAINTIES = {1: "not visible", 2: "guessing", 3: "probably", 4: "definitely"}
+LABELS_FILE = PurePosixPath("attributes", "image_attribute_labels.txt")
+
+
+def cub_labels_present(cub_root: str | Path) -> bool:
+    """Whether ``cub_root`` holds the per-image attribute labels (the text_c10 download has none)."""
+    return (Path(cub_root) / LABELS_FILE).is_file()
 
 
 def _rows(path: Path, fields: int) -> list[tuple[int, list[str]]]:
@@ -89,7 +95,7 @@ def read_cub_attributes(cub_root: str | Path, *, min_certainty: int = 1) -> dict
         raise ValueError(f"min_certainty must be one of {sorted(CERTAINTIES)} ({CERTAINTIES}), got {min_certainty!r}")
     cub_root = Path(cub_root)
     images, names = _image_keys(cub_root), _attribute_names(cub_root)
-    path = cub_root / "attributes" / "image_attribute_labels.txt"
+    path = cub_root / LABELS_FILE
     present: dict[int, set[int]] = {image: set() for image in images}
     for number, parts in _rows(path, 4):
         image, attribute, is_present, certainty = (_integer(path, number, value) for value in parts[:4])

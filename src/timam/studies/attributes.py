@@ -13,6 +13,7 @@ or a search reads the vocabulary its model was trained with. Where it comes from
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -30,8 +31,10 @@ from timam.sources.attributes import (
     label_targets,
     reid_raw_attributes,
 )
-from timam.sources.cub_attributes import read_cub_attributes
+from timam.sources.cub_attributes import cub_labels_present, read_cub_attributes
 from timam.training.hashing import AttributeTargets
+
+logger = logging.getLogger(__name__)
 
 Labels = Mapping[str, Sequence[str]]
 
@@ -54,11 +57,14 @@ class AttributeVocabularyConfig(ParameterBlock):
 def dataset_labels(raw_annotations: Any, config: AttributeVocabularyConfig) -> dict[str, list[str]] | None:
     """Each image's attribute labels, by the caption table's ``image_id``; None when the data has none.
 
-    The demo's ``reid_raw.json`` records carry ``attributes``; CUB's come from ``cub_root``; other
+    The demo's ``reid_raw.json`` records carry ``attributes``; CUB's come from ``cub_root`` (with
+    ``source: auto``, only when its labels file is there: the cub env points at it by default); other
     raw data (CUHK-PEDES, UCM-Captions tables, Karpathy files) has none.
     """
     if config.cub_root is not None:
-        return read_cub_attributes(config.cub_root)
+        if config.source == "labels" or cub_labels_present(config.cub_root):
+            return read_cub_attributes(config.cub_root)
+        logger.info("no CUB-200-2011 attribute labels under %s: the vocabulary is mined from captions", config.cub_root)
     records = raw_annotations if isinstance(raw_annotations, list) else []
     if records and all(isinstance(record, dict) and "attributes" in record for record in records):
         return reid_raw_attributes(records)

@@ -46,6 +46,14 @@ def embed_test_split(
     precision, the tokenizer and its length). ``evaluation``: ``params:evaluation``
     (:class:`~timam.evaluation.config.EvaluationConfig`); ``embedding``: ``params:embedding``.
     """
+    if model_checkpoint.is_hashing:
+        # Its relaxed codes are not the model: ranked by cosine they would disagree with its search.
+        raise ValueError(
+            f"model_checkpoint {model_checkpoint.version or ''} is an attribute-hashing model: this pipeline "
+            "ranks float embeddings by cosine, a hashing model's codes by Hamming distance. Score it with "
+            "`kedro run --pipelines families` (its agnet_hash_<K> row), or index and search it "
+            "(`--pipelines index`, `timam serve`)"
+        )
     config, embed = evaluation_config(evaluation), embedding_config(embedding)
     data = split_data(captions, caption_tokens, config.split)
     rows = captions[captions["split"] == data.split]
