@@ -32,14 +32,15 @@ def _naive_bce(logits: list[list[float]], targets: list[list[float]]) -> float:
 
 
 def _naive_similarity(image: list[list[float]], text: list[list[float]], s: list[list[float]]) -> float:
-    """-(1/(n m)) sum_ij log p(S_ij | theta_ij), p = sigmoid(theta) if S_ij else 1 - sigmoid(theta)."""
-    total = 0.0
+    """-log p(S_ij | theta_ij), p = sigmoid(theta) if S_ij else 1 - sigmoid(theta), averaged within the
+    similar pairs and within the dissimilar pairs, then the two averages averaged."""
+    losses: dict[bool, list[float]] = {True: [], False: []}
     for i, h_v in enumerate(image):
         for j, h_t in enumerate(text):
             theta = 0.5 * sum(a * b for a, b in zip(h_v, h_t, strict=True))
             p = 1.0 / (1.0 + math.exp(-theta))
-            total += math.log(p if s[i][j] else 1.0 - p)
-    return -total / (len(image) * len(text))
+            losses[bool(s[i][j])].append(-math.log(p if s[i][j] else 1.0 - p))
+    return 0.5 * sum(sum(group) / len(group) if group else 0.0 for group in losses.values())
 
 
 def _naive_quantization(relaxed: list[list[float]]) -> float:
@@ -73,8 +74,27 @@ def test_similarity_preserving_loss_is_finite_for_far_apart_codes() -> None:
     image = torch.full((1, 200), 1.0, dtype=torch.float64)
     text = torch.stack([torch.full((200,), 1.0), torch.full((200,), -1.0)]).double()  # theta = 100, -100
     loss = similarity_preserving_loss(image, text, torch.tensor([[0.0, 1.0]], dtype=torch.float64))
-    # pair 1: S = 0, -log(1 - sigmoid(100)) = 100 + log(1 + e^-100); pair 2: S = 1, -log sigmoid(-100) alike
+    # pair 1: S = 0, -log(1 - sigmoid(100)) = 100 + log(1 + e^-100); pair 2: S = 1, -log sigmoid(-100) alike;
+    # one pair of each kind, so the loss is their mean
     assert loss.item() == pytest.approx(100.0 + math.log1p(math.exp(-100.0)), rel=1e-12)
+
+
+def test_similar_and_dissimilar_pairs_weigh_the_same_however_rare_the_similar_ones() -> None:
+    """One similar pair per row of 16: codes that agree on it and are orthogonal elsewhere must beat
+    every image taking one code and every caption its opposite. Under the plain mean over pairs the
+    collapse scores lower (about 8 / 16 = 0.5 against 15 / 16 log 2 = 0.65), which is what training found."""
+    identities = torch.arange(16)
+    similarity = identity_similarity(identities, identities).double()
+    good = torch.eye(16, dtype=torch.float64) * 8.0  # theta 32 on the diagonal, 0 elsewhere
+    collapsed = torch.ones(16, 16, dtype=torch.float64)  # theta -8 for every pair
+    plain = {
+        name: (torch.nn.functional.softplus(t) - similarity * t).mean()
+        for name, t in (("good", 0.5 * good @ good.T), ("collapsed", -0.5 * collapsed @ collapsed.T))
+    }
+    assert plain["collapsed"] < plain["good"]  # the trap
+    assert similarity_preserving_loss(good, good, similarity) < similarity_preserving_loss(
+        collapsed, -collapsed, similarity
+    )
 
 
 def test_the_similarity_term_rewards_similar_pairs_with_agreeing_codes() -> None:

@@ -8,8 +8,9 @@ and caption j share an identity:
   ``L_a = -(1 / (N V)) sum_i sum_v [Y_iv log sigmoid(Z_iv) + (1 - Y_iv) log(1 - sigmoid(Z_iv))]``;
 - cross-modal similarity preservation over code inner products: with ``theta_ij = 1/2 <h^V_i, h^T_j>``
   the likelihood of S is ``p(S_ij | theta_ij) = sigmoid(theta_ij)`` if S_ij = 1, ``1 - sigmoid(theta_ij)``
-  otherwise, and the loss is its negative log-likelihood
-  ``L_s = -(1 / (n m)) sum_ij [S_ij theta_ij - log(1 + exp(theta_ij))]``;
+  otherwise, and the loss is its negative log-likelihood, the similar and the dissimilar pairs
+  weighted equally: with ``l_ij = log(1 + exp(theta_ij)) - S_ij theta_ij``, P the similar pairs and N
+  the others, ``L_s = 1/2 [(1 / |P|) sum_P l_ij + (1 / |N|) sum_N l_ij]`` (an empty set counts 0);
 - quantisation, per modality: ``L_q = (1 / (N K)) ||B - H||_F^2`` with ``B = sign(H)`` held constant.
 
 Where this follows AgNet (Ji et al., TNNLS 2020) and where it differs:
@@ -24,6 +25,12 @@ Where this follows AgNet (Ji et al., TNNLS 2020) and where it differs:
   by an image and its text (our images have several captions and the gallery is coded alone).
 - DCMH sums over pairs and items; here each term is a mean (over pairs, items x bits), so a term's
   size does not change with the batch or the code length and loss weights carry over between them.
+- L_s weights the two kinds of pair equally, as HashNet's weighted maximum likelihood does for
+  imbalanced similarity (Cao, Long, Wang and Yu, ICCV 2017: w_ij = |S| / |P| or |S| / |N|, the same up
+  to a constant): with identities or single images as the similarity, a batch of 64 holds about one
+  similar pair per row, and the plain mean was minimised by every image taking one code and every
+  caption its opposite (the codes collapsed to 1-3 distinct values on UCM-Captions;
+  benchmarks/RESULTS.md, attribute family).
 
 ``theta`` is not bounded: ``log(1 + exp(theta))`` is computed as softplus, stable for any size.
 """
@@ -54,7 +61,8 @@ def identity_similarity(image_identities: Tensor, text_identities: Tensor) -> Te
 
 
 def similarity_preserving_loss(image_codes: Tensor, text_codes: Tensor, similarity: Tensor) -> Tensor:
-    """L_s: the negative log-likelihood of S under ``sigmoid(1/2 <h^V_i, h^T_j>)``, mean over the n x m pairs."""
+    """L_s: the negative log-likelihood of S under ``sigmoid(1/2 <h^V_i, h^T_j>)``, the mean over the
+    similar pairs and the mean over the dissimilar pairs averaged (see the module)."""
     if image_codes.dim() != 2 or text_codes.dim() != 2 or image_codes.shape[1] != text_codes.shape[1]:
         raise ValueError(
             f"codes must be (items, bits) of one length, got {tuple(image_codes.shape)} and {tuple(text_codes.shape)}"
@@ -65,7 +73,14 @@ def similarity_preserving_loss(image_codes: Tensor, text_codes: Tensor, similari
     if not bool(((similarity == 0) | (similarity == 1)).all()):
         raise ValueError("similarity must hold only 0 and 1")
     theta = 0.5 * image_codes @ text_codes.T
-    return (F.softplus(theta) - similarity.to(theta.dtype) * theta).mean()
+    similar = similarity.to(theta.dtype)
+    pair_losses = F.softplus(theta) - similar * theta
+    return 0.5 * (_mean_over(pair_losses, similar) + _mean_over(pair_losses, 1 - similar))
+
+
+def _mean_over(values: Tensor, mask: Tensor) -> Tensor:
+    """The mean of ``values`` where ``mask`` is 1 (0 where it is 0 everywhere)."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def quantization_loss(relaxed: Tensor) -> Tensor:

@@ -18,6 +18,11 @@ Where this follows the paper and where it differs, and why:
 - Follows: an attribute predictor per modality into one attribute space shared by both; hash codes
   generated from the attribute vector, not from the raw features; a three-layer hashing network
   (as the issue quotes the paper); tanh relaxation in training and sign at test.
+- Differs: the hashing network's K outputs are batch-normalised (no learned scale or shift) before
+  the tanh, so each bit is +1 for about half of a batch. The attribute vectors of different items lie
+  close together (all in [0, 1], most terms rare), and without it G mapped them to 1-3 distinct
+  codes on UCM-Captions whatever the loss weights (benchmarks/RESULTS.md, attribute family); DCMH's
+  bit-balance term ``||F 1||^2`` serves the same purpose.
 - ``shared_hash_network`` (default true) maps both modalities' attribute vectors with one network
   G, as the abstract's "within the same network" reads: equal attribute vectors then get equal
   codes. False gives each modality its own G (``G_V``, ``G_T``), the usual cross-modal hashing form.
@@ -87,9 +92,15 @@ def _predictor(in_features: int, hidden: int, attributes: int) -> nn.Sequential:
 
 
 def _hash_network(attributes: int, hidden: int, bits: int) -> nn.Sequential:
-    """Three layers from the attribute space to the K code outputs (tanh is applied by the caller)."""
+    """Three layers from the attribute space to the K code outputs, each output standardised over the
+    batch (running statistics at test time; tanh is applied by the caller)."""
     return nn.Sequential(
-        nn.Linear(attributes, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, bits)
+        nn.Linear(attributes, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, bits),
+        nn.BatchNorm1d(bits, affine=False),
     )
 
 

@@ -212,6 +212,7 @@ class HashingTrainer(EpochTrainer):
 
     def validate(self) -> dict[str, float]:
         """Text->image R@1 of Hamming ranking (expected over ties) under ``training.validation_relevance``."""
+        self.model.eval()  # the codes' batch normalisation at its running statistics, as at test time
         image, text = split_outputs(self.model, self.val, self.device)
         data = self.val.data
         image_labels, text_labels = relevance_labels(
