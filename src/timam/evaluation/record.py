@@ -6,6 +6,7 @@ same record, so ``compare``, the families table and MLflow read one layout.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 
 from timam.evaluation.config import EvaluationConfig
 from timam.evaluation.report import mean_recall
+from timam.retrieval.ranking import GalleryTopK
 
 # The top-k a search returns per query in the cost column (a result page).
 SEARCH_K = 10
@@ -33,6 +35,15 @@ class GalleryCost:
             "bytes_per_image": float(self.bytes_per_image),
             "search_ms_per_query": 1000 * self.search_seconds / max(1, queries),
         }
+
+    @classmethod
+    def of_float_gallery(cls, image_emb: torch.Tensor, text_emb: torch.Tensor) -> GalleryCost:
+        """Timed: every caption's exact top :data:`SEARCH_K` over the images stored as unit float32
+        vectors, as an exact float index holds them."""
+        gallery = GalleryTopK(image_emb)
+        started = time.perf_counter()
+        gallery.topk(text_emb, min(SEARCH_K, len(gallery)))
+        return cls(bytes_per_image=4 * image_emb.shape[1], search_seconds=time.perf_counter() - started)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> GalleryCost | None:

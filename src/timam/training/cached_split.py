@@ -164,6 +164,35 @@ class CachedSplit(CachedCaptions):
         return features[to_device(views, features.device), images]
 
 
+def train_and_val_splits(
+    model: EmbeddingModel,
+    train: SplitData,
+    val: SplitData,
+    *,
+    batch_size: int,
+    device: torch.device,
+    cache_dir: str | Path | None,
+    precision: str,
+    show_progress: bool = True,
+) -> tuple[CachedSplit, CachedSplit]:
+    """The training split with every view's features (each step draws one) and the validation split
+    with their mean, both through the feature cache."""
+    train_split, val_split = (
+        CachedSplit(
+            model,
+            split,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
+            cache_dir=cache_dir,
+            per_view=per_view,
+            precision=precision,
+        )
+        for split, per_view in ((train, True), (val, False))
+    )
+    return train_split, val_split
+
+
 class CaptionImageDataset(Dataset):
     """The image of each caption, transformed with its own augmentation seed: items are
     ``(caption, seed)`` pairs (see :func:`augmentation_seed`), and the caption index comes back with

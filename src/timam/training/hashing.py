@@ -46,7 +46,7 @@ from timam.models.checkpoint import Checkpoint
 from timam.retrieval.hamming import hamming_scores, pack_codes
 from timam.retrieval.ranking import score_ranking_metrics
 from timam.retrieval.relevance import relevance_labels
-from timam.training.cached_split import CachedSplit
+from timam.training.cached_split import CachedSplit, train_and_val_splits
 from timam.training.config import HASHING_TERMS, TrainingConfig
 from timam.training.determinism import kernel_settings
 from timam.training.epoch import SCORE, EpochTrainer
@@ -247,17 +247,14 @@ def train_attribute_hashing(
         device = pick_device(config.device)
         logger.info("Training the attribute-hashing heads on %s: %d train captions", device, train.num_captions)
         model = model_to(AttributeHashingModel(model_config), device)
-        cached_train, cached_val = (
-            CachedSplit(
-                model,
-                split,
-                batch_size=config.embed_batch_size,
-                device=device,
-                cache_dir=config.feature_cache_dir,
-                per_view=per_view,
-                precision=config.precision,
-            )
-            for split, per_view in ((train, True), (val, False))
+        cached_train, cached_val = train_and_val_splits(
+            model,
+            train,
+            val,
+            batch_size=config.embed_batch_size,
+            device=device,
+            cache_dir=config.feature_cache_dir,
+            precision=config.precision,
         )
         trainer = HashingTrainer(model, cached_train, cached_val, targets, config, device)
         fingerprint = run_fingerprint(

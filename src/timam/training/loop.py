@@ -30,7 +30,7 @@ from timam.inference.split_data import SplitData
 from timam.models.checkpoint import Checkpoint
 from timam.models.families import AnyModel
 from timam.tracking.log import log_epoch
-from timam.training.cached_split import CachedSplit
+from timam.training.cached_split import train_and_val_splits
 from timam.training.config import TrainingConfig
 from timam.training.determinism import kernel_settings
 from timam.training.distributed import (
@@ -160,18 +160,15 @@ def _train_timam(
             val.num_captions,
         )
     model = model_to(build_model(model_config), device)
-    cached_train, cached_val = (
-        CachedSplit(
-            model,
-            split,
-            batch_size=config.embed_batch_size,
-            device=device,
-            show_progress=context.is_main,
-            cache_dir=config.feature_cache_dir,
-            per_view=per_view,
-            precision=config.precision,
-        )
-        for split, per_view in ((train, True), (val, False))
+    cached_train, cached_val = train_and_val_splits(
+        model,
+        train,
+        val,
+        batch_size=config.embed_batch_size,
+        device=device,
+        cache_dir=config.feature_cache_dir,
+        precision=config.precision,
+        show_progress=context.is_main,
     )
     trainer = TimamTrainer(model, cached_train, cached_val, config, device, context)
     fingerprint = run_fingerprint(

@@ -15,7 +15,7 @@ from timam.evaluation.config import EvaluationConfig, evaluation_config
 from timam.evaluation.curves import bidirectional_recall_curves, chance_recall_curve
 from timam.evaluation.examples import RankedExamples, best_and_worst, sample_queries
 from timam.evaluation.protocols import protocol_metrics
-from timam.evaluation.record import CHECKPOINT_SUMMARY, SEARCH_K, GalleryCost, metrics_record
+from timam.evaluation.record import CHECKPOINT_SUMMARY, GalleryCost, metrics_record
 from timam.evaluation.report import markdown_report
 from timam.figures.ranking import image_query_figure, recall_curve_figure, text_query_figure
 from timam.figures.style import message_figure
@@ -26,7 +26,7 @@ from timam.inference.device import dtype_name, model_to, pick_device
 from timam.inference.embedding import image_outputs, text_outputs
 from timam.inference.split_data import split_data
 from timam.models.checkpoint import Checkpoint
-from timam.retrieval.ranking import GalleryTopK, bidirectional_metrics, per_query_metrics, similarity
+from timam.retrieval.ranking import bidirectional_metrics, per_query_metrics, similarity
 from timam.retrieval.relevance import embedded_split_labels
 
 logger = logging.getLogger(__name__)
@@ -141,10 +141,7 @@ def rank_test_split(
     started = time.perf_counter()
     similarity(text_emb, image_emb)  # the cost column: every caption against the gallery, as ranked
     score_seconds = time.perf_counter() - started
-    gallery = GalleryTopK(image_emb)  # the stored gallery: unit float32 vectors, as an exact index holds them
-    started = time.perf_counter()
-    gallery.topk(text_emb, min(SEARCH_K, len(gallery)))
-    search = GalleryCost(bytes_per_image=4 * image_emb.shape[1], search_seconds=time.perf_counter() - started)
+    search = GalleryCost.of_float_gallery(image_emb, text_emb)
     results = bidirectional_metrics(
         image_emb, text_emb, image_labels, text_labels, ks=config.ks, tie_rules=config.tie_rules
     )

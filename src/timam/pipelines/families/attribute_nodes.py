@@ -35,7 +35,7 @@ from timam.models.attribute_hashing import AttributeHashingConfig, AttributeOutp
 from timam.models.checkpoint import Checkpoint
 from timam.pipelines.families.nodes import scores_bundle
 from timam.retrieval.hamming import code_bytes, hamming_scores, pack_codes
-from timam.retrieval.ranking import GalleryTopK, similarity
+from timam.retrieval.ranking import similarity
 from timam.retrieval.two_stage import two_stage_scores
 from timam.sources.attributes import AttributeVocabulary, attribute_groups
 from timam.studies.attributes import check_vocabulary_of, dataset_labels, fit_vocabulary, split_targets
@@ -190,10 +190,7 @@ def score_attribute_space(
     started = time.perf_counter()
     scores = similarity(text, image)
     seconds = time.perf_counter() - started
-    gallery = GalleryTopK(image)  # stored as unit float32 vectors, as an exact float index holds them
-    started = time.perf_counter()
-    gallery.topk(text, min(SEARCH_K, len(gallery)))
-    search = GalleryCost(4 * image.shape[1], time.perf_counter() - started)
+    search = GalleryCost.of_float_gallery(image, text)
     return scores_bundle(
         outputs.data,
         model_checkpoint,
